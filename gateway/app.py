@@ -1,0 +1,53 @@
+"""The Litestar application: routes, error shapes and the per-worker lifespan."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from litestar import Litestar
+from litestar.exceptions import HTTPException
+
+from gateway import errors
+from gateway.config import Settings, decode_settings, load_settings
+from gateway.health_routes import healthz, readyz
+from gateway.openai_routes import (
+    ClientDisconnected,
+    chat_completions,
+    client_disconnected_handler,
+    completions,
+    embeddings,
+    list_models,
+)
+from gateway.runtime import Gateway
+
+# How `driftgate serve` hands its resolved settings to server worker processes.
+SETTINGS_ENV = "_DRIFTGATE_SETTINGS_JSON"
+
+
+def create_app(settings: Settings | None = None) -> Litestar:
+    """Build the app; without ``settings`` it reads what the CLI handed over, or the environment."""
+    if settings is None:
+        handed_over = os.environ.get(SETTINGS_ENV)
+        settings = decode_settings(handed_over) if handed_over else load_settings(os.environ.get("DRIFTGATE_CONFIG"))
+    gateway = Gateway(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        async with gateway.running():
+            app.state.gateway = gateway
+            yield
+
+    return Litestar(
+        route_handlers=[chat_completions, completions, embeddings, list_models, healthz, readyz],
+        lifespan=[lifespan],
+        exception_handlers={
+            errors.OpenAIError: errors.openai_error_handler,
+            ClientDisconnected: client_disconnected_handler,
+            HTTPException: errors.http_exception_handler,
+            Exception: errors.internal_error_handler,
+        },
+        request_max_body_size=settings.max_body_bytes,
+        openapi_config=None,
+    )

@@ -1,0 +1,109 @@
+"""The pool of vLLM replicas: health checks and least-outstanding-requests choice.
+
+A replica that refuses a connection is marked down at once, not only at the next health check, so a
+dead backend costs at most one failed connect before traffic moves elsewhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import aiohttp
+
+from gateway.config import HealthCheck, ModelRoute
+
+log = logging.getLogger(__name__)
+
+
+class Backend:
+    """One vLLM OpenAI server, shared by every model route that lists its URL."""
+
+    __slots__ = ("url", "outstanding", "healthy")
+
+    def __init__(self, url: str) -> None:
+        self.url = url.rstrip("/")
+        self.outstanding = 0
+        self.healthy = True
+
+    def __repr__(self) -> str:
+        state = "up" if self.healthy else "down"
+        return f"Backend({self.url!r}, {state}, outstanding={self.outstanding})"
+
+    @contextmanager
+    def lease(self) -> Iterator[Backend]:
+        """Count a request as outstanding on this backend for as long as it is open."""
+        self.outstanding += 1
+        try:
+            yield self
+        finally:
+            self.outstanding -= 1
+
+    def mark_down(self, reason: str) -> None:
+        if self.healthy:
+            log.warning("backend %s marked down: %s", self.url, reason)
+        self.healthy = False
+
+    def mark_up(self) -> None:
+        if not self.healthy:
+            log.info("backend %s is healthy again", self.url)
+        self.healthy = True
+
+
+class BackendPool:
+    """Model routes and the backends behind them."""
+
+    def __init__(self, routes: list[ModelRoute]) -> None:
+        self._routes = {route.name: route for route in routes}
+        self._backends: dict[str, Backend] = {}
+        self._by_model: dict[str, list[Backend]] = {}
+        for route in routes:
+            replicas = []
+            for url in route.backends:
+                backend = self._backends.setdefault(url.rstrip("/"), Backend(url))
+                replicas.append(backend)
+            self._by_model[route.name] = replicas
+
+    @property
+    def routes(self) -> list[ModelRoute]:
+        return list(self._routes.values())
+
+    @property
+    def backends(self) -> list[Backend]:
+        return list(self._backends.values())
+
+    def route(self, model: str) -> ModelRoute | None:
+        return self._routes.get(model)
+
+    def candidates(self, model: str) -> list[Backend]:
+        """Healthy replicas for ``model``, fewest outstanding requests first."""
+        healthy = [backend for backend in self._by_model.get(model, ()) if backend.healthy]
+        healthy.sort(key=lambda backend: backend.outstanding)
+        return healthy
+
+    def unready_models(self) -> list[str]:
+        """Models that have no healthy replica right now."""
+        return [name for name in self._routes if not self.candidates(name)]
+
+    async def check_all(self, session: aiohttp.ClientSession, config: HealthCheck) -> None:
+        await asyncio.gather(*(self._check(session, backend, config) for backend in self._backends.values()))
+
+    async def run_health_checks(self, session: aiohttp.ClientSession, config: HealthCheck) -> None:
+        """Poll every backend's ``/health`` until cancelled."""
+        while True:
+            await asyncio.sleep(config.interval_s)
+            await self.check_all(session, config)
+
+    @staticmethod
+    async def _check(session: aiohttp.ClientSession, backend: Backend, config: HealthCheck) -> None:
+        timeout = aiohttp.ClientTimeout(total=config.timeout_s)
+        try:
+            async with session.get(f"{backend.url}/health", timeout=timeout) as response:
+                if response.status == 200:
+                    backend.mark_up()
+                else:
+                    backend.mark_down(f"/health answered {response.status}")
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            backend.mark_down(f"/health failed: {exc!r}")

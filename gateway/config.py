@@ -1,0 +1,124 @@
+"""Gateway settings: one YAML file plus ``DRIFTGATE_*`` environment overrides.
+
+An override names a path into the YAML with ``__`` between levels and holds a YAML value, so
+``DRIFTGATE_PORT=9000``, ``DRIFTGATE_TIMEOUTS__READ_S=30`` and
+``DRIFTGATE_MODELS='[{name: m, backends: ["http://10.0.0.5:8000"]}]'`` all work. This is a few lines
+over PyYAML and msgspec rather than pydantic-settings because msgspec already types the whole edge and
+the override rule stays the same for every nesting level.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import yaml
+
+ENV_PREFIX = "DRIFTGATE_"
+
+
+class ModelRoute(msgspec.Struct, forbid_unknown_fields=True):
+    """A public model name and the vLLM replicas that serve it."""
+
+    name: str
+    backends: list[str]
+    # The name vLLM knows the model by (its --served-model-name); defaults to ``name``.
+    upstream_name: str | None = None
+    # Only backends started as pooling/embedding models can answer /v1/embeddings.
+    embeddings: bool = False
+
+    @property
+    def upstream_model(self) -> str:
+        return self.upstream_name or self.name
+
+
+class Timeouts(msgspec.Struct, forbid_unknown_fields=True):
+    connect_s: float = 3.0
+    # Longest silence allowed between two bytes from the upstream (a whole stream may last longer).
+    read_s: float = 120.0
+
+
+class HealthCheck(msgspec.Struct, forbid_unknown_fields=True):
+    interval_s: float = 2.0
+    timeout_s: float = 2.0
+
+
+class EmbeddedVLLM(msgspec.Struct, forbid_unknown_fields=True):
+    """The vLLM child process that ``driftgate up`` runs."""
+
+    model: str = "SmolLM2-135M-Instruct"
+    port: int = 8001
+    max_model_len: int = 2048
+    max_loras: int = 4
+    max_lora_rank: int = 64
+    # GiB of KV cache on the CPU build (VLLM_CPU_KVCACHE_SPACE).
+    cpu_kvcache_gib: int = 2
+    extra_args: list[str] = msgspec.field(default_factory=list)
+    startup_timeout_s: float = 600.0
+
+
+class Settings(msgspec.Struct, forbid_unknown_fields=True):
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 1
+    home: str = ".driftgate"
+    models: list[ModelRoute] = msgspec.field(default_factory=list)
+    timeouts: Timeouts = msgspec.field(default_factory=Timeouts)
+    health: HealthCheck = msgspec.field(default_factory=HealthCheck)
+    max_body_bytes: int = 4 * 1024 * 1024
+    embedded: EmbeddedVLLM = msgspec.field(default_factory=EmbeddedVLLM)
+
+    @property
+    def models_dir(self) -> Path:
+        return Path(self.home) / "models"
+
+
+class ConfigError(ValueError):
+    """The YAML file or an override does not describe valid settings."""
+
+
+def load_settings(path: str | Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Read ``path`` (if given), apply ``DRIFTGATE_*`` overrides, and validate the result."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(Path(path).read_text())
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"cannot read config {path}: {exc}") from exc
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"config {path} must be a mapping at the top level")
+        raw = loaded or {}
+    _apply_env_overrides(raw, os.environ if environ is None else environ)
+    try:
+        return msgspec.convert(raw, Settings)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"invalid config: {exc}") from exc
+
+
+def _apply_env_overrides(raw: dict[str, Any], environ: Mapping[str, str]) -> None:
+    for key, value in environ.items():
+        if not key.startswith(ENV_PREFIX) or key == ENV_PREFIX + "CONFIG":
+            continue
+        path = key[len(ENV_PREFIX) :].lower().split("__")
+        node = raw
+        for part in path[:-1]:
+            child = node.get(part)
+            if not isinstance(child, dict):
+                child = node[part] = {}
+            node = child
+        try:
+            node[path[-1]] = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{key} is not a valid YAML value: {exc}") from exc
+
+
+def encode_settings(settings: Settings) -> bytes:
+    """Serialise settings so a server worker process can rebuild them exactly."""
+    return msgspec.json.encode(settings)
+
+
+def decode_settings(data: bytes | str) -> Settings:
+    return msgspec.json.decode(data, type=Settings)

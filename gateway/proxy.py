@@ -1,0 +1,176 @@
+"""Forwarding one request to a vLLM replica: choice, retry, timeouts and streaming pass-through.
+
+A request is retried on another replica only when it never reached the first one (the connection
+could not be made): generation is not idempotent, so anything that may have run on a backend is not
+sent twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import ExitStack
+
+import aiohttp
+import msgspec
+
+from gateway import errors
+from gateway.backends import Backend, BackendPool
+from gateway.config import Timeouts
+from gateway.errors import OpenAIError
+
+log = logging.getLogger(__name__)
+
+_JSON_HEADERS = {"content-type": "application/json"}
+# Connection failures that prove the request never left the gateway.
+_NOT_SENT = (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)
+
+
+class UpstreamResponse(msgspec.Struct):
+    status: int
+    body: bytes
+    # Seconds spent waiting on the backend, for the overhead figure.
+    upstream_s: float
+
+
+class _Exchange:
+    """One request's hold on a backend: the open response and the lease to give back."""
+
+    __slots__ = ("response", "backend", "waited_s", "_lease")
+
+    def __init__(self, response: aiohttp.ClientResponse, backend: Backend, lease: ExitStack, waited_s: float):
+        self.response = response
+        self.backend = backend
+        self.waited_s = waited_s
+        self._lease = lease
+
+    def finish(self, *, completed: bool) -> None:
+        """Return the connection to the pool if the body was read to the end, else drop it."""
+        if completed:
+            self.response.release()
+        else:
+            self.response.close()
+        self._lease.close()
+
+
+class UpstreamStream:
+    """An open streaming response: iterate it once; it gives the backend back when done or dropped."""
+
+    def __init__(self, exchange: _Exchange, model: str) -> None:
+        self._exchange = exchange
+        self._model = model
+
+    @property
+    def waited_s(self) -> float:
+        return self._exchange.waited_s
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        completed = False
+        try:
+            async for chunk in self._exchange.response.content.iter_any():
+                yield chunk
+            completed = True
+        except asyncio.TimeoutError:
+            log.warning("stream from %s stalled past the read timeout", self._exchange.backend.url)
+            yield _sse_error(errors.upstream_timeout(self._model))
+        except aiohttp.ClientError as exc:
+            self._exchange.backend.mark_down(f"stream broke: {exc!r}")
+            yield _sse_error(errors.backend_unavailable(self._model))
+        finally:
+            # Runs on client disconnect too (the generator is closed): closing the connection makes
+            # vLLM abort the generation.
+            self._exchange.finish(completed=completed)
+
+
+def _sse_error(error: OpenAIError) -> bytes:
+    """An error event in the stream: what OpenAI sends when a stream fails after it started."""
+    return b"data: " + error.encode() + b"\n\n"
+
+
+class Upstream:
+    """Sends request bodies to the replicas of a model."""
+
+    def __init__(self, pool: BackendPool, session: aiohttp.ClientSession, timeouts: Timeouts) -> None:
+        self._pool = pool
+        self._session = session
+        self._timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=timeouts.connect_s, sock_read=timeouts.read_s
+        )
+
+    async def post(self, model: str, path: str, body: bytes) -> UpstreamResponse:
+        """Forward a non-streaming request and return the backend's status and body."""
+        exchange = await self._open(model, path, body)
+        started = time.perf_counter()
+        completed = False
+        try:
+            payload = await exchange.response.read()
+            completed = True
+        except asyncio.TimeoutError as exc:
+            raise errors.upstream_timeout(model) from exc
+        except aiohttp.ClientError as exc:
+            exchange.backend.mark_down(f"response broke: {exc!r}")
+            raise errors.backend_unavailable(model) from exc
+        finally:
+            exchange.finish(completed=completed)
+        waited = exchange.waited_s + time.perf_counter() - started
+        return UpstreamResponse(exchange.response.status, payload, waited)
+
+    async def stream(self, model: str, path: str, body: bytes) -> UpstreamStream:
+        """Forward a streaming request; errors before the first byte raise, later ones become events."""
+        exchange = await self._open(model, path, body)
+        if exchange.response.status == 200:
+            return UpstreamStream(exchange, model)
+        completed = False
+        try:
+            payload = await exchange.response.read()
+            completed = True
+        finally:
+            exchange.finish(completed=completed)
+        raise upstream_error(exchange.response.status, payload)
+
+    async def _open(self, model: str, path: str, body: bytes) -> _Exchange:
+        for backend in self._pool.candidates(model):
+            lease = ExitStack()
+            lease.enter_context(backend.lease())
+            started = time.perf_counter()
+            try:
+                response = await self._session.post(
+                    backend.url + path, data=body, headers=_JSON_HEADERS, timeout=self._timeout
+                )
+            except _NOT_SENT as exc:
+                lease.close()
+                backend.mark_down(f"connect failed: {exc!r}")
+                continue
+            except asyncio.TimeoutError as exc:
+                lease.close()
+                raise errors.upstream_timeout(model) from exc
+            except aiohttp.ClientError as exc:
+                lease.close()
+                backend.mark_down(f"request failed: {exc!r}")
+                raise errors.backend_unavailable(model) from exc
+            except BaseException:
+                lease.close()
+                raise
+            return _Exchange(response, backend, lease, time.perf_counter() - started)
+        raise errors.backend_unavailable(model)
+
+
+def upstream_error(status: int, payload: bytes) -> OpenAIError:
+    """Re-shape a backend's error reply as an OpenAI error, keeping its status and message."""
+    try:
+        decoded = msgspec.json.decode(payload)
+    except msgspec.DecodeError:
+        decoded = None
+    detail = decoded.get("error", decoded) if isinstance(decoded, dict) else None
+    if isinstance(detail, dict):
+        return errors.OpenAIError(
+            status,
+            str(detail.get("message") or f"backend answered {status}"),
+            type=str(detail.get("type") or "invalid_request_error"),
+            code=None if detail.get("code") is None else str(detail.get("code")),
+            param=detail.get("param"),
+        )
+    text = payload[:500].decode("utf-8", "replace")
+    return errors.bad_gateway(f"backend answered {status}: {text}")

@@ -1,0 +1,45 @@
+"""What the routes share inside one gateway worker: settings, the backend pool and the upstream client."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+
+import aiohttp
+
+from gateway.backends import BackendPool
+from gateway.config import Settings
+from gateway.proxy import Upstream
+
+
+class Gateway:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.pool = BackendPool(settings.models)
+        self.started_at = int(time.time())
+        self._upstream: Upstream | None = None
+
+    @property
+    def upstream(self) -> Upstream:
+        if self._upstream is None:
+            raise RuntimeError("the gateway is not running: use Gateway.running()")
+        return self._upstream
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[Gateway]:
+        """Open the upstream connection pool, check every backend once, then keep checking."""
+        # limit=0: the backends' own queues bound concurrency; a client-side cap only adds latency.
+        connector = aiohttp.TCPConnector(limit=0)
+        async with aiohttp.ClientSession(connector=connector, auto_decompress=False) as session:
+            self._upstream = Upstream(self.pool, session, self.settings.timeouts)
+            await self.pool.check_all(session, self.settings.health)
+            checks = asyncio.create_task(self.pool.run_health_checks(session, self.settings.health))
+            try:
+                yield self
+            finally:
+                checks.cancel()
+                with suppress(asyncio.CancelledError):
+                    await checks
+                self._upstream = None

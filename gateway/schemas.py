@@ -1,0 +1,106 @@
+"""msgspec Structs for the OpenAI-compatible HTTP edge.
+
+Requests are validated against these types, but the body sent upstream is the client's own JSON: fields
+that are not declared here (``logprobs``, ``guided_json``, vLLM's extras ...) reach vLLM untouched.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal, TypeVar
+
+import msgspec
+from msgspec import Meta
+
+from gateway.errors import OpenAIError, invalid_request
+
+PositiveInt = Annotated[int, Meta(ge=1)]
+Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
+# msgspec allows one array type per union, so a prompt is a string or a list whose items are strings,
+# token ids or lists of token ids; vLLM rejects mixtures with its own 400.
+PromptInput = str | list[str | int | list[int]]
+
+
+class StreamOptions(msgspec.Struct):
+    include_usage: bool | None = None
+
+
+class ChatMessage(msgspec.Struct):
+    role: Role
+    # A string, a list of content parts, or null for an assistant turn made of tool calls.
+    content: str | list[dict[str, Any]] | None = None
+
+
+class ChatCompletionRequest(msgspec.Struct):
+    model: str
+    messages: Annotated[list[ChatMessage], Meta(min_length=1)]
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    max_tokens: PositiveInt | None = None
+    max_completion_tokens: PositiveInt | None = None
+    n: PositiveInt | None = None
+    temperature: Annotated[float, Meta(ge=0, le=2)] | None = None
+    top_p: Annotated[float, Meta(ge=0, le=1)] | None = None
+    user: str | None = None
+
+
+class CompletionRequest(msgspec.Struct):
+    model: str
+    prompt: PromptInput
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    max_tokens: PositiveInt | None = None
+    n: PositiveInt | None = None
+    temperature: Annotated[float, Meta(ge=0, le=2)] | None = None
+    top_p: Annotated[float, Meta(ge=0, le=1)] | None = None
+    user: str | None = None
+
+
+class EmbeddingRequest(msgspec.Struct):
+    model: str
+    input: PromptInput
+    encoding_format: Literal["float", "base64"] | None = None
+    user: str | None = None
+
+
+class ModelCard(msgspec.Struct):
+    id: str
+    created: int
+    owned_by: str = "driftgate"
+    object: str = "model"
+
+
+class ModelList(msgspec.Struct):
+    data: list[ModelCard]
+    object: str = "list"
+
+
+RequestT = TypeVar("RequestT", ChatCompletionRequest, CompletionRequest, EmbeddingRequest)
+
+_DECODERS: dict[type, msgspec.json.Decoder] = {
+    kind: msgspec.json.Decoder(kind) for kind in (ChatCompletionRequest, CompletionRequest, EmbeddingRequest)
+}
+_PATH = re.compile(r" - at `\$\.?(?P<param>[^`]*)`$")
+
+
+def decode_request(body: bytes, kind: type[RequestT]) -> RequestT:
+    """Validate ``body`` as ``kind``, turning any problem into an OpenAI-shaped 400."""
+    if not body:
+        raise invalid_request("The request body is empty; send a JSON object.")
+    try:
+        return _DECODERS[kind].decode(body)
+    except msgspec.ValidationError as exc:
+        message = str(exc)
+        match = _PATH.search(message)
+        param = match["param"] or None if match else None
+        raise invalid_request(f"Invalid request: {message}", param=param) from exc
+    except msgspec.DecodeError as exc:
+        raise _malformed_json(exc) from exc
+
+
+def _malformed_json(exc: msgspec.DecodeError) -> OpenAIError:
+    return invalid_request(
+        f"We could not parse the JSON body of your request ({exc}). The OpenAI API expects a JSON "
+        "payload.",
+        code="invalid_json",
+    )

@@ -1,0 +1,1 @@
+"""Guardrails: text in, verdict out (PII, toxicity). Never imports the gateway."""

@@ -1,0 +1,1 @@
+"""Monitoring: request log, metrics, traces, embeddings and drift detection. Never imports the gateway."""

@@ -1,0 +1,1 @@
+"""Training: data preparation, LoRA/QLoRA/DoRA fine-tuning, evaluation. Never imports the gateway."""
