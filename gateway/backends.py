@@ -105,5 +105,5 @@ class BackendPool:
                     backend.mark_up()
                 else:
                     backend.mark_down(f"/health answered {response.status}")
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             backend.mark_down(f"/health failed: {exc!r}")

@@ -14,8 +14,11 @@ from rich.logging import RichHandler
 
 from gateway.config import ConfigError, ModelRoute, Settings, load_settings
 
-app = typer.Typer(help="driftgate: an OpenAI-compatible LLM gateway with guards, drift monitoring and retraining.",
-                  no_args_is_help=True, pretty_exceptions_show_locals=False)
+app = typer.Typer(
+    help="driftgate: an OpenAI-compatible LLM gateway with guards, drift monitoring and retraining.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
 models_app = typer.Typer(help="Base models on local disk.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 console = Console(stderr=True)
@@ -120,3 +123,7 @@ def models_pull(
         console.print(f"[red]error:[/] {exc}")
         raise typer.Exit(1) from exc
     typer.echo(str(path))
+
+
+if __name__ == "__main__":
+    app()

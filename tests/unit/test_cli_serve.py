@@ -1,0 +1,82 @@
+"""`driftgate serve` as a user runs it: a real granian server process in front of a fake upstream."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import free_port
+
+CHAT = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+DRIFTGATE = [sys.executable, "-m", "gateway.cli"]
+
+
+@asynccontextmanager
+async def serve_process(config: Path, port: int) -> AsyncIterator[httpx.AsyncClient]:
+    env = {**os.environ, "DRIFTGATE_PORT": str(port)}
+    process = subprocess.Popen([*DRIFTGATE, "serve", "--config", str(config)], env=env)
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+            for _ in range(200):
+                try:
+                    if (await client.get("/readyz")).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert process.poll() is None, "driftgate serve exited"
+                await asyncio.sleep(0.1)
+            yield client
+    finally:
+        process.send_signal(signal.SIGINT)
+        assert process.wait(20) == 0
+
+
+def write_config(tmp_path: Path, upstream_url: str) -> Path:
+    config = tmp_path / "driftgate.yaml"
+    config.write_text(f"port: 1\nmodels:\n  - name: m\n    backends: ['{upstream_url}']\n")
+    return config
+
+
+async def test_serve_runs_the_config_with_env_overrides(tmp_path: Path, upstreams) -> None:
+    upstream = await upstreams()
+    async with serve_process(write_config(tmp_path, upstream.url), free_port()) as client:
+        response = await client.post("/v1/chat/completions", json=CHAT)
+        async with client.stream("POST", "/v1/chat/completions", json={**CHAT, "stream": True}) as streamed:
+            raw = b"".join([chunk async for chunk in streamed.aiter_raw()])
+    assert response.status_code == 200
+    assert response.json()["choices"][0]["message"]["content"] == "Hello from fake."
+    assert raw.endswith(b"data: [DONE]\n\n")
+
+
+async def test_plain_request_is_cancelled_upstream_when_the_client_leaves(tmp_path: Path, upstreams) -> None:
+    upstream = await upstreams()
+    upstream.behaviour.delay_s = 10
+    async with serve_process(write_config(tmp_path, upstream.url), free_port()) as client:
+        with pytest.raises(httpx.ReadTimeout):
+            await client.post("/v1/chat/completions", json=CHAT, timeout=0.5)
+        for _ in range(50):
+            if upstream.observed.cancelled:
+                break
+            await asyncio.sleep(0.1)
+    assert upstream.observed.cancelled == 1
+
+
+@pytest.mark.parametrize(
+    ("config_text", "message"),
+    [("port: 9\n", "no models configured"), ("port: [\n", "cannot read config"), ("prot: 1\n", "prot")],
+)
+def test_serve_refuses_bad_configs_clearly(tmp_path: Path, config_text: str, message: str) -> None:
+    config = tmp_path / "bad.yaml"
+    config.write_text(config_text)
+    result = subprocess.run([*DRIFTGATE, "serve", "--config", str(config)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert message in " ".join(result.stderr.split())

@@ -1,0 +1,75 @@
+"""The vLLM supervisor behind `driftgate up`, driven with a stand-in server process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from gateway.config import EmbeddedVLLM
+from gateway.embedded import VLLMServer, VLLMStartError
+from tests.conftest import free_port
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+class StandInServer(VLLMServer):
+    """Runs the fake upstream instead of vLLM: same process handling, seconds instead of a minute."""
+
+    def __init__(self, tmp_path: Path, script: list[str] | None = None) -> None:
+        super().__init__(EmbeddedVLLM(port=free_port(), startup_timeout_s=20), tmp_path, tmp_path / "child.log")
+        self.script = script
+
+    def command(self) -> list[str]:
+        return self.script or [sys.executable, "-m", "tests.fake_upstream", "--port", str(self.config.port)]
+
+    def environment(self) -> dict[str, str]:
+        return {**super().environment(), "PYTHONPATH": str(REPO)}
+
+
+def wait_until(condition, timeout_s: float = 20) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.1)
+
+
+def test_vllm_command_enables_runtime_lora(tmp_path: Path) -> None:
+    server = VLLMServer(EmbeddedVLLM(port=8123, extra_args=["--dtype", "float32"]), tmp_path / "m", tmp_path / "l")
+    command = server.command()
+    assert command[1:3] == ["-m", "vllm.entrypoints.openai.api_server"]
+    assert "--enable-lora" in command and command[-2:] == ["--dtype", "float32"]
+    assert command[command.index("--port") + 1] == "8123"
+    assert server.environment()["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] == "True"
+
+
+def test_a_dead_child_is_restarted_until_stopped(tmp_path: Path) -> None:
+    server = StandInServer(tmp_path)
+    server.start()
+    try:
+        server.wait_healthy()
+        supervisor = threading.Thread(target=server.supervise, kwargs={"poll_s": 0.1, "backoff_s": 0.1})
+        supervisor.start()
+        first_pid = server.pid
+        os.killpg(first_pid, signal.SIGKILL)
+        wait_until(lambda: server.restarts == 1 and server.healthy())
+        assert server.pid != first_pid
+    finally:
+        server.stop(timeout_s=5)
+    supervisor.join(5)
+    assert not supervisor.is_alive()
+    assert not server.running() and not server.healthy()
+
+
+def test_a_child_that_dies_while_starting_is_reported_with_its_log(tmp_path: Path) -> None:
+    script = [sys.executable, "-c", "import sys; print('CUDA out of memory (stand-in)'); sys.exit(3)"]
+    server = StandInServer(tmp_path, script)
+    server.start()
+    with pytest.raises(VLLMStartError, match="CUDA out of memory"):
+        server.wait_healthy()
+    server.stop()

@@ -1,0 +1,62 @@
+import pytest
+
+from gateway.errors import OpenAIError
+from gateway.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, decode_request
+
+
+def error_of(body: bytes, kind=ChatCompletionRequest) -> OpenAIError:
+    with pytest.raises(OpenAIError) as caught:
+        decode_request(body, kind)
+    assert caught.value.status == 400
+    return caught.value
+
+
+def test_valid_chat_request_ignores_unknown_fields() -> None:
+    parsed = decode_request(
+        b'{"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": true, "guided_json": {}}',
+        ChatCompletionRequest,
+    )
+    assert parsed.model == "m" and parsed.stream is True
+
+
+def test_content_parts_and_null_assistant_content_are_accepted() -> None:
+    body = (
+        b'{"model": "m", "messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]},'
+        b'{"role": "assistant", "content": null, "tool_calls": []}]}'
+    )
+    assert len(decode_request(body, ChatCompletionRequest).messages) == 2
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        (b'{"messages": [{"role": "user", "content": "hi"}]}', None),
+        (b'{"model": "m", "messages": []}', "messages"),
+        (b'{"model": "m", "messages": [{"role": "wizard", "content": "hi"}]}', "messages[0].role"),
+        (b'{"model": "m", "messages": [{"role": "user", "content": 5}]}', "messages[0].content"),
+        (b'{"model": "m", "messages": [{"role": "user", "content": "x"}], "max_tokens": 0}', "max_tokens"),
+        (b'{"model": "m", "messages": [{"role": "user", "content": "x"}], "temperature": 9}', "temperature"),
+        (b"[1, 2]", None),
+    ],
+)
+def test_invalid_chat_requests_name_the_bad_field(body: bytes, param: str | None) -> None:
+    error = error_of(body)
+    assert error.body.error.type == "invalid_request_error"
+    assert error.body.error.param == param
+
+
+@pytest.mark.parametrize("body", [b"", b"{", b"not json", b'{"model": "m",}'])
+def test_malformed_json_is_invalid_json(body: bytes) -> None:
+    error = error_of(body)
+    assert error.body.error.code in {"invalid_json", None}
+    assert "JSON" in error.body.error.message
+
+
+@pytest.mark.parametrize("prompt", ['"text"', '["a", "b"]', "[1, 2, 3]", "[[1, 2], [3]]"])
+def test_completion_prompt_shapes(prompt: str) -> None:
+    body = b'{"model": "m", "prompt": ' + prompt.encode() + b"}"
+    assert decode_request(body, CompletionRequest).model == "m"
+
+
+def test_embedding_input_is_required() -> None:
+    assert error_of(b'{"model": "m"}', EmbeddingRequest).body.error.message.startswith("Invalid request")
