@@ -1,0 +1,81 @@
+"""Guard settings, one :class:`GuardsConfig` per alias (the gateway maps aliases to configs).
+
+Every field has a default that is safe for a public endpoint: pattern PII is redacted on the way in and on
+the way out, toxicity above 0.8 is blocked, and name detection (which needs a spaCy model and costs
+milliseconds) is off until asked for.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+from guards.types import Action
+
+PATTERN_ENTITIES = ("EMAIL", "PHONE", "CREDIT_CARD", "IBAN", "US_SSN", "IP_ADDRESS", "SECRET")
+NER_ENTITIES = ("PERSON", "LOCATION")
+
+
+def _default_actions() -> dict[str, Action]:
+    return {entity: "redact" for entity in PATTERN_ENTITIES + NER_ENTITIES}
+
+
+class PiiConfig(msgspec.Struct, forbid_unknown_fields=True):
+    enabled: bool = True
+    # Entity -> action; an entity missing here is allowed (found, counted, left as it is).
+    actions: dict[str, Action] = msgspec.field(default_factory=_default_actions)
+    # Region for phone numbers written without a leading "+" (ISO 3166 code, as phonenumbers wants it).
+    phone_region: str = "US"
+    # PERSON/LOCATION through Presidio + spaCy; skipped with a warning when no spaCy model is installed.
+    names: bool = False
+    # A spaCy package name; None picks the first English model installed.
+    ner_model: str | None = None
+    # Minimum Shannon entropy (bits per character) of a 24+ character token to call it a secret.
+    entropy_bits: float = 3.8
+    # ``mask`` keeps this many trailing characters visible ("************1111").
+    mask_keep: int = 4
+
+
+class ToxicityModel(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Which classifier scores toxicity. Models are loaded once per distinct value and shared."""
+
+    # "linear": the alt-profanity-check model exported to ONNX (``path`` None = the default location).
+    # "hf": a Hugging Face sequence classifier exported to ONNX, with its tokenizer.json.
+    kind: Literal["linear", "hf"] = "linear"
+    path: str | None = None
+    tokenizer: str | None = None
+    # hf only: which logits mean "toxic", and how logits become probabilities.
+    toxic_labels: tuple[int, ...] = (1,)
+    activation: Literal["softmax", "sigmoid"] = "softmax"
+    max_tokens: int = 512
+
+
+class ToxicityConfig(msgspec.Struct, forbid_unknown_fields=True):
+    enabled: bool = True
+    threshold: float = 0.8
+    action: Literal["allow", "block"] = "block"
+    model: ToxicityModel = msgspec.field(default_factory=ToxicityModel)
+
+
+class StageConfig(msgspec.Struct, forbid_unknown_fields=True):
+    pii: PiiConfig = msgspec.field(default_factory=PiiConfig)
+    toxicity: ToxicityConfig = msgspec.field(default_factory=ToxicityConfig)
+
+
+class StreamConfig(msgspec.Struct, forbid_unknown_fields=True):
+    # Characters always held back at the end of a stream (longer than any spaced entity: IBAN, card, phone).
+    hold_chars: int = 48
+    # A trailing token without spaces (a secret, an e-mail address) is held up to this many characters.
+    max_token_chars: int = 512
+    # Emit in pieces of at least this many characters, so the scan does not run on every token.
+    min_emit_chars: int = 16
+    # Characters of already emitted text scanned again with the held text (toxicity context, look-behinds).
+    context_chars: int = 200
+
+
+class GuardsConfig(msgspec.Struct, forbid_unknown_fields=True):
+    enabled: bool = True
+    input: StageConfig = msgspec.field(default_factory=StageConfig)
+    output: StageConfig = msgspec.field(default_factory=StageConfig)
+    stream: StreamConfig = msgspec.field(default_factory=StreamConfig)

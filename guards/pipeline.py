@@ -1,0 +1,131 @@
+"""Pipelines: the guards of one stage run over one text and give one verdict.
+
+:class:`GuardModels` loads every model once per process (the toxicity session, the spaCy pipeline) and
+hands it to every alias's pipelines, so aliases differ in thresholds and actions, not in memory.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Protocol
+
+from guards.config import GuardsConfig, PiiConfig, StageConfig, ToxicityModel
+from guards.ner import NameRecognizer, load_names
+from guards.pii import PiiGuard
+from guards.redaction import RedactionContext, apply
+from guards.streaming import StreamRedactor
+from guards.toxicity import HFOnnxClassifier, LinearOnnxClassifier, TextClassifier, ToxicityGuard
+from guards.types import Decision, Finding, Stage, Verdict, strongest
+
+
+class Guard(Protocol):
+    """A detector with a policy: text in, findings (each with its action) out."""
+
+    name: str
+
+    def inspect(self, text: str, *, starts_in_code: bool = False) -> list[Finding]: ...
+
+
+class GuardModels:
+    """The process-wide model cache. ``model_dir`` holds the exported default toxicity model."""
+
+    def __init__(self, model_dir: str | Path) -> None:
+        self._model_dir = Path(model_dir)
+        self._classifiers: dict[ToxicityModel, TextClassifier] = {}
+        self._names: dict[str | None, NameRecognizer | None] = {}
+
+    def classifier(self, model: ToxicityModel) -> TextClassifier:
+        found = self._classifiers.get(model)
+        if found is None:
+            if model.kind == "hf":
+                found = HFOnnxClassifier(model)
+            else:
+                found = LinearOnnxClassifier(model.path or self._default_linear_path())
+            self._classifiers[model] = found
+        return found
+
+    def names(self, config: PiiConfig) -> NameRecognizer | None:
+        if not config.names:
+            return None
+        if config.ner_model not in self._names:
+            self._names[config.ner_model] = load_names(config.ner_model)
+        return self._names[config.ner_model]
+
+    def _default_linear_path(self) -> Path:
+        # Exporting needs scikit-learn: imported here only when the file is missing.
+        from guards.toxicity_export import ensure_toxicity_model
+
+        return ensure_toxicity_model(self._model_dir)
+
+
+class StagePipeline:
+    """The guards of one stage (input or output) for one alias, run in order."""
+
+    def __init__(self, stage: Stage, guards: list[Guard], mask_keep: int = 4) -> None:
+        self.stage = stage
+        self.guards = guards
+        self._mask_keep = mask_keep
+
+    @classmethod
+    def build(cls, stage: Stage, config: StageConfig, models: GuardModels) -> StagePipeline:
+        guards: list[Guard] = []
+        # Toxicity first: a blocked text needs no redaction.
+        if config.toxicity.enabled:
+            guards.append(ToxicityGuard(config.toxicity, models.classifier(config.toxicity.model)))
+        if config.pii.enabled:
+            guards.append(PiiGuard(config.pii, models.names(config.pii)))
+        return cls(stage, guards, config.pii.mask_keep)
+
+    @property
+    def detects_names(self) -> bool:
+        return any(isinstance(guard, PiiGuard) and guard.detects_names for guard in self.guards)
+
+    def inspect(self, text: str, *, starts_in_code: bool = False) -> list[Finding]:
+        """Every guard's findings; stops after the first guard that blocks."""
+        findings: list[Finding] = []
+        for guard in self.guards:
+            found = guard.inspect(text, starts_in_code=starts_in_code)
+            findings += found
+            if any(f.action == "block" for f in found):
+                break
+        return findings
+
+    def run(self, text: str, context: RedactionContext) -> Verdict:
+        """Check ``text`` and return what to use instead: redacted, masked, or blocked (text empty)."""
+        findings = self.inspect(text)
+        action = strongest([f.action for f in findings])
+        decisions = self.decisions(findings)
+        if action == "block":
+            return Verdict("", "block", decisions)
+        return Verdict(self.redact(text, findings, context), action, decisions)
+
+    def redact(self, text: str, findings: list[Finding], context: RedactionContext) -> str:
+        spans = [f for f in findings if f.action in ("redact", "mask")]
+        return apply(text, spans, context, self._mask_keep)
+
+    def decisions(self, findings: list[Finding]) -> tuple[Decision, ...]:
+        """Findings without their values: one decision per (guard, entity, action), with a count."""
+        counts = Counter((f.guard, f.entity, f.action) for f in findings if f.entity != "TOXICITY")
+        toxicity = [
+            Decision(f.guard, self.stage, f.entity, f.action, 1, f.score) for f in findings if f.entity == "TOXICITY"
+        ]
+        return tuple(toxicity) + tuple(
+            Decision(guard, self.stage, entity, action, count) for (guard, entity, action), count in counts.items()
+        )
+
+
+class Guards:
+    """One alias's guards: an input pipeline, an output pipeline and the stream settings."""
+
+    def __init__(self, config: GuardsConfig, models: GuardModels) -> None:
+        self.config = config
+        if config.enabled:
+            self.input = StagePipeline.build("input", config.input, models)
+            self.output = StagePipeline.build("output", config.output, models)
+        else:
+            self.input, self.output = StagePipeline("input", []), StagePipeline("output", [])
+
+    def stream(self, context: RedactionContext) -> StreamRedactor:
+        """A redactor for one streamed choice of a request whose prompt used ``context``."""
+        return StreamRedactor(self.output, context, self.config.stream)
