@@ -10,8 +10,8 @@ from litestar import Litestar
 from litestar.exceptions import HTTPException
 
 from gateway import errors
-from gateway.config import Settings, decode_settings, load_settings
-from gateway.health_routes import healthz, readyz
+from gateway.config import SETTINGS_ENV, Settings, decode_settings, load_settings
+from gateway.health_routes import healthz, prometheus_metrics, readyz
 from gateway.openai_routes import (
     ClientDisconnected,
     chat_completions,
@@ -21,9 +21,6 @@ from gateway.openai_routes import (
     list_models,
 )
 from gateway.runtime import Gateway
-
-# How `driftgate serve` hands its resolved settings to server worker processes.
-SETTINGS_ENV = "_DRIFTGATE_SETTINGS_JSON"
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
@@ -40,7 +37,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             yield
 
     return Litestar(
-        route_handlers=[chat_completions, completions, embeddings, list_models, healthz, readyz],
+        route_handlers=[chat_completions, completions, embeddings, list_models, healthz, readyz, prometheus_metrics],
         lifespan=[lifespan],
         exception_handlers={
             errors.OpenAIError: errors.openai_error_handler,

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 import aiohttp
 
 from gateway.config import HealthCheck, ModelRoute
+from monitor import metrics
 
 log = logging.getLogger(__name__)
 
@@ -21,12 +22,15 @@ log = logging.getLogger(__name__)
 class Backend:
     """One vLLM OpenAI server, shared by every model route that lists its URL."""
 
-    __slots__ = ("url", "outstanding", "healthy")
+    __slots__ = ("url", "outstanding", "healthy", "_up_gauge", "_outstanding_gauge")
 
     def __init__(self, url: str) -> None:
         self.url = url.rstrip("/")
         self.outstanding = 0
         self.healthy = True
+        self._up_gauge = metrics.BACKEND_UP.labels(self.url)
+        self._up_gauge.set(1)
+        self._outstanding_gauge = metrics.BACKEND_OUTSTANDING.labels(self.url)
 
     def __repr__(self) -> str:
         state = "up" if self.healthy else "down"
@@ -36,20 +40,24 @@ class Backend:
     def lease(self) -> Iterator[Backend]:
         """Count a request as outstanding on this backend for as long as it is open."""
         self.outstanding += 1
+        self._outstanding_gauge.inc()
         try:
             yield self
         finally:
             self.outstanding -= 1
+            self._outstanding_gauge.dec()
 
     def mark_down(self, reason: str) -> None:
         if self.healthy:
             log.warning("backend %s marked down: %s", self.url, reason)
         self.healthy = False
+        self._up_gauge.set(0)
 
     def mark_up(self) -> None:
         if not self.healthy:
             log.info("backend %s is healthy again", self.url)
         self.healthy = True
+        self._up_gauge.set(1)
 
 
 class BackendPool:

@@ -18,6 +18,8 @@ import msgspec
 import yaml
 
 ENV_PREFIX = "DRIFTGATE_"
+# How `driftgate serve` hands its resolved settings to server worker processes.
+SETTINGS_ENV = "_DRIFTGATE_SETTINGS_JSON"
 
 
 class ModelRoute(msgspec.Struct, forbid_unknown_fields=True):

@@ -1,4 +1,4 @@
-"""Liveness and readiness for load balancers and Kubernetes probes."""
+"""Operational routes: liveness and readiness for probes, metrics for Prometheus."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from litestar import Response, get
 from litestar.datastructures import State
 
 from gateway.runtime import Gateway
+from monitor import metrics
 
 
 class Readiness(msgspec.Struct):
@@ -29,3 +30,10 @@ async def readyz(state: State) -> Response[Readiness]:
     if missing:
         return Response(Readiness("not_ready", missing), status_code=503)
     return Response(Readiness("ready", []), status_code=200)
+
+
+@get("/metrics")
+async def prometheus_metrics() -> Response[bytes]:
+    """Prometheus exposition of every ``driftgate_`` metric (all workers merged)."""
+    body, content_type = metrics.render()
+    return Response(body, media_type=content_type)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Awaitable
 from contextlib import suppress
 from typing import TypeVar
@@ -14,6 +13,8 @@ from litestar.datastructures import State
 from litestar.response import Stream
 
 from gateway import errors
+from gateway.errors import OpenAIError
+from gateway.observe import Observation
 from gateway.proxy import upstream_error
 from gateway.runtime import Gateway
 from gateway.schemas import (
@@ -24,6 +25,7 @@ from gateway.schemas import (
     ModelList,
     decode_request,
 )
+from monitor import metrics
 
 OVERHEAD_HEADER = "x-driftgate-overhead-ms"
 _SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
@@ -36,32 +38,17 @@ class ClientDisconnected(Exception):
 
 @post("/v1/chat/completions", status_code=200)
 async def chat_completions(request: Request, state: State) -> Response | Stream:
-    body = await request.body()
-    parsed = decode_request(body, ChatCompletionRequest)
-    return await _forward(request, state.gateway, parsed.model, "/v1/chat/completions", body, parsed.stream)
+    return await _handle(request, state.gateway, "/v1/chat/completions", ChatCompletionRequest)
 
 
 @post("/v1/completions", status_code=200)
 async def completions(request: Request, state: State) -> Response | Stream:
-    body = await request.body()
-    parsed = decode_request(body, CompletionRequest)
-    return await _forward(request, state.gateway, parsed.model, "/v1/completions", body, parsed.stream)
+    return await _handle(request, state.gateway, "/v1/completions", CompletionRequest)
 
 
 @post("/v1/embeddings", status_code=200)
 async def embeddings(request: Request, state: State) -> Response:
-    body = await request.body()
-    parsed = decode_request(body, EmbeddingRequest)
-    gateway: Gateway = state.gateway
-    route = gateway.pool.route(parsed.model)
-    if route is not None and not route.embeddings:
-        raise errors.OpenAIError(
-            404,
-            f"The model `{parsed.model}` does not serve embeddings.",
-            param="model",
-            code="model_not_found",
-        )
-    return await _forward(request, gateway, parsed.model, "/v1/embeddings", body, stream=False)
+    return await _handle(request, state.gateway, "/v1/embeddings", EmbeddingRequest)
 
 
 @get("/v1/models")
@@ -70,25 +57,59 @@ async def list_models(state: State) -> ModelList:
     return ModelList([ModelCard(id=route.name, created=gateway.started_at) for route in gateway.pool.routes])
 
 
-async def _forward(
-    request: Request, gateway: Gateway, model: str, path: str, body: bytes, stream: bool
+async def _handle(
+    request: Request,
+    gateway: Gateway,
+    path: str,
+    kind: type[ChatCompletionRequest] | type[CompletionRequest] | type[EmbeddingRequest],
 ) -> Response | Stream:
-    started = time.perf_counter()
-    route = gateway.pool.route(model)
-    if route is None:
-        raise errors.model_not_found(model)
-    if route.upstream_model != model:
-        body = _with_model(body, route.upstream_model)
-    if stream:
-        upstream_stream = await _unless_disconnected(request, gateway.upstream.stream(model, path, body))
-        overhead_ms = (time.perf_counter() - started - upstream_stream.waited_s) * 1000
-        headers = {**_SSE_HEADERS, OVERHEAD_HEADER: f"{overhead_ms:.3f}"}
-        return Stream(upstream_stream, media_type="text/event-stream", headers=headers)
-    reply = await _unless_disconnected(request, gateway.upstream.post(model, path, body))
+    observation = Observation(path)
+    try:
+        body = await request.body()
+        parsed = decode_request(body, kind)
+        route = gateway.pool.route(parsed.model)
+        if route is None:
+            raise errors.model_not_found(parsed.model)
+        observation.model = route.name
+        if kind is EmbeddingRequest and not route.embeddings:
+            raise errors.OpenAIError(
+                404, f"The model `{route.name}` does not serve embeddings.", param="model", code="model_not_found"
+            )
+        if route.upstream_model != route.name:
+            body = _with_model(body, route.upstream_model)
+        if getattr(parsed, "stream", False):
+            observation.stream = True
+            return await _forward_stream(request, gateway, observation, path, body)
+        return await _forward(request, gateway, observation, path, body)
+    except OpenAIError as exc:
+        observation.finish(exc.status)
+        raise
+    except ClientDisconnected:
+        observation.finish(499)
+        raise
+
+
+async def _forward(request: Request, gateway: Gateway, observation: Observation, path: str, body: bytes) -> Response:
+    reply = await _unless_disconnected(request, gateway.upstream.post(observation.model, path, body))
+    observation.upstream_s = reply.upstream_s
     if reply.status != 200:
         raise upstream_error(reply.status, reply.body)
-    overhead_ms = (time.perf_counter() - started - reply.upstream_s) * 1000
+    observation.usage_from_body(reply.body)
+    overhead_ms = observation.overhead_ms()
+    observation.finish(200, overhead_ms)
     return Response(reply.body, media_type="application/json", headers={OVERHEAD_HEADER: f"{overhead_ms:.3f}"})
+
+
+async def _forward_stream(
+    request: Request, gateway: Gateway, observation: Observation, path: str, body: bytes
+) -> Stream:
+    upstream_stream = await _unless_disconnected(request, gateway.upstream.stream(observation.model, path, body))
+    observation.upstream_s = upstream_stream.waited_s
+    overhead_ms = observation.overhead_ms()
+    metrics.OVERHEAD.labels(path).observe(overhead_ms / 1000)
+    headers = {**_SSE_HEADERS, OVERHEAD_HEADER: f"{overhead_ms:.3f}"}
+    chunks = observation.watch_stream(upstream_stream.__aiter__())
+    return Stream(chunks, media_type="text/event-stream", headers=headers)
 
 
 def _with_model(body: bytes, upstream_model: str) -> bytes:

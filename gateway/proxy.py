@@ -19,6 +19,7 @@ from gateway import errors
 from gateway.backends import Backend, BackendPool
 from gateway.config import Timeouts
 from gateway.errors import OpenAIError
+from monitor import metrics
 
 log = logging.getLogger(__name__)
 
@@ -73,9 +74,11 @@ class UpstreamStream:
             completed = True
         except TimeoutError:
             log.warning("stream from %s stalled past the read timeout", self._exchange.backend.url)
+            _count_error(self._exchange.backend, "timeout")
             yield _sse_error(errors.upstream_timeout(self._model))
         except aiohttp.ClientError as exc:
             self._exchange.backend.mark_down(f"stream broke: {exc!r}")
+            _count_error(self._exchange.backend, "disconnect")
             yield _sse_error(errors.backend_unavailable(self._model))
         finally:
             # Runs on client disconnect too (the generator is closed): closing the connection makes
@@ -105,9 +108,11 @@ class Upstream:
             payload = await exchange.response.read()
             completed = True
         except TimeoutError as exc:
+            _count_error(exchange.backend, "timeout")
             raise errors.upstream_timeout(model) from exc
         except aiohttp.ClientError as exc:
             exchange.backend.mark_down(f"response broke: {exc!r}")
+            _count_error(exchange.backend, "disconnect")
             raise errors.backend_unavailable(model) from exc
         finally:
             exchange.finish(completed=completed)
@@ -128,7 +133,11 @@ class Upstream:
         raise upstream_error(exchange.response.status, payload)
 
     async def _open(self, model: str, path: str, body: bytes) -> _Exchange:
+        previous: Backend | None = None
         for backend in self._pool.candidates(model):
+            if previous is not None:
+                metrics.UPSTREAM_RETRIES.labels(previous.url).inc()
+            previous = backend
             lease = ExitStack()
             lease.enter_context(backend.lease())
             started = time.perf_counter()
@@ -139,19 +148,26 @@ class Upstream:
             except _NOT_SENT as exc:
                 lease.close()
                 backend.mark_down(f"connect failed: {exc!r}")
+                _count_error(backend, "connect")
                 continue
             except TimeoutError as exc:
                 lease.close()
+                _count_error(backend, "timeout")
                 raise errors.upstream_timeout(model) from exc
             except aiohttp.ClientError as exc:
                 lease.close()
                 backend.mark_down(f"request failed: {exc!r}")
+                _count_error(backend, "disconnect")
                 raise errors.backend_unavailable(model) from exc
             except BaseException:
                 lease.close()
                 raise
             return _Exchange(response, backend, lease, time.perf_counter() - started)
         raise errors.backend_unavailable(model)
+
+
+def _count_error(backend: Backend, kind: str) -> None:
+    metrics.UPSTREAM_ERRORS.labels(backend.url, kind).inc()
 
 
 def upstream_error(status: int, payload: bytes) -> OpenAIError:

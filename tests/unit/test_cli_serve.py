@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import free_port
 
@@ -40,9 +41,9 @@ async def serve_process(config: Path, port: int) -> AsyncIterator[httpx.AsyncCli
         assert process.wait(20) == 0
 
 
-def write_config(tmp_path: Path, upstream_url: str) -> Path:
+def write_config(tmp_path: Path, upstream_url: str, workers: int = 1) -> Path:
     config = tmp_path / "driftgate.yaml"
-    config.write_text(f"port: 1\nmodels:\n  - name: m\n    backends: ['{upstream_url}']\n")
+    config.write_text(f"port: 1\nworkers: {workers}\nmodels:\n  - name: m\n    backends: ['{upstream_url}']\n")
     return config
 
 
@@ -80,3 +81,21 @@ def test_serve_refuses_bad_configs_clearly(tmp_path: Path, config_text: str, mes
     result = subprocess.run([*DRIFTGATE, "serve", "--config", str(config)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert message in " ".join(result.stderr.split())
+
+
+async def test_metrics_add_up_across_workers(tmp_path: Path, upstreams) -> None:
+    upstream = await upstreams()
+    async with serve_process(write_config(tmp_path, upstream.url, workers=2), free_port()) as client:
+        for _ in range(20):
+            # A new connection each time, so the requests land on both workers.
+            response = await client.post("/v1/chat/completions", json=CHAT, headers={"connection": "close"})
+            assert response.status_code == 200
+        text = (await client.get("/metrics")).text
+    answered = [
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "driftgate_requests_total"
+        and sample.labels == {"route": "/v1/chat/completions", "model": "m", "status": "200"}
+    ]
+    assert answered == [20.0]

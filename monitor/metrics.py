@@ -1,0 +1,77 @@
+"""Prometheus metric definitions: every name starts with ``driftgate_``, carries its unit, and has bounded labels.
+
+Labels never hold free text from clients: model names are the configured ones (anything else is
+``unknown``), backends are configured URLs. With several server workers, prometheus-client's multiprocess
+mode is used (``PROMETHEUS_MULTIPROC_DIR``); :func:`render` then merges every worker's files.
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+# Seconds; LLM requests span milliseconds (errors, cache hits) to minutes (long generations).
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+# The gateway's own time per request: microseconds to a few milliseconds.
+OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1)
+
+REQUESTS = Counter(
+    "driftgate_requests_total", "Requests answered, by route, model and HTTP status.", ["route", "model", "status"]
+)
+REQUEST_DURATION = Histogram(
+    "driftgate_request_duration_seconds",
+    "Time from request start to the last byte of the answer.",
+    ["route", "model", "stream"],
+    buckets=LATENCY_BUCKETS,
+)
+TIME_TO_FIRST_TOKEN = Histogram(
+    "driftgate_time_to_first_token_seconds",
+    "Streaming requests: time from request start to the first chunk from the backend.",
+    ["model"],
+    buckets=TTFT_BUCKETS,
+)
+OVERHEAD = Histogram(
+    "driftgate_overhead_seconds",
+    "Time spent in driftgate's own code per request, upstream wait excluded.",
+    ["route"],
+    buckets=OVERHEAD_BUCKETS,
+)
+TOKENS = Counter(
+    "driftgate_tokens_total", "Tokens reported by the backend's usage, by direction.", ["model", "direction"]
+)
+UPSTREAM_ERRORS = Counter(
+    "driftgate_upstream_errors_total",
+    "Failed exchanges with a backend, by kind (connect, timeout, disconnect, status).",
+    ["backend", "kind"],
+)
+UPSTREAM_RETRIES = Counter(
+    "driftgate_upstream_retries_total", "Requests moved to another replica after a failed connect.", ["backend"]
+)
+BACKEND_UP = Gauge(
+    "driftgate_backend_up", "1 when the backend's last health check passed.", ["backend"], multiprocess_mode="max"
+)
+BACKEND_OUTSTANDING = Gauge(
+    "driftgate_backend_outstanding_requests",
+    "Requests in flight to the backend from this gateway.",
+    ["backend"],
+    multiprocess_mode="livesum",
+)
+
+
+def render() -> tuple[bytes, str]:
+    """The exposition text for ``/metrics`` and its content type."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(), CONTENT_TYPE_LATEST
