@@ -1,0 +1,274 @@
+"""Gateway benchmark: the upstream directly, driftgate, and LiteLLM's proxy, under the same load in one run.
+
+    python -m bench.gateway [--duration 5] [--litellm-venv PATH] [--compare bench/results/gateway.json]
+
+Each target sits in front of the same fast fake upstream (bench.mock_upstream); the load generator
+(bench.loadgen) is its own process. On a 2-core machine the load generator, the upstream and the gateway
+share the cores: the arrangement is the same for every target, so compare ratios, not absolute figures.
+LiteLLM runs from its own virtual environment (never a driftgate dependency): create it with
+``python -m venv V && V/bin/pip install 'litellm[proxy]==1.109.1'`` and pass ``--litellm-venv V``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from bench.machine import describe
+
+console = Console(width=150)
+RESULTS = Path(__file__).parent / "results" / "gateway.json"
+SCENARIOS = [
+    ("chat c=1", False, 1),
+    ("chat c=50", False, 50),
+    ("chat c=200", False, 200),
+    ("stream c=1 (TTFT)", True, 1),
+    ("stream c=50 (TTFT)", True, 50),
+]
+
+
+@dataclass
+class Target:
+    name: str
+    url: str
+    model: str = "bench-model"
+    key: str = ""
+    overhead_header: str | None = None
+    results: dict[str, dict] = field(default_factory=dict)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_http(url: str, timeout_s: float = 120, headers: dict | None = None) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.3)
+    raise RuntimeError(f"{url} did not come up")
+
+
+@contextmanager
+def process(command: list[str], env: dict | None = None, log: Path | None = None):
+    out = log.open("wb") if log else subprocess.DEVNULL
+    proc = subprocess.Popen(command, env={**os.environ, **(env or {})}, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def start_mock(stack: ExitStack) -> str:
+    port = free_port()
+    stack.enter_context(process([sys.executable, "-m", "bench.mock_upstream", "--port", str(port)]))
+    url = f"http://127.0.0.1:{port}"
+    wait_http(f"{url}/health")
+    return url
+
+
+def start_driftgate(stack: ExitStack, mock_url: str, workdir: Path, workers: int) -> Target:
+    port = free_port()
+    config = workdir / "driftgate.yaml"
+    config.write_text(
+        f"port: {port}\nworkers: {workers}\nmodels:\n  - name: bench-model\n    backends: ['{mock_url}']\n"
+    )
+    command = [sys.executable, "-m", "gateway.cli", "serve", "--config", str(config)]
+    stack.enter_context(process(command, log=workdir / "driftgate.log"))
+    wait_http(f"http://127.0.0.1:{port}/readyz")
+    return Target(
+        f"driftgate ({workers}w)",
+        f"http://127.0.0.1:{port}/v1/chat/completions",
+        overhead_header="x-driftgate-overhead-ms",
+    )
+
+
+def start_litellm(stack: ExitStack, venv: Path, mock_url: str, workdir: Path) -> Target:
+    port = free_port()
+    config = workdir / "litellm.yaml"
+    config.write_text(
+        "model_list:\n  - model_name: bench-model\n    litellm_params:\n      model: openai/bench-model\n"
+        f"      api_base: {mock_url}/v1\n      api_key: unused\n"
+    )
+    env = {"LITELLM_MASTER_KEY": "sk-bench", "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+    command = [str(venv / "bin" / "litellm"), "--config", str(config), "--port", str(port), "--num_workers", "2"]
+    stack.enter_context(process(command, env=env, log=workdir / "litellm.log"))
+    wait_http(f"http://127.0.0.1:{port}/health/liveliness", timeout_s=180)
+    return Target(
+        "LiteLLM (2w)",
+        f"http://127.0.0.1:{port}/v1/chat/completions",
+        key="sk-bench",
+        overhead_header="x-litellm-overhead-duration-ms",
+    )
+
+
+def load(target: Target, stream: bool, duration: float, concurrency: int = 1, rate: float = 0.0) -> dict:
+    command = [
+        sys.executable,
+        "-m",
+        "bench.loadgen",
+        "--url",
+        target.url,
+        "--model",
+        target.model,
+        "--concurrency",
+        str(concurrency),
+        "--duration",
+        str(duration),
+        "--warmup",
+        "1",
+    ]
+    if target.key:
+        command += ["--key", target.key]
+    if stream:
+        command.append("--stream")
+    if rate:
+        command += ["--rate", str(rate)]
+    if target.overhead_header:
+        command += ["--overhead-header", target.overhead_header]
+    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    return json.loads(output)
+
+
+def measure(targets: list[Target], duration: float) -> None:
+    for target in targets:
+        for name, stream, concurrency in SCENARIOS:
+            console.print(f"  {target.name}: {name}")
+            target.results[name] = load(target, stream, duration, concurrency)
+    # Added latency under load: an open loop at half of driftgate's own saturation rate.
+    gateway = next(t for t in targets if t.name.startswith("driftgate"))
+    rate = max(gateway.results[name]["rps"] for name, stream, _ in SCENARIOS if not stream) / 2
+    for target in targets:
+        if target.name.startswith("LiteLLM"):
+            continue
+        target.results["chat open-loop"] = load(target, False, duration, rate=rate)
+        target.results["chat open-loop"]["rate"] = rate
+
+
+def table(targets: list[Target]) -> Table:
+    direct = targets[0]
+    table = Table(title="requests/s, p50 / p99 latency in ms (stream: time to first token); added = minus direct p50")
+    table.add_column("scenario")
+    for target in targets:
+        table.add_column(target.name, justify="right")
+    for name in [*[s[0] for s in SCENARIOS], "chat open-loop"]:
+        cells = []
+        for target in targets:
+            result = target.results.get(name)
+            if result is None:
+                cells.append("-")
+                continue
+            cell = f"{result['rps']:,.0f} rps  {result['p50_ms']:.2f} / {result['p99_ms']:.2f}"
+            if target is not direct and name in direct.results:
+                cell += f"  (+{result['p50_ms'] - direct.results[name]['p50_ms']:.2f})"
+            if result["errors"]:
+                cell += f"  [red]{result['errors']} errors[/]"
+            cells.append(cell)
+        table.add_row(name, *cells)
+    overhead = []
+    for target in targets:
+        result = target.results.get("chat c=1", {})
+        p50 = result.get("overhead_p50_ms")
+        overhead.append("-" if p50 is None else f"{p50:.3f} / {result['overhead_p99_ms']:.3f}")
+    table.add_row("own overhead header c=1 (p50/p99 ms)", *overhead)
+    return table
+
+
+def ratios(report: dict) -> dict[str, float]:
+    """Figures that survive a noisy shared machine: driftgate relative to the upstream in the same run."""
+    by_name = {t["name"]: t["results"] for t in report["targets"]}
+    direct = by_name["direct"]
+    gateway = next(results for name, results in by_name.items() if name.startswith("driftgate"))
+    return {
+        f"{scenario} rps share": gateway[scenario]["rps"] / direct[scenario]["rps"]
+        for scenario, _, _ in SCENARIOS
+        if scenario in gateway and scenario in direct
+    }
+
+
+def compare(previous_path: Path, report: dict) -> int:
+    previous = json.loads(previous_path.read_text())
+    old, new = ratios(previous), ratios(report)
+    slower = 0
+    check = Table(title=f"regression check against {previous_path}")
+    for column in ("ratio", "before", "now", "change"):
+        check.add_column(column)
+    for key in old.keys() & new.keys():
+        change = new[key] / old[key] - 1
+        flag = change < -0.10
+        slower += flag
+        check.add_row(key, f"{old[key]:.3f}", f"{new[key]:.3f}", f"{'[red]' if flag else ''}{change:+.0%}")
+    console.print(check)
+    return 1 if slower else 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds measured per scenario")
+    parser.add_argument("--workers", type=int, default=1, help="driftgate server workers")
+    parser.add_argument("--litellm-venv", type=Path, default=None)
+    parser.add_argument("--compare", type=Path, default=None, help="earlier JSON to check for >10%% slowdowns")
+    parser.add_argument("--output", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    command = "python -m bench.gateway " + " ".join(sys.argv[1:])
+    machine = describe(command, ["driftgate", "litestar", "granian", "aiohttp", "msgspec"])
+    if args.litellm_venv:
+        version = subprocess.run(
+            [
+                str(args.litellm_venv / "bin" / "python"),
+                "-c",
+                "import importlib.metadata as m; print(m.version('litellm'))",
+            ],
+            capture_output=True,
+            text=True,
+        )
+        machine["versions"]["litellm"] = version.stdout.strip() or "unknown"
+    console.print(machine)
+    with ExitStack() as stack, tempfile.TemporaryDirectory() as scratch:
+        workdir = Path(scratch)
+        mock_url = start_mock(stack)
+        targets = [Target("direct", f"{mock_url}/v1/chat/completions")]
+        targets.append(start_driftgate(stack, mock_url, workdir, args.workers))
+        if args.litellm_venv:
+            targets.append(start_litellm(stack, args.litellm_venv, mock_url, workdir))
+        measure(targets, args.duration)
+    console.print(table(targets))
+    report = {
+        "machine": machine,
+        "time": time.time(),
+        "targets": [{"name": t.name, "results": t.results} for t in targets],
+    }
+    status = compare(args.compare, report) if args.compare and args.compare.exists() else 0
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(report, indent=2))
+    console.print(f"wrote {args.output}")
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

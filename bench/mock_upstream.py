@@ -1,0 +1,99 @@
+"""A fast fake OpenAI upstream for load tests: canned bytes, nothing computed per request.
+
+It stands in for vLLM so that the benchmark measures the gateway, not generation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+
+from aiohttp import web
+
+STREAM_CHUNKS = 16
+
+
+def _completion() -> bytes:
+    return json.dumps(
+        {
+            "id": "chatcmpl-bench",
+            "object": "chat.completion",
+            "created": 0,
+            "model": "bench-model",
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": "The quick brown fox jumps over the lazy dog."},
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": {"prompt_tokens": 20, "completion_tokens": 10, "total_tokens": 30},
+        }
+    ).encode()
+
+
+def _stream() -> bytes:
+    events = []
+    for index in range(STREAM_CHUNKS):
+        chunk = {
+            "id": "chatcmpl-bench",
+            "object": "chat.completion.chunk",
+            "created": 0,
+            "model": "bench-model",
+            "choices": [{"index": 0, "delta": {"content": f"tok{index} "}, "finish_reason": None}],
+        }
+        events.append(b"data: " + json.dumps(chunk).encode() + b"\n\n")
+    final = {
+        "id": "chatcmpl-bench",
+        "object": "chat.completion.chunk",
+        "created": 0,
+        "model": "bench-model",
+        "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
+    }
+    events.append(b"data: " + json.dumps(final).encode() + b"\n\n")
+    events.append(b"data: [DONE]\n\n")
+    return b"".join(events)
+
+
+COMPLETION, STREAM = _completion(), _stream()
+
+
+async def chat(request: web.Request) -> web.StreamResponse:
+    body = await request.read()
+    if b'"stream":true' not in body.replace(b" ", b""):
+        return web.Response(body=COMPLETION, content_type="application/json")
+    response = web.StreamResponse(headers={"content-type": "text/event-stream"})
+    await response.prepare(request)
+    await response.write(STREAM)
+    await response.write_eof()
+    return response
+
+
+async def health(_: web.Request) -> web.Response:
+    return web.Response(text="ok")
+
+
+async def models(_: web.Request) -> web.Response:
+    return web.json_response({"object": "list", "data": [{"id": "bench-model", "object": "model"}]})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, required=True)
+    port = parser.parse_args().port
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", chat)
+    app.router.add_get("/health", health)
+    app.router.add_get("/v1/models", models)
+    try:
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    except ImportError:
+        pass
+    web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None)
+
+
+if __name__ == "__main__":
+    main()
