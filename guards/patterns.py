@@ -19,7 +19,8 @@ import re
 
 from guards.checks import IBAN_LENGTHS, card_ok, iban_ok, ip_ok, looks_random, ssn_ok
 
-_TOKEN_CHARS = r"A-Za-z0-9+/_\-="
+# Base64/base64url bodies; "=" padding may only end a token (so "key=..." splits before the value).
+_TOKEN_CHARS = r"A-Za-z0-9+/_\-"
 
 _SCAN = re.compile(
     r"""
@@ -41,11 +42,11 @@ _SCAN = re.compile(
   | (?P<US_SSN>(?<![\d\-])(?P<area>\d{3})(?P<sep>[\ \-])(?P<group>\d\d)(?P=sep)(?P<serial>\d{4})(?![\d\-]))
   | (?P<IPV4>(?<![\w.])\d{1,3}(?:\.\d{1,3}){3}(?!\.?\w))
   | (?P<IPV6>(?<![\w:])[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}(?:%[A-Za-z0-9]+)?(?![\w:]))
-  | (?P<TOKEN>(?<![@TOK@])[@TOK@]{24,}(?![@TOK@]))
+  | (?P<TOKEN>(?<![@TOK@])[@TOK@]{24,}={0,2}(?![@TOK@=]))
     """.replace("@TOK@", _TOKEN_CHARS),
     re.VERBOSE,
 )
-_TOKEN = re.compile(f"[{_TOKEN_CHARS}]{{24,}}(?![{_TOKEN_CHARS}])")
+_TOKEN = re.compile(f"(?<![{_TOKEN_CHARS}])[{_TOKEN_CHARS}]{{24,}}={{0,2}}(?![{_TOKEN_CHARS}=])")
 _CODE = re.compile(r"```.*?(?:```|\Z)|`[^`\n]+`", re.DOTALL)
 _VERSION_BEFORE = re.compile(
     r"(?:\b[vV]|\b(?:version|ver|release|rel|rev|build|tag|python|node|java|go|ruby|perl|php)\.?\s*"
@@ -100,11 +101,10 @@ def scan(text: str, min_entropy_bits: float, starts_in_code: bool = False) -> li
         # A candidate that failed its check may still start a random-looking token (say a secret that
         # begins like an IBAN); otherwise move one character on.
         token = _TOKEN.match(text, start) if kind in ("IBAN", "CREDIT_CARD") else None
-        if token is not None and (start == 0 or text[start - 1] not in _TOKEN_CHARS):
-            if looks_random(token[0], min_entropy_bits):
-                found.append(("SECRET", start, token.end()))
-                pos = token.end()
-                continue
+        if token is not None and looks_random(token[0], min_entropy_bits):
+            found.append(("SECRET", start, token.end()))
+            pos = token.end()
+            continue
         pos = start + 1
     return found
 

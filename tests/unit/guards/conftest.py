@@ -1,0 +1,22 @@
+"""One exported toxicity model per test session: the export (scikit-learn, skl2onnx) takes seconds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from guards import GuardModels
+from guards.toxicity_export import ensure_toxicity_model
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("guard-models")
+    ensure_toxicity_model(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def models(model_dir: Path) -> GuardModels:
+    return GuardModels(model_dir)
