@@ -21,14 +21,19 @@ from gateway.openai_routes import (
     list_models,
 )
 from gateway.runtime import Gateway
+from monitor.tracing import Tracing
+from monitor.tracing import from_settings as tracing_from_settings
 
 
-def create_app(settings: Settings | None = None) -> Litestar:
-    """Build the app; without ``settings`` it reads what the CLI handed over, or the environment."""
+def create_app(settings: Settings | None = None, tracing: Tracing | None = None) -> Litestar:
+    """Build the app; without ``settings`` it reads what the CLI handed over, or the environment.
+
+    ``tracing`` defaults to what the settings ask for (nothing, or an OTLP exporter).
+    """
     if settings is None:
         handed_over = os.environ.get(SETTINGS_ENV)
         settings = decode_settings(handed_over) if handed_over else load_settings(os.environ.get("DRIFTGATE_CONFIG"))
-    gateway = Gateway(settings)
+    gateway = Gateway(settings, tracing if tracing is not None else tracing_from_settings(settings.tracing))
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:

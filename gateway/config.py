@@ -17,6 +17,8 @@ from typing import Any
 import msgspec
 import yaml
 
+from monitor.tracing import TracingSettings
+
 ENV_PREFIX = "DRIFTGATE_"
 # How `driftgate serve` hands its resolved settings to server worker processes.
 SETTINGS_ENV = "_DRIFTGATE_SETTINGS_JSON"
@@ -72,6 +74,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
     health: HealthCheck = msgspec.field(default_factory=HealthCheck)
     max_body_bytes: int = 4 * 1024 * 1024
     embedded: EmbeddedVLLM = msgspec.field(default_factory=EmbeddedVLLM)
+    tracing: TracingSettings = msgspec.field(default_factory=TracingSettings)
 
     @property
     def models_dir(self) -> Path:

@@ -10,8 +10,12 @@ import time
 from collections.abc import AsyncIterator
 
 import msgspec
+from opentelemetry import propagate, trace
+from opentelemetry.trace import Span, SpanKind, Tracer
 
 from monitor import metrics
+
+JSON_HEADERS = {"content-type": "application/json"}
 
 
 class Usage(msgspec.Struct):
@@ -27,9 +31,9 @@ _usage_decoder = msgspec.json.Decoder(_WithUsage)
 
 
 class Observation:
-    __slots__ = ("route", "model", "stream", "started", "upstream_s", "ttft_s", "usage")
+    __slots__ = ("route", "model", "stream", "started", "upstream_s", "ttft_s", "usage", "_tracer", "span")
 
-    def __init__(self, route: str) -> None:
+    def __init__(self, route: str, tracer: Tracer | None = None, headers: object = None) -> None:
         self.route = route
         self.model = "unknown"  # a configured model name once routed: labels stay bounded
         self.stream = False
@@ -37,6 +41,28 @@ class Observation:
         self.upstream_s = 0.0
         self.ttft_s: float | None = None
         self.usage: Usage | None = None
+        self._tracer = tracer
+        self.span: Span | None = None
+        if tracer is not None:
+            # Join the client's trace when it sent a W3C traceparent.
+            parent = propagate.extract(headers) if headers is not None else None
+            self.span = tracer.start_span(f"POST {route}", context=parent, kind=SpanKind.SERVER)
+            self.span.set_attribute("http.route", route)
+
+    def child(self, name: str, kind: SpanKind = SpanKind.INTERNAL) -> Span | None:
+        """A span under this request's span, or None when tracing is off."""
+        if self._tracer is None or self.span is None:
+            return None
+        return self._tracer.start_span(name, context=trace.set_span_in_context(self.span), kind=kind)
+
+    @staticmethod
+    def upstream_headers(span: Span | None) -> dict[str, str]:
+        """Headers for the backend call; with tracing, a traceparent so vLLM's spans join this trace."""
+        if span is None:
+            return JSON_HEADERS
+        headers = dict(JSON_HEADERS)
+        propagate.inject(headers, context=trace.set_span_in_context(span))
+        return headers
 
     def overhead_ms(self) -> float:
         """Time in driftgate's own code so far: everything except waiting on the backend."""
@@ -50,6 +76,15 @@ class Observation:
 
     def finish(self, status: int, overhead_ms: float | None = None) -> None:
         elapsed = time.perf_counter() - self.started
+        if self.span is not None:
+            self.span.set_attribute("http.response.status_code", status)
+            self.span.set_attribute("gen_ai.request.model", self.model)
+            if self.usage is not None:
+                self.span.set_attribute("gen_ai.usage.input_tokens", self.usage.prompt_tokens)
+                self.span.set_attribute("gen_ai.usage.output_tokens", self.usage.completion_tokens)
+            if status >= 500:
+                self.span.set_status(trace.StatusCode.ERROR)
+            self.span.end()
         metrics.REQUESTS.labels(self.route, self.model, str(status)).inc()
         metrics.REQUEST_DURATION.labels(self.route, self.model, "true" if self.stream else "false").observe(elapsed)
         if overhead_ms is not None:
@@ -62,6 +97,7 @@ class Observation:
 
     async def watch_stream(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         """Pass a stream through untouched, noting its first chunk, its usage event and its end."""
+        streaming = self.child("stream")
         try:
             async for chunk in chunks:
                 if self.ttft_s is None:
@@ -70,6 +106,8 @@ class Observation:
                     self._usage_from_sse(chunk)
                 yield chunk
         finally:
+            if streaming is not None:
+                streaming.end()
             self.finish(200)
 
     def _usage_from_sse(self, chunk: bytes) -> None:

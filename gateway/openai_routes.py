@@ -11,6 +11,7 @@ import msgspec
 from litestar import Request, Response, get, post
 from litestar.datastructures import State
 from litestar.response import Stream
+from opentelemetry.trace import SpanKind
 
 from gateway import errors
 from gateway.errors import OpenAIError
@@ -63,7 +64,7 @@ async def _handle(
     path: str,
     kind: type[ChatCompletionRequest] | type[CompletionRequest] | type[EmbeddingRequest],
 ) -> Response | Stream:
-    observation = Observation(path)
+    observation = Observation(path, gateway.tracer, request.headers)
     try:
         body = await request.body()
         parsed = decode_request(body, kind)
@@ -90,7 +91,13 @@ async def _handle(
 
 
 async def _forward(request: Request, gateway: Gateway, observation: Observation, path: str, body: bytes) -> Response:
-    reply = await _unless_disconnected(request, gateway.upstream.post(observation.model, path, body))
+    span = observation.child("upstream", SpanKind.CLIENT)
+    try:
+        exchange = gateway.upstream.post(observation.model, path, body, observation.upstream_headers(span))
+        reply = await _unless_disconnected(request, exchange)
+    finally:
+        if span is not None:
+            span.end()
     observation.upstream_s = reply.upstream_s
     if reply.status != 200:
         raise upstream_error(reply.status, reply.body)
@@ -103,7 +110,13 @@ async def _forward(request: Request, gateway: Gateway, observation: Observation,
 async def _forward_stream(
     request: Request, gateway: Gateway, observation: Observation, path: str, body: bytes
 ) -> Stream:
-    upstream_stream = await _unless_disconnected(request, gateway.upstream.stream(observation.model, path, body))
+    span = observation.child("upstream", SpanKind.CLIENT)
+    try:
+        opening = gateway.upstream.stream(observation.model, path, body, observation.upstream_headers(span))
+        upstream_stream = await _unless_disconnected(request, opening)
+    finally:
+        if span is not None:
+            span.end()
     observation.upstream_s = upstream_stream.waited_s
     overhead_ms = observation.overhead_ms()
     metrics.OVERHEAD.labels(path).observe(overhead_ms / 1000)

@@ -23,7 +23,6 @@ from monitor import metrics
 
 log = logging.getLogger(__name__)
 
-_JSON_HEADERS = {"content-type": "application/json"}
 # Connection failures that prove the request never left the gateway.
 _NOT_SENT = (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)
 
@@ -99,9 +98,9 @@ class Upstream:
         self._session = session
         self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=timeouts.connect_s, sock_read=timeouts.read_s)
 
-    async def post(self, model: str, path: str, body: bytes) -> UpstreamResponse:
+    async def post(self, model: str, path: str, body: bytes, headers: dict[str, str]) -> UpstreamResponse:
         """Forward a non-streaming request and return the backend's status and body."""
-        exchange = await self._open(model, path, body)
+        exchange = await self._open(model, path, body, headers)
         started = time.perf_counter()
         completed = False
         try:
@@ -119,9 +118,9 @@ class Upstream:
         waited = exchange.waited_s + time.perf_counter() - started
         return UpstreamResponse(exchange.response.status, payload, waited)
 
-    async def stream(self, model: str, path: str, body: bytes) -> UpstreamStream:
+    async def stream(self, model: str, path: str, body: bytes, headers: dict[str, str]) -> UpstreamStream:
         """Forward a streaming request; errors before the first byte raise, later ones become events."""
-        exchange = await self._open(model, path, body)
+        exchange = await self._open(model, path, body, headers)
         if exchange.response.status == 200:
             return UpstreamStream(exchange, model)
         completed = False
@@ -132,7 +131,7 @@ class Upstream:
             exchange.finish(completed=completed)
         raise upstream_error(exchange.response.status, payload)
 
-    async def _open(self, model: str, path: str, body: bytes) -> _Exchange:
+    async def _open(self, model: str, path: str, body: bytes, headers: dict[str, str]) -> _Exchange:
         previous: Backend | None = None
         for backend in self._pool.candidates(model):
             if previous is not None:
@@ -143,7 +142,7 @@ class Upstream:
             started = time.perf_counter()
             try:
                 response = await self._session.post(
-                    backend.url + path, data=body, headers=_JSON_HEADERS, timeout=self._timeout
+                    backend.url + path, data=body, headers=headers, timeout=self._timeout
                 )
             except _NOT_SENT as exc:
                 lease.close()

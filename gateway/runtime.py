@@ -12,11 +12,14 @@ import aiohttp
 from gateway.backends import BackendPool
 from gateway.config import Settings
 from gateway.proxy import Upstream
+from monitor.tracing import Tracing
 
 
 class Gateway:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, tracing: Tracing | None = None) -> None:
         self.settings = settings
+        self.tracing = tracing
+        self.tracer = tracing.tracer if tracing is not None else None
         self.pool = BackendPool(settings.models)
         self.started_at = int(time.time())
         self._upstream: Upstream | None = None
@@ -43,3 +46,5 @@ class Gateway:
                 with suppress(asyncio.CancelledError):
                     await checks
                 self._upstream = None
+                if self.tracing is not None:
+                    self.tracing.shutdown()

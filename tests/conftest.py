@@ -13,6 +13,7 @@ import uvicorn
 
 from gateway.app import create_app
 from gateway.config import HealthCheck, ModelRoute, Settings, Timeouts
+from monitor.tracing import Tracing
 from tests.fake_upstream import FakeUpstream
 
 
@@ -42,10 +43,11 @@ async def upstreams() -> AsyncIterator[Callable[..., asyncio.Future]]:
 
 
 @asynccontextmanager
-async def running_gateway(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+async def running_gateway(settings: Settings, tracing: Tracing | None = None) -> AsyncIterator[httpx.AsyncClient]:
     """Serve the real app with uvicorn on a free port and yield a client for it."""
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), port=port, log_level="warning", lifespan="on"))
+    app = create_app(settings, tracing)
+    server = uvicorn.Server(uvicorn.Config(app, port=port, log_level="warning", lifespan="on"))
     task = asyncio.create_task(server.serve())
     while not server.started:
         if task.done():

@@ -31,6 +31,7 @@ class Behaviour:
 @dataclass
 class Observed:
     bodies: list[bytes] = field(default_factory=list)
+    headers: list[dict[str, str]] = field(default_factory=list)
     paths: list[str] = field(default_factory=list)
     cancelled: int = 0
     completed: int = 0
@@ -112,6 +113,7 @@ class FakeUpstream:
     async def _generate(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
         self.observed.bodies.append(body)
+        self.observed.headers.append({key.lower(): value for key, value in request.headers.items()})
         self.observed.paths.append(request.path)
         behaviour = self.behaviour
         try:
