@@ -1,0 +1,231 @@
+"""The request log's table on SQLite (embedded) or PostgreSQL (cluster), over SQLAlchemy Core.
+
+Every call is synchronous and may block on disk or network: call it from a worker thread, never from
+the event loop (:class:`monitor.request_log_writer.RequestLogWriter` does that for writes).
+
+The schema is versioned by a row in ``driftgate_schema`` rather than by Alembic: the log is one table,
+created with ``IF NOT EXISTS`` so every gateway process can open the store at startup, and Alembic would
+add a migrations tree and a separate upgrade step to a library the gateway embeds. A store refuses a
+database whose schema is newer than it knows, so an old gateway never writes rows a new one misreads;
+the first real migration is the moment to bring Alembic in.
+
+Inserts are idempotent on the record id (``ON CONFLICT DO NOTHING`` on both dialects): a batch retried
+after a commit whose answer was lost writes nothing twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import msgspec
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from monitor.request_log import GuardDecision, RequestRecord
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+SCHEMA_COMPONENT = "request_log"
+# Any constant works; it only has to be the same in every process that creates the schema.
+_SCHEMA_LOCK_KEY = 0x64676C6F67  # "dglog"
+# Rows deleted per retention transaction: short transactions keep SQLite's single write lock short.
+_RETENTION_CHUNK = 5_000
+
+metadata = sa.MetaData()
+
+schema_versions = sa.Table(
+    "driftgate_schema",
+    metadata,
+    sa.Column("component", sa.String(64), primary_key=True),
+    sa.Column("version", sa.Integer, nullable=False),
+)
+
+request_log = sa.Table(
+    "request_log",
+    metadata,
+    sa.Column("id", sa.String(128), primary_key=True),
+    sa.Column("time", sa.Double, nullable=False),
+    sa.Column("key_id", sa.String(128)),
+    sa.Column("alias", sa.Text, nullable=False),
+    sa.Column("version", sa.Text),
+    sa.Column("backend", sa.Text),
+    sa.Column("route", sa.Text, nullable=False),
+    sa.Column("status", sa.Integer, nullable=False),
+    sa.Column("latency_ms", sa.Double, nullable=False),
+    sa.Column("ttft_ms", sa.Double),
+    sa.Column("prompt_tokens", sa.Integer),
+    sa.Column("completion_tokens", sa.Integer),
+    sa.Column("guard_decisions", sa.Text, nullable=False),  # JSON list of GuardDecision
+    sa.Column("prompt", sa.Text),
+    sa.Column("completion", sa.Text),
+    sa.Column("embedding_ref", sa.Text),
+    sa.Column("stream", sa.Boolean, nullable=False),
+    sa.Index("ix_request_log_time", "time"),
+    sa.Index("ix_request_log_alias_time", "alias", "time"),
+)
+
+_decisions_decoder = msgspec.json.Decoder(list[GuardDecision])
+_json_encoder = msgspec.json.Encoder()
+
+
+class SchemaError(RuntimeError):
+    """The database holds a request-log schema this code does not know."""
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether retrying the same statement later may succeed: locked, disk full, server down or restarting.
+
+    Anything else (a value the column cannot hold, a missing table) fails the same way every time.
+    """
+    if isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError | sa.exc.TimeoutError)
+
+
+class RequestLogStore:
+    """Batched, idempotent writes; lookups for feedback and drift; retention by age and row count."""
+
+    def __init__(self, url: str, *, sqlite_busy_timeout_ms: int = 5_000) -> None:
+        self.engine = _create_engine(url, sqlite_busy_timeout_ms)
+        self.dialect = self.engine.dialect.name
+        dialect_insert = sqlite_insert if self.dialect == "sqlite" else pg_insert
+        self._insert = dialect_insert(request_log).on_conflict_do_nothing(index_elements=["id"])
+        self._create_schema()
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def insert(self, records: Sequence[RequestRecord]) -> None:
+        """Write ``records`` in one transaction; ids already stored are skipped. Returns once committed."""
+        if not records:
+            return
+        with self.engine.begin() as conn:
+            conn.execute(self._insert, [_row(record) for record in records])
+
+    def get(self, request_id: str) -> RequestRecord | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(request_log).where(request_log.c.id == request_id)).first()
+        return None if row is None else _record(row)
+
+    def recent(self, alias: str, *, limit: int = 1000, since: float | None = None) -> list[RequestRecord]:
+        """The newest records for ``alias``, newest first, optionally only those at or after ``since``."""
+        query = sa.select(request_log).where(request_log.c.alias == alias)
+        if since is not None:
+            query = query.where(request_log.c.time >= since)
+        query = query.order_by(request_log.c.time.desc(), request_log.c.id.desc()).limit(limit)
+        with self.engine.connect() as conn:
+            return [_record(row) for row in conn.execute(query)]
+
+    def count(self, alias: str | None = None) -> int:
+        query = sa.select(sa.func.count()).select_from(request_log)
+        if alias is not None:
+            query = query.where(request_log.c.alias == alias)
+        with self.engine.connect() as conn:
+            return conn.execute(query).scalar_one()
+
+    def enforce_retention(
+        self, *, max_age_s: float | None, max_rows: int | None, now: float | None = None
+    ) -> int:
+        """Delete records older than ``max_age_s`` and all but the newest ``max_rows``; return how many went.
+
+        The row limit is applied as a boundary (the newest record that no longer fits, and everything
+        older), not as "delete N": two processes trimming at once then delete the same rows, never twice
+        as many.
+        """
+        deleted = 0
+        if max_age_s is not None:
+            cutoff = (time.time() if now is None else now) - max_age_s
+            deleted += self._delete_chunked(request_log.c.time < cutoff)
+        if max_rows is not None:
+            boundary_query = (
+                sa.select(request_log.c.time, request_log.c.id)
+                .order_by(request_log.c.time.desc(), request_log.c.id.desc())
+                .offset(max_rows)
+                .limit(1)
+            )
+            with self.engine.connect() as conn:
+                boundary = conn.execute(boundary_query).first()
+            if boundary is not None:
+                older = sa.or_(
+                    request_log.c.time < boundary.time,
+                    sa.and_(request_log.c.time == boundary.time, request_log.c.id <= boundary.id),
+                )
+                deleted += self._delete_chunked(older)
+        return deleted
+
+    def _delete_chunked(self, condition: sa.ColumnElement[bool]) -> int:
+        deleted = 0
+        chunk = sa.select(request_log.c.id).where(condition).limit(_RETENTION_CHUNK)
+        while True:
+            with self.engine.begin() as conn:
+                count = conn.execute(sa.delete(request_log).where(request_log.c.id.in_(chunk))).rowcount
+            deleted += count
+            if count < _RETENTION_CHUNK:
+                return deleted
+
+    def _create_schema(self) -> None:
+        with self.engine.begin() as conn:
+            if self.dialect == "postgresql":
+                # CREATE ... IF NOT EXISTS still races on PostgreSQL's catalogs when replicas start together.
+                conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_SCHEMA_LOCK_KEY)))
+            for table in (schema_versions, request_log):
+                conn.execute(sa.schema.CreateTable(table, if_not_exists=True))
+                for index in table.indexes:
+                    conn.execute(sa.schema.CreateIndex(index, if_not_exists=True))
+            dialect_insert = sqlite_insert if self.dialect == "sqlite" else pg_insert
+            conn.execute(
+                dialect_insert(schema_versions)
+                .values(component=SCHEMA_COMPONENT, version=SCHEMA_VERSION)
+                .on_conflict_do_nothing(index_elements=["component"])
+            )
+            version = conn.execute(
+                sa.select(schema_versions.c.version).where(schema_versions.c.component == SCHEMA_COMPONENT)
+            ).scalar_one()
+        if version != SCHEMA_VERSION:
+            raise SchemaError(
+                f"request_log schema is version {version}, this driftgate knows {SCHEMA_VERSION}: upgrade driftgate"
+            )
+
+
+def _create_engine(url: str, sqlite_busy_timeout_ms: int) -> sa.Engine:
+    parsed = sa.make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(parsed)
+
+        @sa.event.listens_for(engine, "connect")
+        def _pragmas(dbapi_connection, _record) -> None:
+            # WAL: readers never block the writer. NORMAL: a commit survives a process crash (not a power
+            # cut) without an fsync per batch.
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute(f"PRAGMA busy_timeout={int(sqlite_busy_timeout_ms)}")
+            cursor.close()
+
+        return engine
+    connect_args = {} if "connect_timeout" in parsed.query else {"connect_timeout": 5}
+    # pre_ping: after a server restart, pooled connections are dead; find out before the insert, not during it.
+    return sa.create_engine(parsed, pool_pre_ping=True, connect_args=connect_args)
+
+
+def _row(record: RequestRecord) -> dict[str, object]:
+    row = msgspec.structs.asdict(record)
+    row["guard_decisions"] = _json_encoder.encode(record.guard_decisions).decode()
+    for name, value in row.items():
+        # PostgreSQL text cannot hold NUL; store the same replacement character on both dialects.
+        if isinstance(value, str) and "\x00" in value:
+            row[name] = value.replace("\x00", "\ufffd")
+    return row
+
+
+def _record(row: sa.Row) -> RequestRecord:
+    values = dict(row._mapping)
+    values["guard_decisions"] = _decisions_decoder.decode(values["guard_decisions"])
+    return RequestRecord(**values)
