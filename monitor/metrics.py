@@ -75,3 +75,33 @@ def render() -> tuple[bytes, str]:
         multiprocess.MultiProcessCollector(registry)
         return generate_latest(registry), CONTENT_TYPE_LATEST
     return generate_latest(), CONTENT_TYPE_LATEST
+
+
+# Guards: one count per decision, never the matched value.
+GUARD_DECISIONS = Counter(
+    "driftgate_guard_decisions_total",
+    "Guard decisions, by guard, stage (input/output) and action (allow/redact/mask/block).",
+    ["guard", "stage", "action"],
+)
+
+# Request log: what the writer kept off the request path, and what it had to give up.
+LOG_RECORDS = Counter(
+    "driftgate_request_log_records_total", "Request-log records by outcome (written, dropped).", ["outcome"]
+)
+LOG_FAILED_BATCHES = Counter(
+    "driftgate_request_log_failed_batches_total", "Request-log batch writes that failed and were retried."
+)
+
+# Drift, per alias: the score of the last full window against the alias's reference.
+DRIFT_SCORE = Gauge("driftgate_drift_score", "Drift score of the last full window.", ["alias"], multiprocess_mode="max")
+DRIFT_THRESHOLD = Gauge(
+    "driftgate_drift_threshold", "Score above which a window counts as drifted.", ["alias"], multiprocess_mode="max"
+)
+DRIFT_CONFIRMED = Gauge(
+    "driftgate_drift_confirmed", "1 while drift is confirmed for the alias.", ["alias"], multiprocess_mode="max"
+)
+DRIFT_WINDOWS = Counter(
+    "driftgate_drift_windows_total",
+    "Drift windows checked, by verdict (drift, no_drift, too_small).",
+    ["alias", "verdict"],
+)

@@ -27,7 +27,7 @@ async def serve_process(config: Path, port: int) -> AsyncIterator[httpx.AsyncCli
     process = subprocess.Popen([*DRIFTGATE, "serve", "--config", str(config)], env=env)
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
-            for _ in range(200):
+            for _ in range(600):
                 try:
                     if (await client.get("/readyz")).status_code == 200:
                         break

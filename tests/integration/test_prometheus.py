@@ -1,0 +1,165 @@
+"""A real Prometheus scrapes a running gateway; every rule and dashboard expression is checked against it.
+
+Needs Debian's `prometheus` package (scripts/test.sh installs it).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+from deploy.grafana.build_dashboards import VARIABLES, build
+from tests.conftest import free_port
+
+REPO = Path(__file__).resolve().parents[2]
+RULES = REPO / "deploy" / "prometheus" / "rules" / "driftgate.yml"
+CHAT = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+# Panels that must show data after a little traffic (the others stay empty until drift, guards...).
+MUST_HAVE_DATA = {
+    "Requests per second",
+    "Latency p50 / p99 (non-streaming)",
+    "Time to first token p50 / p99",
+    "Gateway overhead p50 / p99",
+    "Tokens per second by alias",
+    "Backends",
+}
+
+
+def wait_for(url: str, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"{url} never answered")
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    if shutil.which("prometheus") is None:
+        pytest.fail("Debian's prometheus package is missing: run scripts/test.sh, which installs it")
+    tmp = tmp_path_factory.mktemp("prom")
+    upstream_port, gateway_port, prom_port = free_port(), free_port(), free_port()
+    config = tmp / "driftgate.yaml"
+    config.write_text(
+        f"port: {gateway_port}\nmodels:\n  - name: m\n    backends: ['http://127.0.0.1:{upstream_port}']\n"
+    )
+    prom_config = tmp / "prometheus.yml"
+    prom_config.write_text(
+        yaml.safe_dump(
+            {
+                "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+                "rule_files": [str(RULES)],
+                "scrape_configs": [
+                    {"job_name": "driftgate", "static_configs": [{"targets": [f"127.0.0.1:{gateway_port}"]}]}
+                ],
+            }
+        )
+    )
+    processes = [
+        subprocess.Popen([sys.executable, "-m", "tests.fake_upstream", "--port", str(upstream_port)], cwd=REPO),
+        subprocess.Popen([sys.executable, "-m", "gateway.cli", "serve", "--config", str(config)], cwd=REPO),
+        subprocess.Popen(
+            [
+                "prometheus",
+                f"--config.file={prom_config}",
+                f"--storage.tsdb.path={tmp / 'data'}",
+                f"--web.listen-address=127.0.0.1:{prom_port}",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        ),
+    ]
+    try:
+        gateway, prometheus = f"http://127.0.0.1:{gateway_port}", f"http://127.0.0.1:{prom_port}"
+        wait_for(f"{gateway}/readyz")
+        wait_for(f"{prometheus}/-/ready")
+        for _ in range(20):
+            httpx.post(f"{gateway}/v1/chat/completions", json=CHAT, timeout=10)
+            with httpx.stream("POST", f"{gateway}/v1/chat/completions", json={**CHAT, "stream": True}) as response:
+                response.read()
+            time.sleep(0.1)
+        httpx.post(f"{gateway}/v1/chat/completions", json={**CHAT, "model": "nope"}, timeout=10)
+        time.sleep(3)  # several scrapes after the traffic, so rate() has points on both sides
+        yield {"gateway": gateway, "prometheus": prometheus}
+    finally:
+        for process in processes:
+            process.terminate()
+            process.wait(20)
+
+
+def exported_names(gateway: str) -> set[str]:
+    names = set()
+    for family in text_string_to_metric_families(httpx.get(f"{gateway}/metrics").text):
+        names.add(family.name)
+        names.update(f"{family.name}_{suffix}" for suffix in ("bucket", "count", "sum", "total", "created"))
+    return names
+
+
+def dashboard_queries() -> list[tuple[str, str]]:
+    queries = []
+    for path in build(Path(__file__).parent / "_dashboards"):
+        for panel in json.loads(path.read_text())["panels"]:
+            for target in panel["targets"]:
+                expr = target["expr"].replace("$__rate_interval", "1m")
+                for name, value in VARIABLES.items():
+                    expr = expr.replace(f"${name}", value)
+                queries.append((panel["title"], expr))
+    return queries
+
+
+def rules() -> list[dict]:
+    return [rule for group in yaml.safe_load(RULES.read_text())["groups"] for rule in group["rules"]]
+
+
+def instant(prometheus: str, expr: str) -> list:
+    result = subprocess.run(
+        ["promtool", "query", "instant", "-o", "json", prometheus, expr], capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 0, f"{expr}\n{result.stderr}"
+    return json.loads(result.stdout)
+
+
+def test_rules_pass_promtool() -> None:
+    result = subprocess.run(["promtool", "check", "rules", str(RULES)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_prometheus_scrapes_the_gateway(stack: dict) -> None:
+    up = instant(stack["prometheus"], 'up{job="driftgate"}')
+    assert [float(sample["value"][1]) for sample in up] == [1.0]
+
+
+@pytest.mark.parametrize(
+    ("title", "expr"), [(rule.get("alert") or rule["record"], rule["expr"]) for rule in rules()] + dashboard_queries()
+)
+def test_every_expression_runs_and_names_only_exported_metrics(stack: dict, title: str, expr: str) -> None:
+    exported = exported_names(stack["gateway"])
+    recorded = {rule["record"] for rule in rules() if "record" in rule}
+    used = set(re.findall(r"\b(driftgate_[a-z0-9_]+)", expr))
+    used_recorded = set(re.findall(r"\b(driftgate:[a-z0-9_:]+)", expr))
+    assert used or used_recorded, f"{title}: names no driftgate metric"
+    assert used <= exported, f"{title}: not exported by the gateway: {used - exported}"
+    assert used_recorded <= recorded, f"{title}: no such recording rule: {used_recorded - recorded}"
+    samples = instant(stack["prometheus"], expr)
+    if title in MUST_HAVE_DATA:
+        assert samples, f"{title}: no data after traffic: {expr}"
+
+
+def test_recording_rules_are_evaluated(stack: dict) -> None:
+    time.sleep(2)
+    assert instant(stack["prometheus"], "driftgate:request_duration_seconds:p99_5m"), "recording rule has no samples"
