@@ -128,9 +128,7 @@ class RequestLogStore:
         with self.engine.connect() as conn:
             return conn.execute(query).scalar_one()
 
-    def enforce_retention(
-        self, *, max_age_s: float | None, max_rows: int | None, now: float | None = None
-    ) -> int:
+    def enforce_retention(self, *, max_age_s: float | None, max_rows: int | None, now: float | None = None) -> int:
         """Delete records older than ``max_age_s`` and all but the newest ``max_rows``; return how many went.
 
         The row limit is applied as a boundary (the newest record that no longer fits, and everything
