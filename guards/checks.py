@@ -36,8 +36,16 @@ def luhn_ok(digits: str) -> bool:
 
 
 def card_ok(digits: str) -> bool:
-    """13-19 digits, a major network's first digit (2-6: Mastercard, Amex, Visa, Discover...), and Luhn."""
-    return 13 <= len(digits) <= 19 and digits[0] in "23456" and luhn_ok(digits)
+    """Luhn, and a length the card's network uses: 13-19 digits from 2-6 (Visa, Mastercard, Amex,
+    Discover, JCB, UnionPay...), 12-digit Maestro (50, 56-69) and 15-digit JCB (1800, 2131)."""
+    n = len(digits)
+    if 13 <= n <= 19 and digits[0] in "23456":
+        network = True
+    elif n == 12:
+        network = digits[:2] == "50" or "56" <= digits[:2] <= "69"
+    else:
+        network = n == 15 and digits[:4] in ("1800", "2131")
+    return network and luhn_ok(digits)
 
 
 def iban_ok(iban: str) -> bool:

@@ -22,8 +22,11 @@ from guards.checks import IBAN_LENGTHS, card_ok, iban_ok, ip_ok, looks_random, s
 # Base64/base64url bodies; "=" padding may only end a token (so "key=..." splits before the value).
 _TOKEN_CHARS = r"A-Za-z0-9+/_\-"
 
+# Every entity starts at a word start: the one look-behind in front skips the positions inside words for all
+# alternatives at once, which makes the pass several times faster on prose.
 _SCAN = re.compile(
     r"""
+  (?<![A-Za-z0-9_])(?:
     (?P<SECRET>
         \bsk-(?:proj-|svcacct-|admin-|ant-(?:api|admin)\d\d-)?[A-Za-z0-9_\-]{20,}   # OpenAI, Anthropic
       | \b(?:AKIA|ASIA)[0-9A-Z]{16}\b                                            # AWS access key id
@@ -38,11 +41,12 @@ _SCAN = re.compile(
         [A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?)*\.[A-Za-z]{2,24}\b
     )
   | (?P<IBAN>\b[A-Z]{2}\d\d(?:\ ?[A-Z0-9]){11,30})
-  | (?P<CREDIT_CARD>(?<!\d)(?<!\d[\ \-])\d(?:[\ \-]?\d){12,18}(?![\ \-]?\d))
+  | (?P<CREDIT_CARD>(?<!\d)(?<!\d[\ \-])\d(?:[\ \-]?\d){11,18}(?![\ \-]?\d))
   | (?P<US_SSN>(?<![\d\-])(?P<area>\d{3})(?P<sep>[\ \-])(?P<group>\d\d)(?P=sep)(?P<serial>\d{4})(?![\d\-]))
   | (?P<IPV4>(?<![\w.])\d{1,3}(?:\.\d{1,3}){3}(?!\.?\w))
   | (?P<IPV6>(?<![\w:])[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}(?:%[A-Za-z0-9]+)?(?![\w:]))
   | (?P<TOKEN>(?<![@TOK@])[@TOK@]{24,}={0,2}(?![@TOK@=]))
+  )
     """.replace("@TOK@", _TOKEN_CHARS),
     re.VERBOSE,
 )

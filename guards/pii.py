@@ -33,11 +33,10 @@ class PiiGuard:
         return self._names is not None
 
     def inspect(self, text: str, *, starts_in_code: bool = False) -> list[Finding]:
-        spans: list[tuple[str, int, int, float]] = [
-            (entity, start, end, 1.0) for entity, start, end in scan(text, self._config.entropy_bits, starts_in_code)
-        ]
+        patterns = scan(text, self._config.entropy_bits, starts_in_code)
+        spans: list[tuple[str, int, int, float]] = [(entity, start, end, 1.0) for entity, start, end in patterns]
         if sum(map(text.count, "0123456789")) >= _MIN_PHONE_DIGITS:
-            spans += self._phones(text)
+            spans += self._phones(_blank(text, patterns))
         if self._names is not None:
             spans += self._names.find(text)
         actions = self._actions
@@ -49,6 +48,19 @@ class PiiGuard:
     def _phones(self, text: str) -> list[tuple[str, int, int, float]]:
         matcher = phonenumbers.PhoneNumberMatcher(text, self._config.phone_region, phonenumbers.Leniency.VALID)
         return [("PHONE", match.start, match.end, 1.0) for match in matcher]
+
+
+def _blank(text: str, spans: list[tuple[str, int, int]]) -> str:
+    """``text`` with the pattern findings spaced out (same offsets): phonenumbers would otherwise spend most
+    of its time trying the digits of cards and IBANs as phone numbers, only to lose the overlap anyway."""
+    if not spans:
+        return text
+    parts, pos = [], 0
+    for _, start, end in spans:
+        parts += [text[pos:start], " " * (end - start)]
+        pos = end
+    parts.append(text[pos:])
+    return "".join(parts)
 
 
 def _resolve_overlaps(spans: list[tuple[str, int, int, float]]) -> list[tuple[str, int, int, float]]:

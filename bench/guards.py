@@ -1,0 +1,378 @@
+"""Guards benchmark: PII precision/recall per entity, toxicity ROC-AUC, and latency on one core,
+side by side with Presidio's default analyzer and the scikit-learn profanity model.
+
+    python -m bench.guards [--seed 7] [--texts 600] [--out bench/results/guards.json]
+
+Data (no internet here, so all of it is generated or written for this file):
+* PII: Faker templates with the entity spans recorded as they are inserted, plus near misses that must not
+  match (invalid Luhn, wrong IBAN checksum, invalid SSN areas, version numbers, hashes, fictional 555
+  numbers). Phone ground truth is Faker's numbers that libphonenumber calls valid (the guard's own rule);
+  the invalid ones are near misses.
+* Toxicity: TOXIC and CLEAN below, 60 sentences written for this benchmark (clean ones include
+  violent-sounding technical words: "kill the process"), each with five neutral openers: 300 texts.
+  Small and hand-made: a sanity check of the exported model, not a public toxicity benchmark.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import statistics
+import string
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import msgspec
+import numpy as np
+import phonenumbers
+from faker import Faker
+
+from bench.machine import describe
+from guards import GuardModels, Guards, GuardsConfig, PiiConfig, RedactionContext, StageConfig, ToxicityConfig
+from guards.config import PATTERN_ENTITIES
+from guards.pii import PiiGuard
+from guards.toxicity_export import ensure_toxicity_model
+
+Span = tuple[str, int, int]
+PRESIDIO_ENTITIES = {
+    "EMAIL_ADDRESS": "EMAIL", "PHONE_NUMBER": "PHONE", "CREDIT_CARD": "CREDIT_CARD", "IBAN_CODE": "IBAN",
+    "US_SSN": "US_SSN", "IP_ADDRESS": "IP_ADDRESS",
+}  # fmt: skip
+
+TEMPLATES = [
+    "Hi, please reach me at {} if anything changes.",
+    "My details for the form: {} (the usual).",
+    "Can you double-check whether {} is correct before Monday?",
+    "The customer wrote that {} should be updated in the CRM.",
+    "Forwarding this: {} — let me know what you think.",
+    "I pasted {} into the ticket by mistake, sorry about that.",
+    "{} is what they gave us at the front desk.",
+]
+TOXIC = [
+    "You are a fucking idiot and everyone knows it.", "Shut up, you stupid bitch.", "Go to hell, asshole.",
+    "What a worthless piece of shit you are.", "I hope you die in a fire, moron.", "You dumb bastard, read the docs.",
+    "This is the dumbest crap I have ever read, you clown.", "Screw you and your pathetic little company.",
+    "Nobody cares what you think, loser.", "You're an ugly, useless retard.", "Fuck off and stop emailing me.",
+    "Your answer is bullshit, dickhead.", "Only a brain-dead idiot would write code like this.",
+    "Kill yourself, nobody would miss you.", "You stupid cow, you ruined everything.", "Eat shit and die.",
+    "What a bunch of morons run this place.", "You're a disgusting pig.", "Get lost, you pathetic jerk.",
+    "This support team is full of incompetent assholes.", "Damn you, you lying scumbag.",
+    "Are you really this stupid or just pretending, dumbass?", "You piece of garbage, I want my money back.",
+    "Go fuck yourself.", "Your mother is a whore.", "I will beat the crap out of you.",
+    "Stop being such a whiny little bitch.", "You idiots broke production again.", "Hey shithead, answer me.",
+    "This is fucking ridiculous, you morons.",
+]  # fmt: skip
+CLEAN = [
+    "Thanks, that fixed the build.", "Please summarise this contract in three bullet points.",
+    "How do I kill a process that ignores SIGTERM?", "The test suite hit a race condition under load.",
+    "Can you shoot me an email when the report is ready?", "Our sales numbers took a beating this quarter.",
+    "The patient was admitted with a fractured hip.", "Execute the migration, then drop the old table.",
+    "This bug is a real pain to reproduce.", "The movie was about a soldier returning from war.",
+    "Abort the job if the checksum does not match.", "The child process becomes a zombie if nobody waits on it.",
+    "Which attack vectors does this firewall rule block?", "Please translate this paragraph into German.",
+    "I love how simple the new API is.", "We need to terminate the contract by the end of the month.",
+    "Cut the cable only after the power is off.", "Our dog is afraid of thunderstorms.",
+    "The hammer drill is in the garage.", "Can you explain gradient descent like I am five?",
+    "Write a haiku about autumn leaves.", "The recipe needs two cups of flour and a pinch of salt.",
+    "My flight to Boston was delayed by three hours.", "What is the capital of Australia?",
+    "Please fix the typo in the second heading.", "The Hunger Games is a story about a brutal contest.",
+    "Sorry for the late reply, I was on holiday.", "Remove the dead code before merging.",
+    "Our firm specialises in bankruptcy law.", "The chemistry exam covers oxidation and reduction.",
+]  # fmt: skip
+
+
+OPENERS = ["", "Honestly, ", "Quick note: ", "Re your last message: ", "As I said before, "]
+
+
+def toxicity_set() -> tuple[list[str], list[int]]:
+    texts = [opener + line for line in TOXIC + CLEAN for opener in OPENERS]
+    return texts, [1] * (len(TOXIC) * len(OPENERS)) + [0] * (len(CLEAN) * len(OPENERS))
+
+
+def generate_pii(seed: int, count: int) -> list[tuple[str, list[Span]]]:
+    """Texts with one to three entities each and their gold spans, then near-miss texts with none."""
+    rng = random.Random(seed)
+    fakers = {loc: Faker(loc) for loc in ("en_US", "de_DE", "fr_FR", "nl_NL", "en_GB", "es_ES")}
+    for i, fake in enumerate(fakers.values()):
+        fake.seed_instance(seed + i)
+    us = fakers["en_US"]
+    makers: dict[str, Callable[[], str]] = {
+        "EMAIL": lambda: rng.choice([us.email, us.free_email, us.company_email])(),
+        "PHONE": lambda: _valid_phone(rng, fakers),
+        "CREDIT_CARD": lambda: _grouped(us.credit_card_number(), rng),
+        "IBAN": lambda: _grouped(rng.choice([f for k, f in fakers.items() if k != "en_US"]).iban(), rng),
+        "US_SSN": lambda: us.ssn().replace("-", rng.choice("- -")),
+        "IP_ADDRESS": lambda: rng.choice([us.ipv4_public, us.ipv4_private, us.ipv6])(),
+        "SECRET": lambda: _secret(rng),
+    }
+    samples: list[tuple[str, list[Span]]] = []
+    for n in range(count):
+        parts, spans, text = rng.sample(TEMPLATES, k=1 + n % 3), [], ""
+        for template in parts:
+            entity = list(makers)[(n + len(spans)) % len(makers)] if n % 5 else rng.choice(list(makers))
+            value = makers[entity]()
+            before, after = template.split("{}")
+            text += (" " if text else "") + before
+            spans.append((entity, len(text), len(text) + len(value)))
+            text += value + after
+        samples.append((text, spans))
+    negatives = _near_misses(rng, us)
+    samples += [(rng.choice(TEMPLATES).format(value), []) for value in negatives]
+    return samples
+
+
+def _grouped(value: str, rng: random.Random) -> str:
+    if rng.random() < 0.5:
+        return value
+    return " ".join(value[i : i + 4] for i in range(0, len(value), 4))
+
+
+def _valid_phone(rng: random.Random, fakers: dict[str, Faker]) -> str:
+    while True:
+        locale = rng.choice(["en_US", "en_US", "en_US", "en_GB", "de_DE", "fr_FR"])
+        number = fakers[locale].phone_number()
+        if locale != "en_US" and not number.startswith("+"):
+            continue  # national formats of other countries are out of scope for the US default region
+        try:
+            if phonenumbers.is_valid_number(phonenumbers.parse(number, "US")):
+                return number
+        except phonenumbers.NumberParseException:
+            pass
+
+
+def _secret(rng: random.Random) -> str:
+    def rand(n: int, alphabet: str = string.ascii_letters + string.digits) -> str:
+        return "".join(rng.choice(alphabet) for _ in range(n))
+
+    return rng.choice(
+        [
+            lambda: "sk-proj-" + rand(48),
+            lambda: "AKIA" + rand(16, string.ascii_uppercase + string.digits),
+            lambda: "ghp_" + rand(36),
+            lambda: "xoxb-" + rand(12, string.digits) + "-" + rand(24),
+            lambda: "AIza" + rand(35),
+            lambda: "sk_live_" + rand(24),
+            lambda: "eyJhbGciOiJIUzI1NiJ9.eyJ" + rand(30) + "." + rand(43),
+            lambda: rand(rng.choice([32, 40, 64])),
+        ]
+    )()
+
+
+def _near_misses(rng: random.Random, fake: Faker) -> list[str]:
+    out = []
+    for _ in range(40):
+        card = fake.credit_card_number()
+        out.append(card[:-1] + str((int(card[-1]) + 1 + rng.randrange(9)) % 10))  # breaks Luhn
+        iban = Faker("de_DE").iban()
+        out.append(iban[:2] + f"{(int(iban[2:4]) + 1) % 100:02d}" + iban[4:])  # wrong check digits
+        out.append(rng.choice(["000", "666", "9" + str(rng.randrange(10, 99))]) + fake.ssn()[3:])
+        out.append(rng.choice(["version ", "v", "==", "release "]) + ".".join(str(rng.randrange(10)) for _ in range(4)))
+        out.append(f"`{rng.randrange(1, 9)}.{rng.randrange(10)}.{rng.randrange(10)}.{rng.randrange(10)}`")
+        out.append(f"555-01{rng.randrange(10)}{rng.randrange(10)}")
+        out.append(fake.sha1() if rng.random() < 0.5 else fake.uuid4())
+        out.append(fake.date() + " at " + fake.time())
+    return out
+
+
+def score_pii(samples: list[tuple[str, list[Span]]], detect: Callable[[str], list[Span]]) -> dict[str, dict]:
+    """Per entity: a prediction is right when it overlaps a gold span of the same entity."""
+    stats = {e: {"tp": 0, "fp": 0, "fn": 0} for e in PATTERN_ENTITIES}
+    for text, gold in samples:
+        predicted = [p for p in detect(text) if p[0] in stats]
+        for entity, start, end in predicted:
+            hit = any(g[0] == entity and g[1] < end and start < g[2] for g in gold)
+            stats[entity]["tp" if hit else "fp"] += 1
+        for entity, start, end in gold:
+            if not any(p[0] == entity and p[1] < end and start < p[2] for p in predicted):
+                stats[entity]["fn"] += 1
+    for row in stats.values():
+        found = row["tp"] + row["fp"]
+        row["precision"] = row["tp"] / found if found else None
+        row["recall"] = row["tp"] / (row["tp"] + row["fn"]) if row["tp"] + row["fn"] else None
+    return stats
+
+
+def roc_auc(labels: list[int], scores: list[float]) -> float:
+    """Mann-Whitney U: the chance a random toxic text outscores a random clean one (ties count half)."""
+    pos = [s for s, y in zip(scores, labels, strict=True) if y]
+    neg = [s for s, y in zip(scores, labels, strict=True) if not y]
+    wins = sum((p > n) + 0.5 * (p == n) for p in pos for n in neg)
+    return wins / (len(pos) * len(neg))
+
+
+def latency(fn: Callable[[], object], seconds: float = 2.0, max_runs: int = 3000) -> dict[str, float]:
+    for _ in range(20):
+        fn()
+    times = []
+    deadline = time.perf_counter() + seconds
+    while len(times) < max_runs and time.perf_counter() < deadline:
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1000)
+    times.sort()
+    return {"p50_ms": statistics.median(times), "p99_ms": times[int(0.99 * (len(times) - 1))], "runs": len(times)}
+
+
+def thousand_chars(seed: int) -> str:
+    """A 1,000-character prompt with an e-mail, a phone number and a card in ordinary prose."""
+    fake = Faker()
+    fake.seed_instance(seed)
+    text = " ".join(fake.paragraph(nb_sentences=8) for _ in range(4))
+    body = text[:900] + " Reach me at ann.lee@example.com or +1 415-555-2671; card 4111 1111 1111 1111."
+    return body[:1000].ljust(1000, ".")
+
+
+def presidio_analyzer():  # noqa: ANN201 - presidio types, imported late (seconds)
+    import tldextract
+
+    # Presidio's e-mail check calls tldextract, which would fetch the public suffix list: use its snapshot.
+    tldextract.tldextract.TLD_EXTRACTOR = tldextract.TLDExtract(suffix_list_urls=())
+    from presidio_analyzer import AnalyzerEngine
+    from presidio_analyzer.nlp_engine import NlpEngineProvider
+
+    from guards.ner import installed_model
+
+    model = installed_model()
+    if model is None:
+        return None, None
+    config = {"nlp_engine_name": "spacy", "models": [{"lang_code": "en", "model_name": model}]}
+    return AnalyzerEngine(nlp_engine=NlpEngineProvider(nlp_configuration=config).create_engine()), model
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--texts", type=int, default=600)
+    parser.add_argument("--out", default="bench/results/guards.json")
+    args = parser.parse_args(argv)
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # one core, as the target says
+    command = "python -m bench.guards " + " ".join(argv if argv is not None else sys.argv[1:])
+
+    model_dir = Path(tempfile.mkdtemp(prefix="driftgate-guards-"))
+    ensure_toxicity_model(model_dir)
+    models = GuardModels(model_dir)
+    guards = Guards(GuardsConfig(), models)
+    pii_only = Guards(GuardsConfig(input=StageConfig(toxicity=ToxicityConfig(enabled=False))), models)
+    tox_only = Guards(GuardsConfig(input=StageConfig(pii=PiiConfig(enabled=False))), models)
+    pii = PiiGuard(PiiConfig())
+
+    samples = generate_pii(args.seed, args.texts)
+    ours = score_pii(samples, lambda t: [(f.entity, f.start, f.end) for f in pii.inspect(t)])
+    analyzer, spacy_model = presidio_analyzer()
+    entities = list(PRESIDIO_ENTITIES)
+    if analyzer is not None:
+        presidio = score_pii(
+            samples,
+            lambda t: [
+                (PRESIDIO_ENTITIES[r.entity_type], r.start, r.end) for r in analyzer.analyze(t, "en", entities=entities)
+            ],
+        )
+    else:
+        presidio = {}
+
+    from profanity_check import predict_prob
+
+    texts, labels = toxicity_set()
+    classifier = models.classifier(GuardsConfig().input.toxicity.model)
+    onnx_scores = [classifier.score(t) for t in texts]
+    sklearn_scores = [float(p) for p in predict_prob(texts)]
+    toxicity = {
+        "texts": len(texts),
+        "roc_auc_onnx": roc_auc(labels, onnx_scores),
+        "roc_auc_sklearn": roc_auc(labels, sklearn_scores),
+        "max_abs_diff_onnx_vs_sklearn": float(np.max(np.abs(np.array(onnx_scores) - sklearn_scores))),
+        "blocked_at_0.8": {
+            "toxic": sum(s >= 0.8 for s, y in zip(onnx_scores, labels, strict=True) if y) / labels.count(1),
+            "clean": sum(s >= 0.8 for s, y in zip(onnx_scores, labels, strict=True) if not y) / labels.count(0),
+        },
+    }
+
+    text = thousand_chars(args.seed)
+    timings = {
+        "pii (ours)": latency(lambda: pii_only.input.run(text, RedactionContext())),
+        "toxicity (ours, onnxruntime)": latency(lambda: tox_only.input.run(text, RedactionContext())),
+        "both (ours)": latency(lambda: guards.input.run(text, RedactionContext())),
+        "toxicity (alt-profanity-check, scikit-learn)": latency(lambda: predict_prob([text]), seconds=1.5),
+    }
+    if analyzer is not None:
+        timings[f"Presidio AnalyzerEngine ({spacy_model})"] = latency(
+            lambda: analyzer.analyze(text, "en", entities=entities), seconds=2.0
+        )
+        names = Guards(GuardsConfig(input=StageConfig(pii=PiiConfig(names=True))), models)
+        timings[f"both + names (ours, Presidio NER {spacy_model})"] = latency(
+            lambda: names.input.run(text, RedactionContext()), seconds=2.0
+        )
+
+    result = {
+        "machine": describe(
+            command,
+            [
+                "onnxruntime",
+                "phonenumbers",
+                "presidio-analyzer",
+                "spacy",
+                "alt-profanity-check",
+                "scikit-learn",
+                "skl2onnx",
+                "faker",
+            ],
+        ),  # fmt: skip
+        "pii_texts": len(samples),
+        "pii_gold_spans": sum(len(s) for _, s in samples),
+        "pii_ours": ours,
+        "pii_presidio": presidio,
+        "presidio_spacy_model": spacy_model,
+        "toxicity": toxicity,
+        "latency_1000_chars_one_core": timings,
+    }
+    print(render(result))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(msgspec.json.format(msgspec.json.encode(result)))
+    print(f"\nwrote {out}")
+
+
+def render(result: dict) -> str:
+    machine = result["machine"]
+    lines = [
+        f"machine: {machine['cores']} cores, {machine['cpu']}, Python {machine['python']} (pinned to one core)",
+        "versions: " + ", ".join(f"{k} {v}" for k, v in machine["versions"].items()),
+        f"command: {machine['command']}",
+        "",
+        f"PII: {result['pii_texts']} texts, {result['pii_gold_spans']} gold spans (Faker templates + near misses)",
+        "| entity | ours P | ours R | Presidio P | Presidio R |",
+        "|---|---|---|---|---|",
+    ]
+
+    def fmt(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.3f}"
+
+    for entity, row in result["pii_ours"].items():
+        other = result["pii_presidio"].get(entity, {})
+        lines.append(
+            f"| {entity} | {fmt(row['precision'])} | {fmt(row['recall'])} | "
+            f"{fmt(other.get('precision'))} | {fmt(other.get('recall'))} |"
+        )
+    tox = result["toxicity"]
+    lines += [
+        "",
+        f"Toxicity: {tox['texts']} hand-written texts, ROC-AUC ONNX {tox['roc_auc_onnx']:.3f}, "
+        f"scikit-learn {tox['roc_auc_sklearn']:.3f}, max |ONNX - sklearn| {tox['max_abs_diff_onnx_vs_sklearn']:.1e}; "
+        f"blocked at 0.8: {tox['blocked_at_0.8']['toxic']:.0%} of toxic, {tox['blocked_at_0.8']['clean']:.0%} of clean",
+        "",
+        "Latency, one 1,000-character text, one core",
+        "| guard | p50 ms | p99 ms |",
+        "|---|---|---|",
+    ]
+    for name, row in result["latency_1000_chars_one_core"].items():
+        lines.append(f"| {name} | {row['p50_ms']:.3f} | {row['p99_ms']:.3f} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
