@@ -269,7 +269,9 @@ async def test_a_locked_store_never_blocks_submit_and_drops_are_counted(
                 accepted.append(f"req-{n:06d}")
             if n % 100 == 99:
                 await asyncio.sleep(0.05)  # let the writer hit the lock (SQLite: busy timeout, retries)
-        assert slowest < 0.005, f"submit took {slowest * 1000:.2f} ms while the store was locked"
+        # A submit that waited on the store would take the whole busy timeout (SQLite) or forever (PostgreSQL);
+        # the bound leaves room for a loaded CI machine descheduling the test.
+        assert slowest < 0.05, f"submit took {slowest * 1000:.2f} ms while the store was locked"
         # One batch is in the writer's hands, the queue holds the rest; everything else was refused and counted.
         assert len(accepted) <= 200 + 50
         assert writer.dropped == 1000 - len(accepted) > 0
@@ -326,7 +328,7 @@ async def test_killing_postgresql_mid_traffic_loses_nothing_acknowledged(pg_clus
     await requests
     await asyncio.wait_for(writer.flush(), timeout=20)
 
-    assert slowest < 0.005, f"submit took {slowest * 1000:.2f} ms while the store was down"
+    assert slowest < 0.05, f"submit took {slowest * 1000:.2f} ms while the store was down for over a second"
     stored = stored_ids(store)
     assert acknowledged_at_kill and acknowledged_at_kill <= stored
     # Every accepted record was written after recovery, every refused one was counted: nothing silent.
