@@ -191,11 +191,12 @@ class RequestLogStore:
 
 
 def _create_engine(url: str, sqlite_busy_timeout_ms: int) -> sa.Engine:
+    """``hide_parameters``: a failed insert's error message would otherwise quote prompts into the logs."""
     parsed = sa.make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = sa.create_engine(parsed)
+        engine = sa.create_engine(parsed, hide_parameters=True)
 
         @sa.event.listens_for(engine, "connect")
         def _pragmas(dbapi_connection, _record) -> None:
@@ -210,7 +211,7 @@ def _create_engine(url: str, sqlite_busy_timeout_ms: int) -> sa.Engine:
         return engine
     connect_args = {} if "connect_timeout" in parsed.query else {"connect_timeout": 5}
     # pre_ping: after a server restart, pooled connections are dead; find out before the insert, not during it.
-    return sa.create_engine(parsed, pool_pre_ping=True, connect_args=connect_args)
+    return sa.create_engine(parsed, hide_parameters=True, pool_pre_ping=True, connect_args=connect_args)
 
 
 def _row(record: RequestRecord) -> dict[str, object]:

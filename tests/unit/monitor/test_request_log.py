@@ -220,14 +220,15 @@ async def test_a_batch_whose_commit_answer_was_lost_is_retried_without_duplicate
 
 
 async def test_a_record_the_store_cannot_hold_is_rejected_alone(
-    store: RequestLogStore, start_writer: StartWriter
+    store: RequestLogStore, start_writer: StartWriter, caplog: pytest.LogCaptureFixture
 ) -> None:
     writer = start_writer(fast_config())
     for n in range(10):
-        writer.submit(record(n, prompt_tokens=2**70 if n == 4 else 10))
+        writer.submit(record(n, prompt_tokens=2**70 if n == 4 else 10, prompt="words of a user"))
     await writer.flush()
     assert writer.rejected == 1 and writer.written == 9
     assert stored_ids(store) == {f"req-{n:06d}" for n in range(10) if n != 4}
+    assert "req-000004" in caplog.text and "words of a user" not in caplog.text  # errors never quote prompts
 
 
 async def test_the_writer_runs_retention_periodically(store: RequestLogStore, start_writer: StartWriter) -> None:
