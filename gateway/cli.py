@@ -39,6 +39,17 @@ def _settings(config: Path | None, **overrides: object) -> Settings:
     return msgspec.structs.replace(settings, **given) if given else settings
 
 
+def _prepare_guards(settings: Settings) -> None:
+    """Export the default toxicity model once, before server workers start (each would race to do it)."""
+    from gateway.guarding import guard_models_dir, needs_export
+
+    if needs_export(settings):
+        from guards.toxicity_export import ensure_toxicity_model
+
+        with console.status("Preparing the toxicity model"):
+            ensure_toxicity_model(guard_models_dir(settings))
+
+
 def _setup_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[RichHandler(console=console)])
 
@@ -52,13 +63,16 @@ def serve(
 ) -> None:
     """Run the gateway alone, in front of vLLM backends named in the config."""
     from gateway.server import serve as run_server
+    from gateway.server import share_metrics_across_workers
 
     _setup_logging()
     settings = _settings(config, host=host, port=port, workers=workers)
     if not settings.models:
         console.print("[red]error:[/] no models configured: add a `models:` list to the config file")
         raise typer.Exit(2)
-    run_server(settings)
+    metrics_dir = share_metrics_across_workers(settings)
+    _prepare_guards(settings)
+    run_server(settings, metrics_dir)
 
 
 @app.command()
@@ -71,14 +85,17 @@ def up(
     from gateway.embedded import VLLMServer, VLLMStartError
     from gateway.model_pull import PullError, pull
     from gateway.server import serve as run_server
+    from gateway.server import share_metrics_across_workers
 
     _setup_logging()
     settings = _settings(config, host=host, port=port)
+    metrics_dir = share_metrics_across_workers(settings)
     try:
         model_dir = pull(settings.embedded.model, settings.models_dir, console=console)
     except PullError as exc:
         console.print(f"[red]error:[/] {exc}")
         raise typer.Exit(1) from exc
+    _prepare_guards(settings)
     vllm = VLLMServer(settings.embedded, model_dir, Path(settings.home) / "logs" / "vllm.log")
     if not settings.models:
         settings = msgspec.structs.replace(
@@ -95,7 +112,7 @@ def up(
         )
         if settings.host in ("127.0.0.1", "localhost", "::1"):
             console.print("  bound to localhost only; set --host or DRIFTGATE_HOST to expose it")
-        run_server(settings)
+        run_server(settings, metrics_dir)
     except VLLMStartError as exc:
         console.print(f"[red]error:[/] {exc}")
         raise typer.Exit(1) from exc

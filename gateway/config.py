@@ -17,6 +17,7 @@ from typing import Any
 import msgspec
 import yaml
 
+from guards import GuardsConfig
 from monitor.tracing import TracingSettings
 
 ENV_PREFIX = "DRIFTGATE_"
@@ -33,6 +34,8 @@ class ModelRoute(msgspec.Struct, forbid_unknown_fields=True):
     upstream_name: str | None = None
     # Only backends started as pooling/embedding models can answer /v1/embeddings.
     embeddings: bool = False
+    # This model's own guard policy; None uses the gateway-wide `guards`.
+    guards: GuardsConfig | None = None
 
     @property
     def upstream_model(self) -> str:
@@ -75,6 +78,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
     max_body_bytes: int = 4 * 1024 * 1024
     embedded: EmbeddedVLLM = msgspec.field(default_factory=EmbeddedVLLM)
     tracing: TracingSettings = msgspec.field(default_factory=TracingSettings)
+    guards: GuardsConfig = msgspec.field(default_factory=GuardsConfig)
 
     @property
     def models_dir(self) -> Path:

@@ -15,6 +15,7 @@ from opentelemetry.trace import SpanKind
 
 from gateway import errors
 from gateway.errors import OpenAIError
+from gateway.guarding import RequestGuards
 from gateway.observe import Observation
 from gateway.proxy import upstream_error
 from gateway.runtime import Gateway
@@ -76,12 +77,16 @@ async def _handle(
             raise errors.OpenAIError(
                 404, f"The model `{route.name}` does not serve embeddings.", param="model", code="model_not_found"
             )
+        guards = gateway.guards.for_model(route.name) if kind is not EmbeddingRequest else None
+        request_guards = RequestGuards(guards) if guards is not None else None
+        if request_guards is not None:
+            body = request_guards.check_prompt(path, body)
         if route.upstream_model != route.name:
             body = _with_model(body, route.upstream_model)
         if getattr(parsed, "stream", False):
             observation.stream = True
-            return await _forward_stream(request, gateway, observation, path, body)
-        return await _forward(request, gateway, observation, path, body)
+            return await _forward_stream(request, gateway, observation, request_guards, path, body)
+        return await _forward(request, gateway, observation, request_guards, path, body)
     except OpenAIError as exc:
         observation.finish(exc.status)
         raise
@@ -90,7 +95,14 @@ async def _handle(
         raise
 
 
-async def _forward(request: Request, gateway: Gateway, observation: Observation, path: str, body: bytes) -> Response:
+async def _forward(
+    request: Request,
+    gateway: Gateway,
+    observation: Observation,
+    request_guards: RequestGuards | None,
+    path: str,
+    body: bytes,
+) -> Response:
     span = observation.child("upstream", SpanKind.CLIENT)
     try:
         exchange = gateway.upstream.post(observation.model, path, body, observation.upstream_headers(span))
@@ -102,13 +114,19 @@ async def _forward(request: Request, gateway: Gateway, observation: Observation,
     if reply.status != 200:
         raise upstream_error(reply.status, reply.body)
     observation.usage_from_body(reply.body)
+    answer = request_guards.check_answer(path, reply.body) if request_guards is not None else reply.body
     overhead_ms = observation.overhead_ms()
     observation.finish(200, overhead_ms)
-    return Response(reply.body, media_type="application/json", headers={OVERHEAD_HEADER: f"{overhead_ms:.3f}"})
+    return Response(answer, media_type="application/json", headers={OVERHEAD_HEADER: f"{overhead_ms:.3f}"})
 
 
 async def _forward_stream(
-    request: Request, gateway: Gateway, observation: Observation, path: str, body: bytes
+    request: Request,
+    gateway: Gateway,
+    observation: Observation,
+    request_guards: RequestGuards | None,
+    path: str,
+    body: bytes,
 ) -> Stream:
     span = observation.child("upstream", SpanKind.CLIENT)
     try:
@@ -121,7 +139,10 @@ async def _forward_stream(
     overhead_ms = observation.overhead_ms()
     metrics.OVERHEAD.labels(path).observe(overhead_ms / 1000)
     headers = {**_SSE_HEADERS, OVERHEAD_HEADER: f"{overhead_ms:.3f}"}
-    chunks = observation.watch_stream(upstream_stream.__aiter__())
+    chunks = upstream_stream.__aiter__()
+    if request_guards is not None:
+        chunks = request_guards.filter_stream(path, chunks)
+    chunks = observation.watch_stream(chunks)
     return Stream(chunks, media_type="text/event-stream", headers=headers)
 
 

@@ -11,6 +11,7 @@ import aiohttp
 
 from gateway.backends import BackendPool
 from gateway.config import Settings
+from gateway.guarding import GuardSet
 from gateway.proxy import Upstream
 from monitor.tracing import Tracing
 
@@ -21,6 +22,7 @@ class Gateway:
         self.tracing = tracing
         self.tracer = tracing.tracer if tracing is not None else None
         self.pool = BackendPool(settings.models)
+        self.guards = GuardSet(settings)
         self.started_at = int(time.time())
         self._upstream: Upstream | None = None
 

@@ -12,15 +12,22 @@ from granian.constants import Interfaces
 from gateway.config import SETTINGS_ENV, Settings, encode_settings
 
 
-def serve(settings: Settings) -> None:
+def share_metrics_across_workers(settings: Settings) -> str | None:
+    """With several workers, have each write its metrics to files that /metrics merges.
+
+    Call before anything imports prometheus-client: it picks its storage at import, and granian's workers
+    are forked from this process. Returns the directory to remove afterwards.
+    """
+    if settings.workers < 2 or os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return None
+    metrics_dir = tempfile.mkdtemp(prefix="driftgate-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    return metrics_dir
+
+
+def serve(settings: Settings, metrics_dir: str | None = None) -> None:
     """Serve until SIGINT/SIGTERM; every worker process builds its app from the same settings."""
     os.environ[SETTINGS_ENV] = encode_settings(settings).decode()
-    metrics_dir = None
-    if settings.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        # Several workers: each writes its metrics to files here and /metrics merges them. Must be set
-        # before any worker imports prometheus-client.
-        metrics_dir = tempfile.mkdtemp(prefix="driftgate-metrics-")
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     try:
         Granian(
             "gateway.app:create_app",

@@ -13,6 +13,7 @@ import uvicorn
 
 from gateway.app import create_app
 from gateway.config import HealthCheck, ModelRoute, Settings, Timeouts
+from guards import GuardsConfig
 from monitor.tracing import Tracing
 from tests.fake_upstream import FakeUpstream
 
@@ -62,6 +63,8 @@ async def running_gateway(settings: Settings, tracing: Tracing | None = None) ->
 
 
 def settings_for(*routes: ModelRoute, read_s: float = 5.0, health_interval_s: float = 0.2, **kwargs) -> Settings:
+    """Settings for a test gateway; guards are off unless a test passes its own (proxy tests want pass-through)."""
+    kwargs.setdefault("guards", GuardsConfig(enabled=False))
     return Settings(
         models=list(routes),
         timeouts=Timeouts(connect_s=1.0, read_s=read_s),

@@ -26,6 +26,9 @@ class Behaviour:
     stream_chunks: int = 3
     error_status: int | None = None
     error_body: bytes = b""
+    # What the model "says": the whole answer, or the content of each stream chunk.
+    answer: str | None = None
+    stream_parts: list[str] | None = None
 
 
 @dataclass
@@ -127,13 +130,14 @@ class FakeUpstream:
             model = document["model"]
             if not document.get("stream"):
                 self.observed.completed += 1
-                return web.json_response(chat_completion(model, f"Hello from {self.name}."))
+                return web.json_response(chat_completion(model, behaviour.answer or f"Hello from {self.name}."))
             response = web.StreamResponse(headers={"content-type": "text/event-stream"})
             await response.prepare(request)
-            for index in range(behaviour.stream_chunks):
+            parts = behaviour.stream_parts or [f"part{index} " for index in range(behaviour.stream_chunks)]
+            for index, part in enumerate(parts):
                 if index:
                     await asyncio.sleep(behaviour.stream_gap_s)
-                await response.write(stream_chunk(model, f"part{index} "))
+                await response.write(stream_chunk(model, part))
             await response.write(stream_chunk(model, "", finish="stop"))
             await response.write(b"data: [DONE]\n\n")
             await response.write_eof()
