@@ -18,6 +18,7 @@ import msgspec
 import yaml
 
 from guards import GuardsConfig
+from monitor.request_log import RequestLogConfig
 from monitor.tracing import TracingSettings
 
 ENV_PREFIX = "DRIFTGATE_"
@@ -79,6 +80,8 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
     embedded: EmbeddedVLLM = msgspec.field(default_factory=EmbeddedVLLM)
     tracing: TracingSettings = msgspec.field(default_factory=TracingSettings)
     guards: GuardsConfig = msgspec.field(default_factory=GuardsConfig)
+    # None turns the request log off.
+    request_log: RequestLogConfig | None = msgspec.field(default_factory=RequestLogConfig)
 
     @property
     def models_dir(self) -> Path:

@@ -60,12 +60,15 @@ def needs_export(settings: Settings) -> bool:
 class RequestGuards:
     """One request's guard state: its alias's guards, one redaction context for prompt and answer, decisions."""
 
-    __slots__ = ("guards", "context", "decisions")
+    __slots__ = ("guards", "context", "decisions", "prompt_text", "answer_text")
 
     def __init__(self, guards: Guards) -> None:
         self.guards = guards
         self.context = RedactionContext()
         self.decisions: list[Decision] = []
+        # The redacted prompt and answer, for the request log (raw text is never kept).
+        self.prompt_text: str | None = None
+        self.answer_text: str | None = None
 
     def _note(self, decisions: tuple[Decision, ...]) -> None:
         for decision in decisions:
@@ -86,6 +89,7 @@ class RequestGuards:
             if verdict.text != holder[key]:
                 holder[key] = verdict.text
                 changed = True
+        self.prompt_text = _prompt_for_log(path, document)
         return msgspec.json.encode(document) if changed else body
 
     # -- output -----------------------------------------------------------------------------------------
@@ -107,6 +111,8 @@ class RequestGuards:
             elif verdict.text != holder[key]:
                 holder[key] = verdict.text
                 changed = True
+            if self.answer_text is None:
+                self.answer_text = holder[key]
         return msgspec.json.encode(document) if changed else body
 
     async def filter_stream(self, path: str, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
@@ -116,6 +122,7 @@ class RequestGuards:
         finish_reason ``content_filter`` and ``[DONE]``, which closes the upstream request.
         """
         redactors: dict[int, StreamRedactor] = {}
+        self.answer_text = ""
         pending = b""
         async for chunk in chunks:
             pending += chunk
@@ -155,6 +162,8 @@ class RequestGuards:
             self._note(tuple(decisions))
             if holder is not None:
                 holder[key] = emitted
+            if choice.get("index", 0) == 0:
+                self.answer_text = (self.answer_text or "") + emitted
             if step.blocked:
                 choice["finish_reason"] = CONTENT_FILTER
                 blocked = True
@@ -180,6 +189,14 @@ def _prompt_slots(path: str, document: Any) -> list[tuple[Any, Any]]:
         elif isinstance(prompt, list):
             slots += [(prompt, index) for index, item in enumerate(prompt) if isinstance(item, str)]
     return slots
+
+
+def _prompt_for_log(path: str, document: Any) -> str | None:
+    """The (redacted) prompt as the log keeps it: the chat messages as JSON, or the completion prompt."""
+    if path == "/v1/chat/completions":
+        return msgspec.json.encode(document.get("messages")).decode()
+    prompt = document.get("prompt")
+    return prompt if isinstance(prompt, str) else msgspec.json.encode(prompt).decode()
 
 
 def _answer_slot(path: str, choice: dict) -> tuple[dict | None, str]:

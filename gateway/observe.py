@@ -7,13 +7,21 @@ last chunk leaves, not when its headers do.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING
 
 import msgspec
 from opentelemetry import propagate, trace
 from opentelemetry.trace import Span, SpanKind, Tracer
 
 from monitor import metrics
+from monitor.request_log import GuardDecision, RequestRecord
+
+if TYPE_CHECKING:
+    from gateway.guarding import RequestGuards
+
+RecordSink = Callable[[RequestRecord], bool]
 
 JSON_HEADERS = {"content-type": "application/json"}
 
@@ -31,9 +39,16 @@ _usage_decoder = msgspec.json.Decoder(_WithUsage)
 
 
 class Observation:
-    __slots__ = ("route", "model", "stream", "started", "upstream_s", "ttft_s", "usage", "_tracer", "span")
+    __slots__ = (
+        "id", "time", "route", "model", "stream", "started", "upstream_s", "ttft_s", "usage", "backend", "guards",
+        "_tracer", "span", "_sink",
+    )  # fmt: skip
 
-    def __init__(self, route: str, tracer: Tracer | None = None, headers: object = None) -> None:
+    def __init__(
+        self, route: str, tracer: Tracer | None = None, headers: object = None, sink: RecordSink | None = None
+    ) -> None:
+        self.id = uuid.uuid4().hex
+        self.time = time.time()
         self.route = route
         self.model = "unknown"  # a configured model name once routed: labels stay bounded
         self.stream = False
@@ -41,6 +56,9 @@ class Observation:
         self.upstream_s = 0.0
         self.ttft_s: float | None = None
         self.usage: Usage | None = None
+        self.backend: str | None = None
+        self.guards: RequestGuards | None = None
+        self._sink = sink
         self._tracer = tracer
         self.span: Span | None = None
         if tracer is not None:
@@ -94,6 +112,30 @@ class Observation:
         if self.usage is not None:
             metrics.TOKENS.labels(self.model, "prompt").inc(self.usage.prompt_tokens)
             metrics.TOKENS.labels(self.model, "completion").inc(self.usage.completion_tokens)
+        if self._sink is not None:
+            self._sink(self._record(status, elapsed))
+
+    def _record(self, status: int, elapsed_s: float) -> RequestRecord:
+        guards = self.guards
+        return RequestRecord(
+            id=self.id,
+            time=self.time,
+            alias=self.model,
+            route=self.route,
+            status=status,
+            latency_ms=elapsed_s * 1000,
+            backend=self.backend,
+            ttft_ms=None if self.ttft_s is None else self.ttft_s * 1000,
+            prompt_tokens=self.usage.prompt_tokens if self.usage else None,
+            completion_tokens=self.usage.completion_tokens if self.usage else None,
+            guard_decisions=[GuardDecision(d.guard, d.stage, d.entity, d.action, d.count) for d in guards.decisions]
+            if guards
+            else [],
+            # Only text the guards have seen and redacted is ever logged.
+            prompt=guards.prompt_text if guards else None,
+            completion=guards.answer_text if guards else None,
+            stream=self.stream,
+        )
 
     async def watch_stream(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         """Pass a stream through untouched, noting its first chunk, its usage event and its end."""

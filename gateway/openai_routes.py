@@ -30,6 +30,8 @@ from gateway.schemas import (
 from monitor import metrics
 
 OVERHEAD_HEADER = "x-driftgate-overhead-ms"
+# The id of the request-log record; clients quote it in POST /v1/feedback.
+REQUEST_ID_HEADER = "x-request-id"
 _SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 T = TypeVar("T")
 
@@ -65,7 +67,8 @@ async def _handle(
     path: str,
     kind: type[ChatCompletionRequest] | type[CompletionRequest] | type[EmbeddingRequest],
 ) -> Response | Stream:
-    observation = Observation(path, gateway.tracer, request.headers)
+    sink = gateway.request_log.submit if gateway.request_log is not None else None
+    observation = Observation(path, gateway.tracer, request.headers, sink)
     try:
         body = await request.body()
         parsed = decode_request(body, kind)
@@ -80,6 +83,7 @@ async def _handle(
         guards = gateway.guards.for_model(route.name) if kind is not EmbeddingRequest else None
         request_guards = RequestGuards(guards) if guards is not None else None
         if request_guards is not None:
+            observation.guards = request_guards
             body = request_guards.check_prompt(path, body)
         if route.upstream_model != route.name:
             body = _with_model(body, route.upstream_model)
@@ -111,13 +115,15 @@ async def _forward(
         if span is not None:
             span.end()
     observation.upstream_s = reply.upstream_s
+    observation.backend = reply.backend
     if reply.status != 200:
         raise upstream_error(reply.status, reply.body)
     observation.usage_from_body(reply.body)
     answer = request_guards.check_answer(path, reply.body) if request_guards is not None else reply.body
     overhead_ms = observation.overhead_ms()
     observation.finish(200, overhead_ms)
-    return Response(answer, media_type="application/json", headers={OVERHEAD_HEADER: f"{overhead_ms:.3f}"})
+    headers = {OVERHEAD_HEADER: f"{overhead_ms:.3f}", REQUEST_ID_HEADER: observation.id}
+    return Response(answer, media_type="application/json", headers=headers)
 
 
 async def _forward_stream(
@@ -136,9 +142,10 @@ async def _forward_stream(
         if span is not None:
             span.end()
     observation.upstream_s = upstream_stream.waited_s
+    observation.backend = upstream_stream.backend
     overhead_ms = observation.overhead_ms()
     metrics.OVERHEAD.labels(path).observe(overhead_ms / 1000)
-    headers = {**_SSE_HEADERS, OVERHEAD_HEADER: f"{overhead_ms:.3f}"}
+    headers = {**_SSE_HEADERS, OVERHEAD_HEADER: f"{overhead_ms:.3f}", REQUEST_ID_HEADER: observation.id}
     chunks = upstream_stream.__aiter__()
     if request_guards is not None:
         chunks = request_guards.filter_stream(path, chunks)

@@ -32,6 +32,7 @@ class UpstreamResponse(msgspec.Struct):
     body: bytes
     # Seconds spent waiting on the backend, for the overhead figure.
     upstream_s: float
+    backend: str
 
 
 class _Exchange:
@@ -64,6 +65,10 @@ class UpstreamStream:
     @property
     def waited_s(self) -> float:
         return self._exchange.waited_s
+
+    @property
+    def backend(self) -> str:
+        return self._exchange.backend.url
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         completed = False
@@ -116,7 +121,7 @@ class Upstream:
         finally:
             exchange.finish(completed=completed)
         waited = exchange.waited_s + time.perf_counter() - started
-        return UpstreamResponse(exchange.response.status, payload, waited)
+        return UpstreamResponse(exchange.response.status, payload, waited, exchange.backend.url)
 
     async def stream(self, model: str, path: str, body: bytes, headers: dict[str, str]) -> UpstreamStream:
         """Forward a streaming request; errors before the first byte raise, later ones become events."""

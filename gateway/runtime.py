@@ -13,6 +13,8 @@ from gateway.backends import BackendPool
 from gateway.config import Settings
 from gateway.guarding import GuardSet
 from gateway.proxy import Upstream
+from gateway.request_log import running_request_log
+from monitor.request_log_writer import RequestLogWriter
 from monitor.tracing import Tracing
 
 
@@ -25,6 +27,7 @@ class Gateway:
         self.guards = GuardSet(settings)
         self.started_at = int(time.time())
         self._upstream: Upstream | None = None
+        self.request_log: RequestLogWriter | None = None
 
     @property
     def upstream(self) -> Upstream:
@@ -37,7 +40,10 @@ class Gateway:
         """Open the upstream connection pool, check every backend once, then keep checking."""
         # limit=0: the backends' own queues bound concurrency; a client-side cap only adds latency.
         connector = aiohttp.TCPConnector(limit=0)
-        async with aiohttp.ClientSession(connector=connector, auto_decompress=False) as session:
+        async with (
+            aiohttp.ClientSession(connector=connector, auto_decompress=False) as session,
+            running_request_log(self.settings) as self.request_log,
+        ):
             self._upstream = Upstream(self.pool, session, self.settings.timeouts)
             await self.pool.check_all(session, self.settings.health)
             checks = asyncio.create_task(self.pool.run_health_checks(session, self.settings.health))

@@ -49,8 +49,9 @@ class RequestRecord(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 class RequestLogConfig(msgspec.Struct, forbid_unknown_fields=True):
     """Where the log lives, how it is batched off the request path, and how long it keeps records."""
 
-    # ``sqlite:///.driftgate/driftgate.db`` (embedded) or ``postgresql+psycopg://user@host/db`` (cluster).
-    url: str = "sqlite:///.driftgate/driftgate.db"
+    # ``sqlite:///path/driftgate.db`` (embedded) or ``postgresql+psycopg://user@host/db`` (cluster);
+    # None lets the caller choose (the gateway puts SQLite under its home directory).
+    url: str | None = None
     # Records waiting to be written; beyond this, ``submit`` drops and counts instead of blocking.
     queue_size: int = 10_000
     batch_size: int = 256

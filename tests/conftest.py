@@ -65,6 +65,7 @@ async def running_gateway(settings: Settings, tracing: Tracing | None = None) ->
 def settings_for(*routes: ModelRoute, read_s: float = 5.0, health_interval_s: float = 0.2, **kwargs) -> Settings:
     """Settings for a test gateway; guards are off unless a test passes its own (proxy tests want pass-through)."""
     kwargs.setdefault("guards", GuardsConfig(enabled=False))
+    kwargs.setdefault("request_log", None)
     return Settings(
         models=list(routes),
         timeouts=Timeouts(connect_s=1.0, read_s=read_s),

@@ -18,11 +18,15 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
+import yaml
 
 from tests.conftest import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL = "SmolLM2-135M-Instruct"
+# The same vLLM model behind a second name whose input guards let e-mail addresses through, so a test can
+# make the model write one and watch the output guards catch it.
+RAW_INPUT_MODEL = "smol-raw-input"
 # First run: pull (download + dequantize) and a cold vLLM start on 2 cores.
 START_TIMEOUT_S = 900
 
@@ -64,6 +68,22 @@ def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Embedded]:
     (REPO / ".driftgate" / "models").mkdir(parents=True, exist_ok=True)
     (home / "models").symlink_to(REPO / ".driftgate" / "models")
     port, vllm_port = free_port(), free_port()
+    config = home / "driftgate.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "models": [
+                    {"name": MODEL, "backends": [f"http://127.0.0.1:{vllm_port}"]},
+                    {
+                        "name": RAW_INPUT_MODEL,
+                        "upstream_name": MODEL,
+                        "backends": [f"http://127.0.0.1:{vllm_port}"],
+                        "guards": {"input": {"pii": {"actions": {"EMAIL": "allow"}}}},
+                    },
+                ]
+            }
+        )
+    )
     env = {
         **os.environ,
         "DRIFTGATE_HOME": str(home),
@@ -74,7 +94,11 @@ def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Embedded]:
     log_path = home / "up.log"
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli", "up"], env=env, stdout=log_file, stderr=subprocess.STDOUT, cwd=REPO
+            [sys.executable, "-m", "gateway.cli", "up", "--config", str(config)],
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
         )
     server = Embedded(
         process, f"http://127.0.0.1:{port}", f"http://127.0.0.1:{vllm_port}", log_path, home / "logs" / "vllm.log"

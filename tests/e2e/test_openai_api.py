@@ -9,7 +9,7 @@ import httpx
 import openai
 import pytest
 
-from tests.e2e.conftest import MODEL, Embedded
+from tests.e2e.conftest import MODEL, RAW_INPUT_MODEL, Embedded
 
 pytestmark = pytest.mark.e2e
 USER = [{"role": "user", "content": "Name three colours."}]
@@ -21,7 +21,7 @@ def client(embedded: Embedded) -> openai.OpenAI:
 
 
 def test_models_lists_the_base_model(client: openai.OpenAI) -> None:
-    assert [model.id for model in client.models.list()] == [MODEL]
+    assert [model.id for model in client.models.list()] == [MODEL, RAW_INPUT_MODEL]
 
 
 def test_chat_completion(client: openai.OpenAI) -> None:

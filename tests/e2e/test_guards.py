@@ -1,0 +1,72 @@
+"""Guards in front of real vLLM: what the model receives, and what the client gets back."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import httpx
+import openai
+import pytest
+from tokenizers import Tokenizer
+
+from tests.e2e.conftest import MODEL, RAW_INPUT_MODEL, REPO, Embedded
+
+pytestmark = pytest.mark.e2e
+EMAIL_PATTERN = re.compile(r"[\w.+-]+@[\w-]+\.[\w.]+")
+
+
+def prompt_seen_by_vllm(response: dict) -> str:
+    """vLLM returns the prompt's token ids when asked; decoding them shows exactly what it was given."""
+    tokenizer = Tokenizer.from_file(str(REPO / ".driftgate" / "models" / MODEL / "tokenizer.json"))
+    return tokenizer.decode(response["choices"][0]["prompt_token_ids"])
+
+
+def test_pii_in_the_prompt_reaches_vllm_redacted(embedded: Embedded) -> None:
+    body = {
+        "model": MODEL,
+        "prompt": "Customer jane.doe@example.com paid with 4111 1111 1111 1111. Summary:",
+        "max_tokens": 2,
+        "return_token_ids": True,
+    }
+    response = httpx.post(f"{embedded.url}/v1/completions", json=body, timeout=120).json()
+    seen = prompt_seen_by_vllm(response)
+    assert seen == "Customer <EMAIL_1> paid with <CREDIT_CARD_1>. Summary:"
+
+
+def test_toxic_prompt_is_blocked_before_vllm(embedded: Embedded) -> None:
+    client = openai.OpenAI(base_url=f"{embedded.url}/v1", api_key="unused", max_retries=0)
+    prompt = "You are a worthless idiot, you stupid moron, I hate you"
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": prompt}], max_tokens=5)
+    assert caught.value.body["code"] == "content_filter"
+
+
+def stream_text(url: str, body: dict) -> tuple[str, list[str]]:
+    pieces = []
+    with httpx.stream("POST", url, json=body, timeout=120) as response:
+        for line in response.iter_lines():
+            if line.startswith("data: {"):
+                choices = json.loads(line[6:])["choices"]
+                if choices:
+                    pieces.append(choices[0].get("text") or "")
+    return "".join(pieces), pieces
+
+
+def test_an_email_the_model_streams_across_chunks_arrives_redacted(embedded: Embedded) -> None:
+    body = {
+        "model": MODEL,
+        "prompt": "Contact: john.smith@example.com\nContact: john.smith@example.com\nContact:",
+        "max_tokens": 12,
+        "temperature": 0,
+        "stream": True,
+    }
+    direct_text, direct_pieces = stream_text(f"{embedded.vllm_url}/v1/completions", body)
+    emails = EMAIL_PATTERN.findall(direct_text)
+    assert emails, f"the model did not write an e-mail address: {direct_text!r}"
+    assert not any(emails[0] in piece for piece in direct_pieces), "the address came in one chunk: no split to test"
+
+    gateway_text, _ = stream_text(f"{embedded.url}/v1/completions", {**body, "model": RAW_INPUT_MODEL})
+    assert EMAIL_PATTERN.search(gateway_text) is None
+    assert "<EMAIL_1>" in gateway_text
+    assert gateway_text == EMAIL_PATTERN.sub("<EMAIL_1>", direct_text)
