@@ -10,6 +10,7 @@ from litestar import Litestar
 from litestar.exceptions import HTTPException
 
 from gateway import errors
+from gateway.admin_routes import drift_state
 from gateway.config import SETTINGS_ENV, Settings, decode_settings, load_settings
 from gateway.health_routes import healthz, prometheus_metrics, readyz
 from gateway.openai_routes import (
@@ -42,7 +43,16 @@ def create_app(settings: Settings | None = None, tracing: Tracing | None = None)
             yield
 
     return Litestar(
-        route_handlers=[chat_completions, completions, embeddings, list_models, healthz, readyz, prometheus_metrics],
+        route_handlers=[
+            chat_completions,
+            completions,
+            embeddings,
+            list_models,
+            healthz,
+            readyz,
+            prometheus_metrics,
+            drift_state,
+        ],
         lifespan=[lifespan],
         exception_handlers={
             errors.OpenAIError: errors.openai_error_handler,

@@ -18,6 +18,7 @@ import msgspec
 import yaml
 
 from guards import GuardsConfig
+from monitor.drift_types import DriftSettings
 from monitor.request_log import RequestLogConfig
 from monitor.tracing import TracingSettings
 
@@ -68,6 +69,20 @@ class EmbeddedVLLM(msgspec.Struct, forbid_unknown_fields=True):
     startup_timeout_s: float = 600.0
 
 
+class DriftConfig(msgspec.Struct, forbid_unknown_fields=True):
+    # Model name -> prompt file (.txt or .jsonl) that describes its expected traffic. Only these are watched.
+    references: dict[str, str] = msgspec.field(default_factory=dict)
+    detection: DriftSettings = msgspec.field(default_factory=DriftSettings)
+    # The ONNX embedder's directory; None = <home>/models/all-MiniLM-L6-v2-onnx (exported on first use).
+    embedder_dir: str | None = None
+    # Alertmanager-format webhook for confirmed and cleared drift (the loop controller, a chat relay...).
+    # None: drift shows in /admin/drift and in Prometheus only.
+    alert_url: str | None = None
+    queue_size: int = 10_000
+    batch_size: int = 32
+    stale_check_s: float = 60.0
+
+
 class Settings(msgspec.Struct, forbid_unknown_fields=True):
     host: str = "127.0.0.1"
     port: int = 8000
@@ -80,6 +95,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
     embedded: EmbeddedVLLM = msgspec.field(default_factory=EmbeddedVLLM)
     tracing: TracingSettings = msgspec.field(default_factory=TracingSettings)
     guards: GuardsConfig = msgspec.field(default_factory=GuardsConfig)
+    drift: DriftConfig = msgspec.field(default_factory=DriftConfig)
     # None turns the request log off.
     request_log: RequestLogConfig | None = msgspec.field(default_factory=RequestLogConfig)
 

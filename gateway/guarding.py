@@ -60,7 +60,7 @@ def needs_export(settings: Settings) -> bool:
 class RequestGuards:
     """One request's guard state: its alias's guards, one redaction context for prompt and answer, decisions."""
 
-    __slots__ = ("guards", "context", "decisions", "prompt_text", "answer_text")
+    __slots__ = ("guards", "context", "decisions", "prompt_text", "answer_text", "user_text")
 
     def __init__(self, guards: Guards) -> None:
         self.guards = guards
@@ -69,6 +69,8 @@ class RequestGuards:
         # The redacted prompt and answer, for the request log (raw text is never kept).
         self.prompt_text: str | None = None
         self.answer_text: str | None = None
+        # What drift detection embeds: the user's own words, redacted.
+        self.user_text = ""
 
     def _note(self, decisions: tuple[Decision, ...]) -> None:
         for decision in decisions:
@@ -90,6 +92,7 @@ class RequestGuards:
                 holder[key] = verdict.text
                 changed = True
         self.prompt_text = _prompt_for_log(path, document)
+        self.user_text = user_words(path, document)
         return msgspec.json.encode(document) if changed else body
 
     # -- output -----------------------------------------------------------------------------------------
@@ -189,6 +192,23 @@ def _prompt_slots(path: str, document: Any) -> list[tuple[Any, Any]]:
         elif isinstance(prompt, list):
             slots += [(prompt, index) for index, item in enumerate(prompt) if isinstance(item, str)]
     return slots
+
+
+def user_words(path: str, document: Any) -> str:
+    """The text drift detection judges a request by: its user turns (chat) or its prompt (completions)."""
+    if path == "/v1/completions":
+        prompt = document.get("prompt")
+        return prompt if isinstance(prompt, str) else ""
+    parts = []
+    for message in document.get("messages") or ():
+        if message.get("role") != "user":
+            continue
+        content = message.get("content")
+        if isinstance(content, str):
+            parts.append(content)
+        elif isinstance(content, list):
+            parts += [part["text"] for part in content if isinstance(part, dict) and isinstance(part.get("text"), str)]
+    return "\n".join(parts)
 
 
 def _prompt_for_log(path: str, document: Any) -> str | None:

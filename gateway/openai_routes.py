@@ -15,7 +15,7 @@ from opentelemetry.trace import SpanKind
 
 from gateway import errors
 from gateway.errors import OpenAIError
-from gateway.guarding import RequestGuards
+from gateway.guarding import RequestGuards, user_words
 from gateway.observe import Observation
 from gateway.proxy import upstream_error
 from gateway.runtime import Gateway
@@ -85,6 +85,11 @@ async def _handle(
         if request_guards is not None:
             observation.guards = request_guards
             body = request_guards.check_prompt(path, body)
+        if gateway.drift is not None and gateway.drift.watches(route.name):
+            text = (
+                request_guards.user_text if request_guards is not None else user_words(path, msgspec.json.decode(body))
+            )
+            gateway.drift.submit(route.name, observation.id, text)
         if route.upstream_model != route.name:
             body = _with_model(body, route.upstream_model)
         if getattr(parsed, "stream", False):

@@ -6,11 +6,13 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
+from pathlib import Path
 
 import aiohttp
 
 from gateway.backends import BackendPool
 from gateway.config import Settings
+from gateway.drift_watch import DriftWatch, running_drift_watch
 from gateway.guarding import GuardSet
 from gateway.proxy import Upstream
 from gateway.request_log import running_request_log
@@ -28,6 +30,7 @@ class Gateway:
         self.started_at = int(time.time())
         self._upstream: Upstream | None = None
         self.request_log: RequestLogWriter | None = None
+        self.drift: DriftWatch | None = None
 
     @property
     def upstream(self) -> Upstream:
@@ -43,6 +46,7 @@ class Gateway:
         async with (
             aiohttp.ClientSession(connector=connector, auto_decompress=False) as session,
             running_request_log(self.settings) as self.request_log,
+            running_drift_watch(self.settings.drift, Path(self.settings.home)) as self.drift,
         ):
             self._upstream = Upstream(self.pool, session, self.settings.timeouts)
             await self.pool.check_all(session, self.settings.health)

@@ -11,11 +11,13 @@ import asyncio
 import hashlib
 import logging
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import aiohttp
 import msgspec
 
-from monitor.drift import DriftEvent
+if TYPE_CHECKING:
+    from monitor.drift import DriftEvent
 
 log = logging.getLogger(__name__)
 ALERTNAME = "EmbeddingDrift"

@@ -16,39 +16,13 @@ import asyncio
 import threading
 import time
 from collections.abc import Callable
-from typing import Literal
 
 import msgspec
 import numpy as np
 
-from monitor.drift_methods import MethodConfig, drift_score, evidently_method, sample_rows
+from monitor.drift_methods import drift_score, evidently_method, sample_rows
+from monitor.drift_types import AliasState, DriftEvent, DriftSettings, Status, Transition, WindowResult
 from monitor.reference import ReferenceSet
-
-Status = Literal["no_reference", "collecting", "ok", "drifting"]
-Transition = Literal["fired", "resolved"]
-
-
-class DriftSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    method: MethodConfig = msgspec.field(default_factory=MethodConfig)
-    window_size: int = 200
-    # Prompts between two checks; below window_size, windows overlap (and so do their verdicts).
-    step: int | None = None
-    min_window_size: int = 100
-    # A window this old is checked with what it has (if it has min_window_size prompts).
-    max_window_age_s: float = 3600.0
-    confirm_windows: int = 2
-    clear_windows: int = 2
-    # Reference rows a check uses: MMD's cost is quadratic in them, its precision bound by the window.
-    reference_sample: int = 1000
-    # Most novel prompts of a drifted window whose request ids are reported.
-    max_drifted_ids: int = 100
-
-    def __post_init__(self) -> None:
-        if not 1 <= self.min_window_size <= self.window_size:
-            raise ValueError("min_window_size must be between 1 and window_size")
-        if self.step is not None and not 1 <= self.step <= self.window_size:
-            raise ValueError("step must be between 1 and window_size")
-        self.method.thresholds  # noqa: B018 - validates the pair early
 
 
 class Window(msgspec.Struct, frozen=True):
@@ -64,54 +38,6 @@ class Window(msgspec.Struct, frozen=True):
     # The alias's reference sample and novelty floor at closing time.
     reference: np.ndarray
     novelty_floor: float
-
-
-class WindowResult(msgspec.Struct, frozen=True):
-    alias: str
-    version: str
-    sequence: int
-    size: int
-    method: str
-    score: float
-    threshold: float
-    clear_threshold: float
-    over: bool
-    opened_at: float
-    closed_at: float
-    # Request ids of the window's prompts farthest from the reference, most novel first.
-    novel_request_ids: list[str]
-
-
-class DriftEvent(msgspec.Struct, frozen=True):
-    """A confirmed drift (``fired``) or its end (``resolved``): what an alert is made of."""
-
-    transition: Transition
-    alias: str
-    version: str
-    method: str
-    score: float
-    threshold: float
-    windows: list[WindowResult]
-    request_ids: list[str]
-    at: float
-
-
-class AliasState(msgspec.Struct):
-    """What ``GET /admin/drift`` shows for one alias."""
-
-    alias: str
-    version: str | None
-    status: Status
-    pending: int
-    min_window_size: int
-    window_size: int
-    consecutive_over: int = 0
-    consecutive_under: int = 0
-    windows_checked: int = 0
-    last: WindowResult | None = None
-    drifting_since: float | None = None
-    last_event: DriftEvent | None = None
-    note: str = ""
 
 
 class _Alias:

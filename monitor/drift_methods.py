@@ -12,9 +12,7 @@ cleared only by windows that look like ordinary traffic.
 from __future__ import annotations
 
 import warnings
-from typing import Literal
 
-import msgspec
 import numpy as np
 import pandas as pd
 from evidently.legacy.metrics.data_drift.embedding_drift_methods import (
@@ -25,26 +23,9 @@ from evidently.legacy.metrics.data_drift.embedding_drift_methods import (
     RatioDriftMethod,
 )
 
-MethodName = Literal["mmd", "distance", "model", "ratio"]
+from monitor.drift_types import CALIBRATED, MethodConfig, MethodName, Thresholds
 
-
-class Thresholds(msgspec.Struct, frozen=True):
-    fire: float
-    clear: float
-
-
-# Window of 200 prompts, reference sample of 1,000 (see the module docstring).
-CALIBRATED: dict[str, Thresholds] = {
-    # MMD^2 (unbiased, RBF kernel with the median heuristic): null mean ~0 whatever the window size.
-    "mmd": Thresholds(fire=0.0065, clear=0.0045),
-    # Euclidean distance between mean embeddings: its null grows as the window shrinks (0.09 at 100).
-    "distance": Thresholds(fire=0.10, clear=0.088),
-    # ROC AUC of a reference-vs-current classifier: 0.5 means indistinguishable.
-    "model": Thresholds(fire=0.64, clear=0.59),
-    # Share of the 384 components whose Wasserstein distance exceeds 0.1 std.
-    "ratio": Thresholds(fire=0.69, clear=0.58),
-}
-
+__all__ = ["CALIBRATED", "METHODS", "MethodConfig", "MethodName", "Thresholds", "drift_score", "evidently_method"]
 
 METHODS: dict[str, type[DriftMethod]] = {
     "mmd": MMDDriftMethod,
@@ -52,25 +33,6 @@ METHODS: dict[str, type[DriftMethod]] = {
     "model": ModelDriftMethod,
     "ratio": RatioDriftMethod,
 }
-
-
-class MethodConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """Which Evidently method scores a window, and where it fires and clears (None: calibrated default)."""
-
-    name: MethodName = "mmd"
-    threshold: float | None = None
-    clear_threshold: float | None = None
-    # Reduce both sets to this many principal components first (Evidently's own option).
-    pca_components: int | None = None
-
-    @property
-    def thresholds(self) -> Thresholds:
-        default = CALIBRATED[self.name]
-        fire = default.fire if self.threshold is None else self.threshold
-        clear = default.clear if self.clear_threshold is None else self.clear_threshold
-        if clear > fire:
-            raise ValueError(f"clear_threshold {clear} is above threshold {fire}: drift could never be cleared")
-        return Thresholds(fire=fire, clear=clear)
 
 
 def evidently_method(config: MethodConfig) -> DriftMethod:

@@ -113,4 +113,3 @@ def read_info(directory: Path) -> EmbedderInfo | None:
     if not marker.is_file():
         return None
     return msgspec.json.decode(marker.read_bytes(), type=EmbedderInfo)
-

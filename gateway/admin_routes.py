@@ -1,0 +1,28 @@
+"""Operator routes under /admin: drift state now (adapters, jobs and keys join here)."""
+
+from __future__ import annotations
+
+import msgspec
+from litestar import get
+from litestar.datastructures import State
+
+from gateway.runtime import Gateway
+from monitor.drift_types import AliasState, DriftEvent
+
+
+class DriftReport(msgspec.Struct):
+    # Models watched for drift, each with its window, last score and status ("collecting" means no verdict
+    # yet: fewer prompts than the minimum window).
+    aliases: list[AliasState]
+    # Recent confirmations and clearances, newest last.
+    events: list[DriftEvent]
+    # Prompts not embedded because the queue was full.
+    dropped: int
+
+
+@get("/admin/drift")
+async def drift_state(state: State) -> DriftReport:
+    gateway: Gateway = state.gateway
+    if gateway.drift is None:
+        return DriftReport([], [], 0)
+    return DriftReport(gateway.drift.states(), list(gateway.drift.events), gateway.drift.dropped)
