@@ -21,6 +21,8 @@ app = typer.Typer(
 )
 models_app = typer.Typer(help="Base models on local disk.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
+drift_app = typer.Typer(help="Prompt drift per model.", no_args_is_help=True)
+app.add_typer(drift_app, name="drift")
 console = Console(stderr=True)
 
 ConfigOption = Annotated[
@@ -140,6 +142,21 @@ def models_pull(
         console.print(f"[red]error:[/] {exc}")
         raise typer.Exit(1) from exc
     typer.echo(str(path))
+
+
+@drift_app.command("report")
+def drift_report(
+    config: ConfigOption = None,
+    model: Annotated[
+        Optional[str], typer.Option("--model", "-m", help="Also write an HTML report for this model.")
+    ] = None,
+    output: Annotated[Path, typer.Option("--out", help="Where the HTML report goes.")] = Path("drift-report.html"),
+    limit: Annotated[int, typer.Option(help="Most recent logged prompts to compare.")] = 1000,
+) -> None:
+    """Show each watched model's drift state (from the running gateway) and write an Evidently report."""
+    from gateway.drift_cli import report_command
+
+    report_command(_settings(config), model, output, limit)
 
 
 if __name__ == "__main__":

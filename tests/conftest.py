@@ -44,9 +44,11 @@ async def upstreams() -> AsyncIterator[Callable[..., asyncio.Future]]:
 
 
 @asynccontextmanager
-async def running_gateway(settings: Settings, tracing: Tracing | None = None) -> AsyncIterator[httpx.AsyncClient]:
-    """Serve the real app with uvicorn on a free port and yield a client for it."""
-    port = free_port()
+async def running_gateway(
+    settings: Settings, tracing: Tracing | None = None, port: int | None = None
+) -> AsyncIterator[httpx.AsyncClient]:
+    """Serve the real app with uvicorn on ``port`` (default: a free one) and yield a client for it."""
+    port = port or free_port()
     app = create_app(settings, tracing)
     server = uvicorn.Server(uvicorn.Config(app, port=port, log_level="warning", lifespan="on"))
     task = asyncio.create_task(server.serve())

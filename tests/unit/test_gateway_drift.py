@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from pathlib import Path
 
+import msgspec
 from aiohttp import web
 
 from gateway.config import DriftConfig, ModelRoute
+from guards import GuardsConfig
 from monitor.drift_types import DriftSettings
+from monitor.request_log import RequestLogConfig
 from tests.conftest import free_port, running_gateway, settings_for
 from tests.unit.monitor.conftest import MODEL_DIR
 from tests.unit.monitor.corpora import prompts
@@ -41,7 +45,15 @@ async def test_a_topic_shift_is_confirmed_and_alerted(tmp_path: Path, upstreams)
         embedder_dir=str(MODEL_DIR),
         alert_url=alert_url,
     )
-    settings = settings_for(ModelRoute("m", [upstream.url]), drift=drift, home=str(tmp_path / "home"))
+    port = free_port()
+    settings = settings_for(
+        ModelRoute("m", [upstream.url]),
+        drift=drift,
+        home=str(tmp_path / "home"),
+        port=port,
+        guards=GuardsConfig(),
+        request_log=RequestLogConfig(url=f"sqlite:///{tmp_path / 'log.db'}", max_delay_s=0.05),
+    )
 
     async def send(client, texts: list[str]) -> None:
         for text in texts:
@@ -51,7 +63,7 @@ async def test_a_topic_shift_is_confirmed_and_alerted(tmp_path: Path, upstreams)
             assert response.status_code == 200
 
     try:
-        async with running_gateway(settings) as client:
+        async with running_gateway(settings, port=port) as client:
             await send(client, prompts("support", 120, seed=8))  # same topic as the reference: two windows
             await asyncio.sleep(2)
             calm = (await client.get("/admin/drift")).json()
@@ -62,6 +74,15 @@ async def test_a_topic_shift_is_confirmed_and_alerted(tmp_path: Path, upstreams)
                     break
                 await asyncio.sleep(0.2)
             metrics = (await client.get("/metrics")).text
+            # What an operator runs: the live state from this gateway, and the HTML report from the request log.
+            config = tmp_path / "driftgate.yaml"
+            config.write_bytes(msgspec.json.encode(settings))
+            report = tmp_path / "report.html"
+            cli = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "gateway.cli", "drift", "report", "-c", str(config), "--model", "m",
+                "--out", str(report), "--limit", "100", stderr=asyncio.subprocess.PIPE,
+            )  # fmt: skip
+            _, cli_output = await cli.communicate()
     finally:
         await runner.cleanup()
 
@@ -83,3 +104,7 @@ async def test_a_topic_shift_is_confirmed_and_alerted(tmp_path: Path, upstreams)
     drifted_ids = alert["annotations"]["request_ids"].split(",")
     assert drifted_ids and all(len(request_id) == 32 for request_id in drifted_ids)
     assert json.dumps(payload).count("cooking") == 0  # ids and scores only, never prompt text
+    shown = " ".join(cli_output.decode().split())
+    assert cli.returncode == 0, shown
+    assert "drifting" in shown and "fired: m" in shown
+    assert report.stat().st_size > 10_000 and "<html" in report.read_text()[:2000].lower()
