@@ -63,3 +63,13 @@ def test_settings_survive_the_hand_over_to_workers(tmp_path: Path) -> None:
     path = write(tmp_path, "models:\n  - name: m\n    backends: [http://a:1]\n    embeddings: true\n")
     settings = load_settings(path, environ={})
     assert decode_settings(encode_settings(settings)) == settings
+
+
+def test_every_yaml_example_in_the_readme_is_a_valid_config(tmp_path: Path) -> None:
+    import re
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    examples = re.findall(r"```yaml\n(.*?)```", readme, re.S)
+    assert len(examples) >= 2
+    for example in examples:
+        load_settings(write(tmp_path, example), environ={})
