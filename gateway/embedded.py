@@ -128,6 +128,9 @@ class VLLMServer:
                 continue
             code = self._process.returncode if self._process else None
             log.error("vLLM exited with code %s; restarting in %.0f s", code, backoff_s)
+            if self._process is not None:
+                # The API server can die alone; its engine processes (same group) would hold the memory.
+                _signal_group(self._process.pid, signal.SIGKILL)
             with self._lifecycle:
                 if self._stopping.wait(backoff_s):
                     return

@@ -7,6 +7,7 @@ import time
 
 import httpx
 import openai
+import psutil
 import pytest
 
 from tests.e2e.conftest import MODEL, RAW_INPUT_MODEL, Embedded
@@ -135,7 +136,9 @@ def generated_tokens(embedded: Embedded) -> float:
 def test_killed_vllm_gives_503_then_up_restarts_it(embedded: Embedded, client: openai.OpenAI) -> None:
     vllm = embedded.vllm_process()
     assert vllm is not None
-    vllm.send_signal(signal.SIGKILL)
+    engine = vllm.children(recursive=True)
+    assert engine, "vLLM runs its engine in child processes"
+    vllm.send_signal(signal.SIGKILL)  # the API server crashes; its engine processes are orphaned
     vllm.wait(10)
     started = time.monotonic()
     with pytest.raises(openai.APIStatusError) as caught:
@@ -145,6 +148,9 @@ def test_killed_vllm_gives_503_then_up_restarts_it(embedded: Embedded, client: o
     assert httpx.get(f"{embedded.url}/readyz", timeout=5).status_code == 503
     embedded.wait_ready(timeout_s=300)
     assert embedded.vllm_process().pid != vllm.pid
+    assert not any(process.is_running() and process.status() != psutil.STATUS_ZOMBIE for process in engine), (
+        "the crashed server's engine processes were left running"
+    )
     reply = client.chat.completions.create(model=MODEL, messages=USER, max_tokens=4)
     assert reply.choices[0].message.content
 

@@ -73,3 +73,30 @@ def test_a_child_that_dies_while_starting_is_reported_with_its_log(tmp_path: Pat
     with pytest.raises(VLLMStartError, match="CUDA out of memory"):
         server.wait_healthy()
     server.stop()
+
+
+def test_a_restart_clears_what_the_dead_server_left_behind(tmp_path: Path) -> None:
+    import psutil
+
+    port_holder = StandInServer(tmp_path)
+    # Like vLLM's engine: a child in the server's process group that outlives a crash of the server.
+    script = [
+        "bash",
+        "-c",
+        f"sleep 600 & exec {sys.executable} -m tests.fake_upstream --port {port_holder.config.port}",
+    ]
+    server = StandInServer(tmp_path, script)
+    server.config = port_holder.config
+    server.url = port_holder.url
+    server.start()
+    try:
+        server.wait_healthy()
+        (engine,) = psutil.Process(server.pid).children()
+        supervisor = threading.Thread(target=server.supervise, kwargs={"poll_s": 0.1, "backoff_s": 0.1})
+        supervisor.start()
+        os.kill(server.pid, signal.SIGKILL)  # only the server dies
+        wait_until(lambda: server.restarts == 1 and server.healthy())
+        wait_until(lambda: not engine.is_running() or engine.status() == psutil.STATUS_ZOMBIE)
+    finally:
+        server.stop(timeout_s=5)
+    supervisor.join(5)
