@@ -10,6 +10,7 @@ from litestar import Litestar
 from litestar.exceptions import HTTPException
 
 from gateway import errors
+from gateway.adapters.routes import adapter_router
 from gateway.admin_routes import drift_state
 from gateway.config import SETTINGS_ENV, Settings, decode_settings, load_settings
 from gateway.health_routes import healthz, prometheus_metrics, readyz
@@ -52,6 +53,7 @@ def create_app(settings: Settings | None = None, tracing: Tracing | None = None)
             readyz,
             prometheus_metrics,
             drift_state,
+            adapter_router,
         ],
         lifespan=[lifespan],
         exception_handlers={

@@ -12,7 +12,8 @@ import typer
 from rich.console import Console
 from rich.logging import RichHandler
 
-from gateway.config import ConfigError, ModelRoute, Settings, load_settings
+from gateway.adapters.cli import app as adapters_app
+from gateway.config import AdaptersConfig, ConfigError, ModelRoute, Settings, load_settings
 
 app = typer.Typer(
     help="driftgate: an OpenAI-compatible LLM gateway with guards, drift monitoring and retraining.",
@@ -23,6 +24,7 @@ models_app = typer.Typer(help="Base models on local disk.", no_args_is_help=True
 app.add_typer(models_app, name="models")
 drift_app = typer.Typer(help="Prompt drift per model.", no_args_is_help=True)
 app.add_typer(drift_app, name="drift")
+app.add_typer(adapters_app, name="adapters")
 console = Console(stderr=True)
 
 ConfigOption = Annotated[
@@ -91,6 +93,9 @@ def up(
 
     _setup_logging()
     settings = _settings(config, host=host, port=port)
+    if settings.adapters is None:
+        # The embedded vLLM runs with LoRA enabled: adapters are on unless the config says otherwise.
+        settings = msgspec.structs.replace(settings, adapters=AdaptersConfig())
     metrics_dir = share_metrics_across_workers(settings)
     try:
         model_dir = pull(settings.embedded.model, settings.models_dir, console=console)

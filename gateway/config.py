@@ -38,6 +38,9 @@ class ModelRoute(msgspec.Struct, forbid_unknown_fields=True):
     embeddings: bool = False
     # This model's own guard policy; None uses the gateway-wide `guards`.
     guards: GuardsConfig | None = None
+    # The backends' --max-loras and --max-lora-rank; None = the embedded server's (`embedded.max_loras` ...).
+    max_loras: int | None = None
+    max_lora_rank: int | None = None
 
     @property
     def upstream_model(self) -> str:
@@ -83,6 +86,20 @@ class DriftConfig(msgspec.Struct, forbid_unknown_fields=True):
     stale_check_s: float = 60.0
 
 
+class AdaptersConfig(msgspec.Struct, forbid_unknown_fields=True):
+    """LoRA adapter registry and hot-swapping (on with `driftgate up`; add `adapters: {}` for `serve`)."""
+
+    # Registry database: None = <home>/driftgate.db (next to the request log); a PostgreSQL URL in cluster mode.
+    url: str | None = None
+    # How often each worker checks the registry's revision, so every worker follows a promotion.
+    poll_s: float = 1.0
+    # How often backends are checked for the adapters they should hold (sooner when something changes).
+    reconcile_s: float = 2.0
+    # A pinned version (`support@2`) unused this long is no longer kept loaded.
+    pinned_idle_s: float = 600.0
+    load_timeout_s: float = 120.0
+
+
 class Settings(msgspec.Struct, forbid_unknown_fields=True):
     host: str = "127.0.0.1"
     port: int = 8000
@@ -98,6 +115,8 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
     drift: DriftConfig = msgspec.field(default_factory=DriftConfig)
     # None turns the request log off.
     request_log: RequestLogConfig | None = msgspec.field(default_factory=RequestLogConfig)
+    # None turns adapters off: only configured model names resolve.
+    adapters: AdaptersConfig | None = None
 
     @property
     def models_dir(self) -> Path:

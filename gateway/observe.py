@@ -40,8 +40,8 @@ _usage_decoder = msgspec.json.Decoder(_WithUsage)
 
 class Observation:
     __slots__ = (
-        "id", "time", "route", "model", "stream", "started", "upstream_s", "ttft_s", "usage", "backend", "guards",
-        "_tracer", "span", "_sink",
+        "id", "time", "route", "model", "version", "stream", "started", "upstream_s", "ttft_s", "usage", "backend",
+        "guards", "_tracer", "span", "_sink", "_release",
     )  # fmt: skip
 
     def __init__(
@@ -50,7 +50,9 @@ class Observation:
         self.id = uuid.uuid4().hex
         self.time = time.time()
         self.route = route
-        self.model = "unknown"  # a configured model name once routed: labels stay bounded
+        self.model = "unknown"  # a configured model name or adapter alias once routed: labels stay bounded
+        self.version: str | None = None  # the adapter version that answers, e.g. "support@3"
+        self._release: Callable[[], None] | None = None
         self.stream = False
         self.started = time.perf_counter()
         self.upstream_s = 0.0
@@ -82,6 +84,16 @@ class Observation:
         propagate.inject(headers, context=trace.set_span_in_context(span))
         return headers
 
+    def hold(self, version: str, release: Callable[[], None]) -> None:
+        """Note the adapter version answering; ``release`` ends its in-flight count when the request does."""
+        self.version = version
+        self._release = release
+
+    def let_go(self) -> None:
+        if self._release is not None:
+            self._release()
+            self._release = None
+
     def overhead_ms(self) -> float:
         """Time in driftgate's own code so far: everything except waiting on the backend."""
         return (time.perf_counter() - self.started - self.upstream_s) * 1000
@@ -94,6 +106,7 @@ class Observation:
 
     def finish(self, status: int, overhead_ms: float | None = None) -> None:
         elapsed = time.perf_counter() - self.started
+        self.let_go()
         if self.span is not None:
             self.span.set_attribute("http.response.status_code", status)
             self.span.set_attribute("gen_ai.request.model", self.model)
@@ -104,6 +117,8 @@ class Observation:
                 self.span.set_status(trace.StatusCode.ERROR)
             self.span.end()
         metrics.REQUESTS.labels(self.route, self.model, str(status)).inc()
+        if self.version is not None:
+            metrics.ADAPTER_REQUESTS.labels(self.model, self.version).inc()
         metrics.REQUEST_DURATION.labels(self.route, self.model, "true" if self.stream else "false").observe(elapsed)
         if overhead_ms is not None:
             metrics.OVERHEAD.labels(self.route).observe(overhead_ms / 1000)
@@ -121,6 +136,7 @@ class Observation:
             id=self.id,
             time=self.time,
             alias=self.model,
+            version=self.version,
             route=self.route,
             status=status,
             latency_ms=elapsed_s * 1000,

@@ -14,6 +14,8 @@ from litestar.response import Stream
 from opentelemetry.trace import SpanKind
 
 from gateway import errors
+from gateway.adapters.models import adapter_cards
+from gateway.config import ModelRoute
 from gateway.errors import OpenAIError
 from gateway.guarding import RequestGuards, user_words
 from gateway.observe import Observation
@@ -58,7 +60,10 @@ async def embeddings(request: Request, state: State) -> Response:
 @get("/v1/models")
 async def list_models(state: State) -> ModelList:
     gateway: Gateway = state.gateway
-    return ModelList([ModelCard(id=route.name, created=gateway.started_at) for route in gateway.pool.routes])
+    cards = [ModelCard(id=route.name, created=gateway.started_at) for route in gateway.pool.routes]
+    if gateway.adapters is not None:
+        cards.extend(adapter_cards(gateway.adapters.snapshot))
+    return ModelList(cards)
 
 
 async def _handle(
@@ -73,9 +78,11 @@ async def _handle(
         body = await request.body()
         parsed = decode_request(body, kind)
         route = gateway.pool.route(parsed.model)
-        if route is None:
-            raise errors.model_not_found(parsed.model)
-        observation.model = route.name
+        if route is not None:
+            observation.model = route.name
+            upstream_model = route.upstream_model
+        else:
+            route, upstream_model = await _adapter_route(request, gateway, parsed, observation)
         if kind is EmbeddingRequest and not route.embeddings:
             raise errors.OpenAIError(
                 404, f"The model `{route.name}` does not serve embeddings.", param="model", code="model_not_found"
@@ -85,23 +92,46 @@ async def _handle(
         if request_guards is not None:
             observation.guards = request_guards
             body = request_guards.check_prompt(path, body)
-        if gateway.drift is not None and gateway.drift.watches(route.name):
+        if gateway.drift is not None and gateway.drift.watches(observation.model):
             text = (
                 request_guards.user_text if request_guards is not None else user_words(path, msgspec.json.decode(body))
             )
-            gateway.drift.submit(route.name, observation.id, text)
-        if route.upstream_model != route.name:
-            body = _with_model(body, route.upstream_model)
+            gateway.drift.submit(observation.model, observation.id, text)
+        if upstream_model != parsed.model:
+            body = _with_model(body, upstream_model)
         if getattr(parsed, "stream", False):
             observation.stream = True
-            return await _forward_stream(request, gateway, observation, request_guards, path, body)
-        return await _forward(request, gateway, observation, request_guards, path, body)
+            return await _forward_stream(request, gateway, observation, request_guards, route.name, path, body)
+        return await _forward(request, gateway, observation, request_guards, route.name, path, body)
     except OpenAIError as exc:
         observation.finish(exc.status)
         raise
     except ClientDisconnected:
         observation.finish(499)
         raise
+    except BaseException:
+        observation.let_go()
+        raise
+
+
+async def _adapter_route(
+    request: Request,
+    gateway: Gateway,
+    parsed: ChatCompletionRequest | CompletionRequest | EmbeddingRequest,
+    observation: Observation,
+) -> tuple[ModelRoute, str]:
+    """An alias or pinned version: its base model's route and the LoRA name vLLM knows the version by."""
+    if gateway.adapters is None:
+        raise errors.model_not_found(parsed.model)
+    # Canary stickiness: the caller's own user id, else its API key, else its address.
+    caller = parsed.user or request.headers.get("authorization") or (request.client.host if request.client else "")
+    version, release = await gateway.adapters.resolve(parsed.model, caller)
+    observation.model = version.alias
+    observation.hold(version.name, release)
+    route = gateway.pool.route(version.base_model)
+    if route is None:
+        raise errors.model_not_found(parsed.model)
+    return route, version.name
 
 
 async def _forward(
@@ -109,12 +139,13 @@ async def _forward(
     gateway: Gateway,
     observation: Observation,
     request_guards: RequestGuards | None,
+    model: str,
     path: str,
     body: bytes,
 ) -> Response:
     span = observation.child("upstream", SpanKind.CLIENT)
     try:
-        exchange = gateway.upstream.post(observation.model, path, body, observation.upstream_headers(span))
+        exchange = gateway.upstream.post(model, path, body, observation.upstream_headers(span))
         reply = await _unless_disconnected(request, exchange)
     finally:
         if span is not None:
@@ -136,12 +167,13 @@ async def _forward_stream(
     gateway: Gateway,
     observation: Observation,
     request_guards: RequestGuards | None,
+    model: str,
     path: str,
     body: bytes,
 ) -> Stream:
     span = observation.child("upstream", SpanKind.CLIENT)
     try:
-        opening = gateway.upstream.stream(observation.model, path, body, observation.upstream_headers(span))
+        opening = gateway.upstream.stream(model, path, body, observation.upstream_headers(span))
         upstream_stream = await _unless_disconnected(request, opening)
     finally:
         if span is not None:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import aiohttp
 
+from gateway.adapters.service import Adapters, running_adapters
 from gateway.backends import BackendPool
 from gateway.config import Settings
 from gateway.drift_watch import DriftWatch, running_drift_watch
@@ -31,6 +32,7 @@ class Gateway:
         self._upstream: Upstream | None = None
         self.request_log: RequestLogWriter | None = None
         self.drift: DriftWatch | None = None
+        self.adapters: Adapters | None = None
 
     @property
     def upstream(self) -> Upstream:
@@ -52,7 +54,8 @@ class Gateway:
             await self.pool.check_all(session, self.settings.health)
             checks = asyncio.create_task(self.pool.run_health_checks(session, self.settings.health))
             try:
-                yield self
+                async with running_adapters(self.settings, self.pool, session) as self.adapters:
+                    yield self
             finally:
                 checks.cancel()
                 with suppress(asyncio.CancelledError):

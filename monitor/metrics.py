@@ -105,3 +105,27 @@ DRIFT_WINDOWS = Counter(
     "Drift windows checked, by verdict (drift, no_drift, too_small).",
     ["alias", "verdict"],
 )
+
+# Adapters: labels are registered alias names and their version names (operator-created, so bounded).
+ADAPTER_REQUESTS = Counter(
+    "driftgate_adapter_requests_total", "Requests answered by an adapter version.", ["alias", "version"]
+)
+ADAPTER_VERSION_INFO = Gauge(
+    "driftgate_adapter_version_info",
+    "1 for each version an alias serves now (stage production or canary), 0 once it no longer does.",
+    ["alias", "version", "stage"],
+    multiprocess_mode="max",
+)
+ADAPTER_SWAPS = Counter(
+    "driftgate_adapter_swaps_total", "Alias changes, by kind (promote, rollback, canary).", ["alias", "kind"]
+)
+ADAPTER_FAILURES = Counter(
+    "driftgate_adapter_failures_total",
+    "Failed adapter operations, by kind (load, unload, promote, canary, rollback).",
+    ["alias", "kind"],
+)
+ADAPTER_LOAD_SECONDS = Histogram(
+    "driftgate_adapter_load_seconds",
+    "Time for a backend to load a LoRA adapter (POST /v1/load_lora_adapter).",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)

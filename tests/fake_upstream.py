@@ -29,6 +29,9 @@ class Behaviour:
     # What the model "says": the whole answer, or the content of each stream chunk.
     answer: str | None = None
     stream_parts: list[str] | None = None
+    # LoRA adapters: paths whose load fails as vLLM fails on broken weights, and seconds a load takes.
+    broken_adapter_paths: set[str] = field(default_factory=set)
+    lora_load_s: float = 0.0
 
 
 @dataclass
@@ -38,6 +41,9 @@ class Observed:
     paths: list[str] = field(default_factory=list)
     cancelled: int = 0
     completed: int = 0
+    # LoRA name -> path, as vLLM's runtime LoRA API holds them; and every load/unload call, in order.
+    loras: dict[str, str] = field(default_factory=dict)
+    lora_calls: list[tuple[str, str]] = field(default_factory=list)
 
 
 def chat_completion(model: str, text: str = "Hello from the fake upstream.") -> dict:
@@ -80,6 +86,9 @@ class FakeUpstream:
         app.router.add_post("/v1/chat/completions", self._generate)
         app.router.add_post("/v1/completions", self._generate)
         app.router.add_post("/v1/embeddings", self._embeddings)
+        app.router.add_get("/v1/models", self._models)
+        app.router.add_post("/v1/load_lora_adapter", self._load_lora)
+        app.router.add_post("/v1/unload_lora_adapter", self._unload_lora)
         return app
 
     async def start(self, port: int = 0) -> FakeUpstream:
@@ -98,6 +107,35 @@ class FakeUpstream:
 
     async def _health(self, _: web.Request) -> web.Response:
         return web.Response(status=200 if self.behaviour.healthy else 503)
+
+    async def _models(self, _: web.Request) -> web.Response:
+        cards = [{"id": self.name, "object": "model", "parent": None}]
+        cards += [
+            {"id": name, "object": "model", "root": path, "parent": self.name}
+            for name, path in self.observed.loras.items()
+        ]
+        return web.json_response({"object": "list", "data": cards})
+
+    async def _load_lora(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        name, path = body["lora_name"], body["lora_path"]
+        self.observed.lora_calls.append(("load", name))
+        await asyncio.sleep(self.behaviour.lora_load_s)
+        if name in self.observed.loras:
+            return web.json_response(
+                {"error": {"message": f"The lora adapter '{name}' has already been loaded."}}, status=400
+            )
+        if path in self.behaviour.broken_adapter_paths:
+            return web.json_response({"error": {"message": f"cannot load weights from {path}"}}, status=500)
+        self.observed.loras[name] = path
+        return web.Response(text=f"Success: LoRA adapter '{name}' added successfully.")
+
+    async def _unload_lora(self, request: web.Request) -> web.Response:
+        name = (await request.json())["lora_name"]
+        self.observed.lora_calls.append(("unload", name))
+        if self.observed.loras.pop(name, None) is None:
+            return web.json_response({"error": {"message": f"The lora adapter '{name}' cannot be found."}}, status=404)
+        return web.Response(text=f"Success: LoRA adapter '{name}' removed successfully.")
 
     async def _embeddings(self, request: web.Request) -> web.Response:
         body = await request.read()
@@ -128,6 +166,8 @@ class FakeUpstream:
                 )
             document = json.loads(body)
             model = document["model"]
+            if model != self.name and "@" in model and model not in self.observed.loras:
+                return web.json_response({"error": {"message": f"The model `{model}` does not exist."}}, status=404)
             if not document.get("stream"):
                 self.observed.completed += 1
                 return web.json_response(chat_completion(model, behaviour.answer or f"Hello from {self.name}."))

@@ -1,0 +1,1 @@
+"""LoRA adapters: versions and aliases in a registry, resolved per request, hot-swapped on the vLLM backends."""

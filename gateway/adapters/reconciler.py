@@ -1,0 +1,244 @@
+"""Make every healthy vLLM backend hold the adapters the registry needs, within its ``--max-loras``.
+
+Needed on a backend = the production and canary versions of every alias whose base model it serves, the
+versions an alias left moments ago (other gateway workers may still send them traffic until their next
+registry poll), and pinned versions used recently. What the registry knows but nobody needs is unloaded
+once this worker has no request in flight on it; adapters loaded by someone else are left alone. When a
+backend is full, the least recently used pinned version with nothing in flight makes room.
+
+What a backend holds is read from its ``GET /v1/models`` (LoRA cards carry a ``parent``) whenever it is
+checked, so a backend that restarted or joined late is filled again on the next pass.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+
+import aiohttp
+
+from gateway import errors
+from gateway.adapters.models import AdapterVersion, Snapshot
+from gateway.backends import Backend, BackendPool
+from gateway.config import AdaptersConfig, Settings
+from gateway.errors import OpenAIError
+from monitor import metrics
+
+log = logging.getLogger(__name__)
+
+
+def load_failed(version: AdapterVersion, backend: str, detail: str) -> OpenAIError:
+    return OpenAIError(
+        502,
+        f"Backend {backend} could not load `{version.name}`: {detail}",
+        type="api_error",
+        code="adapter_load_failed",
+    )
+
+
+def no_room(version: AdapterVersion, backend: str) -> OpenAIError:
+    return OpenAIError(
+        503,
+        f"Backend {backend} holds its maximum of LoRA adapters, all in use; `{version.name}` cannot be loaded now.",
+        type="service_unavailable_error",
+        code="adapter_capacity",
+        headers={"retry-after": "1"},
+    )
+
+
+class Reconciler:
+    def __init__(
+        self, pool: BackendPool, settings: Settings, session: aiohttp.ClientSession, snapshot: Callable[[], Snapshot]
+    ) -> None:
+        assert settings.adapters is not None
+        self.config: AdaptersConfig = settings.adapters
+        self._pool = pool
+        self._session = session
+        self._snapshot = snapshot
+        self._embedded = settings.embedded
+        self._timeout = aiohttp.ClientTimeout(total=self.config.load_timeout_s)
+        # Per backend URL: the LoRA names it holds, as last read or changed by us; absent = not read yet.
+        self.loaded: dict[str, set[str]] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self.inflight: Counter[str] = Counter()
+        self.last_used: dict[str, float] = {}
+        self._pinned_at: dict[str, float] = {}
+        self._left_at: dict[str, float] = {}
+        self._wake = asyncio.Event()
+
+    # The request path: cheap checks first, a load only when a backend lacks the version.
+
+    def holds(self, version: AdapterVersion) -> bool:
+        backends = self._pool.candidates(version.base_model)
+        return bool(backends) and all(version.name in self.loaded.get(b.url, ()) for b in backends)
+
+    def enter(self, version: AdapterVersion, *, pinned: bool) -> Callable[[], None]:
+        """Count one request in flight on ``version``; call the returned function (once) when it is done."""
+        name = version.name
+        self.inflight[name] += 1
+        now = time.monotonic()
+        self.last_used[name] = now
+        if pinned:
+            self._pinned_at[name] = now
+        done = False
+
+        def leave() -> None:
+            nonlocal done
+            if not done:
+                done = True
+                self.inflight[name] -= 1
+                if self.inflight[name] <= 0:
+                    del self.inflight[name]
+
+        return leave
+
+    async def ensure(self, version: AdapterVersion) -> None:
+        """Load ``version`` on every healthy backend of its base model that lacks it; raise if one cannot."""
+        backends = self._pool.candidates(version.base_model)
+        if not backends:
+            raise errors.backend_unavailable(version.base_model)
+        await asyncio.gather(*(self._load(backend, version) for backend in backends))
+
+    def left(self, names: set[str]) -> None:
+        """Versions an alias just stopped serving: keep them a little longer for workers that have not noticed."""
+        now = time.monotonic()
+        for name in names:
+            self._left_at[name] = now
+        self.wake()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Reconcile every ``reconcile_s`` or as soon as :meth:`wake` is called, until cancelled."""
+        while True:
+            try:
+                await self.reconcile()
+            except Exception:
+                log.exception("adapter reconciliation failed; retrying")
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.config.reconcile_s)
+            except TimeoutError:
+                pass
+
+    async def reconcile(self) -> None:
+        snapshot = self._snapshot()
+        await asyncio.gather(*(self._reconcile_backend(backend, snapshot) for backend in self._pool.backends))
+
+    # One backend.
+
+    def budget(self, backend: Backend) -> int:
+        limits = [route.max_loras for route in self._pool.routes if backend.url in _urls(route.backends)]
+        known = [limit for limit in limits if limit is not None]
+        return min(known) if known else self._embedded.max_loras
+
+    def needed(self, backend: Backend, snapshot: Snapshot) -> set[str]:
+        served_here = {route.name for route in self._pool.routes if backend.url in _urls(route.backends)}
+        now = time.monotonic()
+        keep_left = 2 * self.config.poll_s + self.config.reconcile_s
+        names = {version.name for version in snapshot.served() if version.base_model in served_here}
+        for name, since in list(self._left_at.items()):
+            if now - since > keep_left:
+                del self._left_at[name]
+            else:
+                names.add(name)
+        for name, since in list(self._pinned_at.items()):
+            if now - since > self.config.pinned_idle_s:
+                del self._pinned_at[name]
+            else:
+                names.add(name)
+        return {
+            name for name in names if name in snapshot.versions and snapshot.versions[name].base_model in served_here
+        }
+
+    async def _reconcile_backend(self, backend: Backend, snapshot: Snapshot) -> None:
+        if not backend.healthy:
+            # Whatever it held may be gone when it comes back (a restart forgets runtime-loaded adapters).
+            self.loaded.pop(backend.url, None)
+            return
+        needed = self.needed(backend, snapshot)
+        async with self._lock(backend):
+            await self._read(backend)
+            for name in sorted(self.loaded[backend.url] - needed):
+                if name in snapshot.versions and not self.inflight.get(name):
+                    await self._unload(backend, snapshot.versions[name])
+        # Production and canary first: they take room before pinned versions do.
+        served = {version.name for version in snapshot.served()}
+        for name in sorted(needed, key=lambda name: name not in served):
+            if name not in self.loaded.get(backend.url, ()):
+                try:
+                    await self._load(backend, snapshot.versions[name])
+                except OpenAIError as exc:
+                    log.warning("%s", exc)
+
+    def _lock(self, backend: Backend) -> asyncio.Lock:
+        return self._locks.setdefault(backend.url, asyncio.Lock())
+
+    async def _read(self, backend: Backend) -> None:
+        try:
+            async with self._session.get(f"{backend.url}/v1/models", timeout=self._timeout) as response:
+                cards = (await response.json())["data"] if response.status == 200 else None
+        except (TimeoutError, aiohttp.ClientError, ValueError, KeyError) as exc:
+            log.warning("cannot list adapters on %s: %r", backend.url, exc)
+            return
+        if cards is not None:
+            self.loaded[backend.url] = {card["id"] for card in cards if card.get("parent")}
+
+    async def _load(self, backend: Backend, version: AdapterVersion) -> None:
+        async with self._lock(backend):
+            if backend.url not in self.loaded:
+                await self._read(backend)
+            held = self.loaded.setdefault(backend.url, set())
+            if version.name in held:
+                return
+            await self._make_room(backend, held, version)
+            started = time.perf_counter()
+            body = {"lora_name": version.name, "lora_path": version.weights}
+            try:
+                async with self._session.post(
+                    f"{backend.url}/v1/load_lora_adapter", json=body, timeout=self._timeout
+                ) as response:
+                    status, text = response.status, await response.text()
+            except (TimeoutError, aiohttp.ClientError) as exc:
+                metrics.ADAPTER_FAILURES.labels(version.alias, "load").inc()
+                raise load_failed(version, backend.url, repr(exc)) from exc
+            if status != 200 and "already been loaded" not in text:
+                metrics.ADAPTER_FAILURES.labels(version.alias, "load").inc()
+                raise load_failed(version, backend.url, f"{status} {text[:300]}")
+            metrics.ADAPTER_LOAD_SECONDS.observe(time.perf_counter() - started)
+            held.add(version.name)
+            log.info("loaded %s on %s", version.name, backend.url)
+
+    async def _make_room(self, backend: Backend, held: set[str], version: AdapterVersion) -> None:
+        snapshot = self._snapshot()
+        served = {v.name for v in snapshot.served()}
+        while len(held) >= self.budget(backend):
+            cold = [n for n in held if n in snapshot.versions and n not in served and not self.inflight.get(n)]
+            if not cold:
+                raise no_room(version, backend.url)
+            victim = min(cold, key=lambda n: self.last_used.get(n, 0.0))
+            self._pinned_at.pop(victim, None)
+            await self._unload(backend, snapshot.versions[victim])
+
+    async def _unload(self, backend: Backend, version: AdapterVersion) -> None:
+        try:
+            async with self._session.post(
+                f"{backend.url}/v1/unload_lora_adapter", json={"lora_name": version.name}, timeout=self._timeout
+            ) as response:
+                ok = response.status == 200 or response.status == 404
+        except (TimeoutError, aiohttp.ClientError):
+            ok = False
+        if not ok:
+            metrics.ADAPTER_FAILURES.labels(version.alias, "unload").inc()
+            log.warning("could not unload %s from %s", version.name, backend.url)
+            return
+        self.loaded.get(backend.url, set()).discard(version.name)
+        log.info("unloaded %s from %s", version.name, backend.url)
+
+
+def _urls(backends: list[str]) -> set[str]:
+    return {url.rstrip("/") for url in backends}

@@ -1,0 +1,244 @@
+"""The adapter registry on SQLite (embedded) or PostgreSQL (cluster), over SQLAlchemy Core.
+
+It lives in the same database as the request log (``<home>/driftgate.db`` by default, or the cluster's
+PostgreSQL URL): one file to back up, one URL to configure, and the two never share a table. The schema is
+versioned by its own row in ``driftgate_schema`` rather than by Alembic, for the request log's reasons (a
+few tables created ``IF NOT EXISTS`` by every gateway process at startup; Alembic arrives with the first
+real migration).
+
+Every change runs in one transaction that starts by bumping the revision counter: that row lock
+serialises writers across gateway processes, an error anywhere rolls the whole change back, and the new
+revision is what other workers poll to know their in-memory snapshot is stale. Calls are synchronous:
+run them in a thread, never on the event loop.
+"""
+
+from __future__ import annotations
+
+import time
+
+import msgspec
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from gateway.adapters.models import AdapterVersion, Alias, RegisterRequest, Snapshot, Stage, version_name
+from gateway.errors import OpenAIError
+from monitor.request_log_store import SchemaError, _create_engine, schema_versions
+
+SCHEMA_VERSION = 1
+SCHEMA_COMPONENT = "adapters"
+_SCHEMA_LOCK_KEY = 0x6467616461  # "dgada"
+
+metadata = sa.MetaData()
+state = sa.Table(
+    "adapter_state",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("revision", sa.BigInteger, nullable=False),
+)
+versions = sa.Table(
+    "adapter_versions",
+    metadata,
+    sa.Column("alias", sa.String(64), primary_key=True),
+    sa.Column("number", sa.Integer, primary_key=True),
+    sa.Column("base_model", sa.Text, nullable=False),
+    sa.Column("weights", sa.Text, nullable=False),
+    sa.Column("stage", sa.String(16), nullable=False),
+    sa.Column("created", sa.Double, nullable=False),
+    sa.Column("author", sa.Text),
+    sa.Column("training_run", sa.Text),  # JSON
+    sa.Column("reference_embeddings", sa.Text),
+    sa.Column("eval_results", sa.Text, nullable=False),  # JSON
+)
+aliases = sa.Table(
+    "adapter_aliases",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("production", sa.Integer),
+    sa.Column("canary", sa.Integer),
+    sa.Column("canary_share", sa.Double, nullable=False),
+    sa.Column("previous", sa.Integer),
+)
+
+
+def not_found(what: str) -> OpenAIError:
+    return OpenAIError(404, f"{what} does not exist.", code="model_not_found", param="model")
+
+
+def conflict(message: str) -> OpenAIError:
+    return OpenAIError(409, message, type="invalid_request_error", code="adapter_state_conflict")
+
+
+class Registry:
+    def __init__(self, url: str, *, sqlite_busy_timeout_ms: int = 5_000) -> None:
+        self.engine = _create_engine(url, sqlite_busy_timeout_ms)
+        self.dialect = self.engine.dialect.name
+        self._create_schema()
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def revision(self) -> int:
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(state.c.revision).where(state.c.id == 1)).scalar_one()
+
+    def snapshot(self) -> Snapshot:
+        with self.engine.connect() as conn:
+            return _snapshot(conn)
+
+    def register(self, request: RegisterRequest) -> AdapterVersion:
+        """Add the alias's next version as a candidate (and the alias itself, the first time)."""
+        with self.engine.begin() as conn:
+            _bump(conn)
+            last = conn.execute(sa.select(sa.func.max(versions.c.number)).where(versions.c.alias == request.alias))
+            version = AdapterVersion(
+                alias=request.alias,
+                number=(last.scalar() or 0) + 1,
+                base_model=request.base_model,
+                weights=request.weights,
+                stage="candidate",
+                created=time.time(),
+                author=request.author,
+                training_run=request.training_run,
+                reference_embeddings=request.reference_embeddings,
+                eval_results=request.eval_results,
+            )
+            conn.execute(sa.insert(versions).values(_version_row(version)))
+            if _alias(conn, request.alias) is None:
+                conn.execute(sa.insert(aliases).values(name=request.alias, canary_share=0.0))
+            return version
+
+    def promote(self, alias: str, number: int, *, rollback: bool = False) -> Snapshot:
+        """Make ``number`` the production version; the one it replaces is archived and becomes ``previous``.
+
+        A rollback may bring back an archived version (the one it returns to always is); a promotion may not.
+        """
+        with self.engine.begin() as conn:
+            _bump(conn)
+            current = _require_alias(conn, alias)
+            target = _require_version(conn, alias, number)
+            if target.stage == "archived" and not rollback:
+                raise conflict(f"{target.name} is archived; register it again or use rollback to return to it.")
+            if current.production == number:
+                raise conflict(f"{target.name} is already the production version of `{alias}`.")
+            if current.production is not None:
+                _set_stage(conn, alias, current.production, "archived")
+            if current.canary is not None and current.canary != number:
+                _set_stage(conn, alias, current.canary, "candidate")
+            _set_stage(conn, alias, number, "production")
+            previous = None if rollback else current.production
+            conn.execute(
+                sa.update(aliases)
+                .where(aliases.c.name == alias)
+                .values(production=number, canary=None, canary_share=0.0, previous=previous)
+            )
+            return _snapshot(conn)
+
+    def set_canary(self, alias: str, number: int, share: float) -> Snapshot:
+        with self.engine.begin() as conn:
+            _bump(conn)
+            current = _require_alias(conn, alias)
+            target = _require_version(conn, alias, number)
+            if current.production is None:
+                raise conflict(f"`{alias}` has no production version yet: promote one before a canary.")
+            if target.stage in ("archived", "production"):
+                raise conflict(f"{target.name} is {target.stage}; a canary must be a candidate version.")
+            if current.canary is not None and current.canary != number:
+                _set_stage(conn, alias, current.canary, "candidate")
+            _set_stage(conn, alias, number, "canary")
+            conn.execute(sa.update(aliases).where(aliases.c.name == alias).values(canary=number, canary_share=share))
+            return _snapshot(conn)
+
+    def end_canary(self, alias: str) -> Snapshot:
+        """Send all of the alias's traffic back to production; the canary version returns to candidate."""
+        with self.engine.begin() as conn:
+            _bump(conn)
+            current = _require_alias(conn, alias)
+            if current.canary is None:
+                raise conflict(f"`{alias}` has no canary.")
+            _set_stage(conn, alias, current.canary, "candidate")
+            conn.execute(sa.update(aliases).where(aliases.c.name == alias).values(canary=None, canary_share=0.0))
+            return _snapshot(conn)
+
+    def retire(self, alias: str) -> Snapshot:
+        """Remove an alias from service: it stops resolving and every version is archived (rows are kept)."""
+        with self.engine.begin() as conn:
+            _bump(conn)
+            _require_alias(conn, alias)
+            conn.execute(sa.update(versions).where(versions.c.alias == alias).values(stage="archived"))
+            conn.execute(sa.delete(aliases).where(aliases.c.name == alias))
+            return _snapshot(conn)
+
+    def _create_schema(self) -> None:
+        dialect_insert = sqlite_insert if self.dialect == "sqlite" else pg_insert
+        with self.engine.begin() as conn:
+            if self.dialect == "postgresql":
+                conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_SCHEMA_LOCK_KEY)))
+            # driftgate_schema is shared with the request log: one row per component.
+            for table in (schema_versions, *metadata.sorted_tables):
+                conn.execute(sa.schema.CreateTable(table, if_not_exists=True))
+            conn.execute(
+                dialect_insert(schema_versions)
+                .values(component=SCHEMA_COMPONENT, version=SCHEMA_VERSION)
+                .on_conflict_do_nothing(index_elements=["component"])
+            )
+            conn.execute(dialect_insert(state).values(id=1, revision=0).on_conflict_do_nothing(index_elements=["id"]))
+            version = conn.execute(
+                sa.select(schema_versions.c.version).where(schema_versions.c.component == SCHEMA_COMPONENT)
+            ).scalar_one()
+        if version != SCHEMA_VERSION:
+            raise SchemaError(
+                f"adapter schema is version {version}, this driftgate knows {SCHEMA_VERSION}: upgrade driftgate"
+            )
+
+
+def _bump(conn: sa.Connection) -> None:
+    # First statement of every change: takes the write lock (SQLite) or the row lock (PostgreSQL) up front.
+    conn.execute(sa.update(state).where(state.c.id == 1).values(revision=state.c.revision + 1))
+
+
+def _alias(conn: sa.Connection, name: str) -> Alias | None:
+    row = conn.execute(sa.select(aliases).where(aliases.c.name == name)).first()
+    return None if row is None else Alias(**row._mapping)
+
+
+def _require_alias(conn: sa.Connection, name: str) -> Alias:
+    found = _alias(conn, name)
+    if found is None:
+        raise not_found(f"The adapter alias `{name}`")
+    return found
+
+
+def _require_version(conn: sa.Connection, alias: str, number: int) -> AdapterVersion:
+    row = conn.execute(sa.select(versions).where(versions.c.alias == alias, versions.c.number == number)).first()
+    if row is None:
+        raise not_found(f"The adapter version `{version_name(alias, number)}`")
+    return _version(row)
+
+
+def _set_stage(conn: sa.Connection, alias: str, number: int, stage: Stage) -> None:
+    conn.execute(sa.update(versions).where(versions.c.alias == alias, versions.c.number == number).values(stage=stage))
+
+
+def _snapshot(conn: sa.Connection) -> Snapshot:
+    revision = conn.execute(sa.select(state.c.revision).where(state.c.id == 1)).scalar_one()
+    found = {row.name: Alias(**row._mapping) for row in conn.execute(sa.select(aliases))}
+    by_name = {}
+    for row in conn.execute(sa.select(versions)):
+        version = _version(row)
+        by_name[version.name] = version
+    return Snapshot(revision, found, by_name)
+
+
+def _version_row(version: AdapterVersion) -> dict[str, object]:
+    row = msgspec.structs.asdict(version)
+    row["training_run"] = None if version.training_run is None else msgspec.json.encode(version.training_run).decode()
+    row["eval_results"] = msgspec.json.encode(version.eval_results).decode()
+    return row
+
+
+def _version(row: sa.Row) -> AdapterVersion:
+    values = dict(row._mapping)
+    values["training_run"] = None if values["training_run"] is None else msgspec.json.decode(values["training_run"])
+    values["eval_results"] = msgspec.json.decode(values["eval_results"])
+    return AdapterVersion(**values)

@@ -1,0 +1,173 @@
+"""One gateway worker's adapter machinery: registry, resolver and reconciler, and the moves between versions.
+
+A move (promote, canary, rollback) loads what the alias will need on every backend first, then changes the
+registry in one transaction and swaps this worker's snapshot; the other workers swap theirs at their next
+revision poll. The version an alias leaves stays loaded until this worker has nothing in flight on it (and
+the other workers have had time to notice), then the reconciler unloads it. A rollback only needs the
+weights it returns to, so it works when the current version's weights are broken.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager, suppress
+from pathlib import Path
+
+import aiohttp
+
+from gateway.adapters.models import AdapterVersion, RegisterRequest, Snapshot
+from gateway.adapters.reconciler import Reconciler
+from gateway.adapters.registry import Registry, conflict, not_found
+from gateway.adapters.resolver import Resolver
+from gateway.adapters.validation import check_adapter
+from gateway.backends import BackendPool
+from gateway.config import Settings
+from gateway.errors import OpenAIError, model_not_found
+from monitor import metrics
+
+log = logging.getLogger(__name__)
+
+
+def registry_url(settings: Settings) -> str:
+    assert settings.adapters is not None
+    if settings.adapters.url:
+        return settings.adapters.url
+    home = Path(settings.home)
+    home.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{home / 'driftgate.db'}"
+
+
+class Adapters:
+    def __init__(self, settings: Settings, pool: BackendPool, registry: Registry, session: aiohttp.ClientSession):
+        self.settings = settings
+        self.registry = registry
+        self.resolver = Resolver()
+        self.reconciler = Reconciler(pool, settings, session, lambda: self.resolver.snapshot)
+        self._pool = pool
+        # One move at a time in this worker; the registry's transaction serialises workers.
+        self._moving = asyncio.Lock()
+
+    @property
+    def snapshot(self) -> Snapshot:
+        return self.resolver.snapshot
+
+    async def resolve(self, model: str, caller: str) -> tuple[AdapterVersion, Callable[[], None]]:
+        """The version that answers ``model``, loaded where it will run, and the call that ends its in-flight count.
+
+        404 when no alias or version matches.
+        """
+        found = self.resolver.resolve(model, caller)
+        if found is None:
+            raise model_not_found(model)
+        version, pinned = found
+        if not self.reconciler.holds(version):
+            await self.reconciler.ensure(version)
+        return version, self.reconciler.enter(version, pinned=pinned)
+
+    # Moves: each returns the snapshot it produced.
+
+    async def register(self, request: RegisterRequest) -> AdapterVersion:
+        route = self._pool.route(request.base_model)
+        if route is None:
+            raise OpenAIError(
+                400, f"`{request.base_model}` is not a configured model.", param="base_model", code="model_not_found"
+            )
+        max_rank = route.max_lora_rank or self.settings.embedded.max_lora_rank
+        await asyncio.to_thread(check_adapter, request.weights, route, max_rank)
+        version = await asyncio.to_thread(self.registry.register, request)
+        await self.refresh()
+        return version
+
+    async def promote(self, alias: str, number: int) -> Snapshot:
+        return await self._move(alias, number, "promote")
+
+    async def rollback(self, alias: str) -> Snapshot:
+        """End a canary if one runs; otherwise return production to the version before the last promotion."""
+        current = self.snapshot.aliases.get(alias)
+        if current is None:
+            current = (await self.refresh()).aliases.get(alias)
+        if current is None:
+            raise not_found(f"The adapter alias `{alias}`")
+        if current.canary is not None:
+            return await self._move(alias, current.canary, "end_canary")
+        if current.previous is None:
+            raise conflict(f"`{alias}` has no earlier production version to roll back to.")
+        return await self._move(alias, current.previous, "rollback")
+
+    async def canary(self, alias: str, number: int, share: float) -> Snapshot:
+        return await self._move(alias, number, "canary", share)
+
+    async def retire(self, alias: str) -> Snapshot:
+        return await self._move(alias, 0, "retire")
+
+    async def _move(self, alias: str, number: int, kind: str, share: float = 0.0) -> Snapshot:
+        async with self._moving:
+            before = await self.refresh()
+            target = before.version(alias, number)
+            try:
+                if target is not None and kind in ("promote", "rollback", "canary"):
+                    if kind != "rollback" and target.stage == "archived":
+                        raise conflict(f"{target.name} is archived; it cannot be promoted or put on canary.")
+                    await self.reconciler.ensure(target)
+                after = await asyncio.to_thread(self._write, alias, number, kind, share)
+            except OpenAIError:
+                metrics.ADAPTER_FAILURES.labels(alias if alias in before.aliases else "unknown", kind).inc()
+                raise
+            self._swap(after)
+            metrics.ADAPTER_SWAPS.labels(alias, kind).inc()
+            log.info("%s %s: revision %d", kind, alias, after.revision)
+            return after
+
+    def _write(self, alias: str, number: int, kind: str, share: float) -> Snapshot:
+        if kind == "canary":
+            return self.registry.set_canary(alias, number, share)
+        if kind == "end_canary":
+            return self.registry.end_canary(alias)
+        if kind == "retire":
+            return self.registry.retire(alias)
+        return self.registry.promote(alias, number, rollback=kind == "rollback")
+
+    # Following the registry.
+
+    async def refresh(self) -> Snapshot:
+        self._swap(await asyncio.to_thread(self.registry.snapshot))
+        return self.snapshot
+
+    def _swap(self, snapshot: Snapshot) -> None:
+        before = {version.name for version in self.snapshot.served()}
+        if self.resolver.update(snapshot):
+            self.reconciler.left(before - {version.name for version in snapshot.served()})
+
+    async def follow(self) -> None:
+        """Poll the registry's revision and swap in a new snapshot when another worker changed it."""
+        while True:
+            await asyncio.sleep(self.settings.adapters.poll_s)  # type: ignore[union-attr]
+            try:
+                if await asyncio.to_thread(self.registry.revision) != self.snapshot.revision:
+                    await self.refresh()
+            except Exception:
+                log.exception("cannot read the adapter registry; keeping revision %d", self.snapshot.revision)
+
+
+@asynccontextmanager
+async def running_adapters(
+    settings: Settings, pool: BackendPool, session: aiohttp.ClientSession
+) -> AsyncIterator[Adapters | None]:
+    if settings.adapters is None:
+        yield None
+        return
+    registry = await asyncio.to_thread(Registry, registry_url(settings))
+    adapters = Adapters(settings, pool, registry, session)
+    await adapters.refresh()
+    tasks = [asyncio.create_task(adapters.follow()), asyncio.create_task(adapters.reconciler.run())]
+    try:
+        yield adapters
+    finally:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with suppress(asyncio.CancelledError):
+                await task
+        registry.close()

@@ -1,0 +1,53 @@
+"""Checks on a peft adapter before it is registered: what vLLM would refuse at load time, refused at the door.
+
+Only a directory the gateway can read is accepted: in cluster mode adapters live on storage that the
+gateway and the vLLM pods mount at the same path, so what is checked here is what vLLM will load.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path, PurePosixPath
+
+from gateway.config import ModelRoute
+from gateway.errors import OpenAIError
+
+WEIGHT_FILES = ("adapter_model.safetensors", "adapter_model.bin")
+
+
+def invalid_adapter(message: str) -> OpenAIError:
+    return OpenAIError(400, message, param="weights", code="invalid_adapter")
+
+
+def check_adapter(weights: str, route: ModelRoute, max_lora_rank: int) -> None:
+    """Raise an OpenAI-shaped 400 unless ``weights`` is a LoRA adapter that ``route``'s backends can load."""
+    if "://" in weights:
+        raise invalid_adapter(f"`{weights}` is a URI; give a directory path that the gateway and vLLM both mount.")
+    directory = Path(weights)
+    try:
+        config = json.loads((directory / "adapter_config.json").read_text())
+    except FileNotFoundError as exc:
+        raise invalid_adapter(f"`{weights}` is not a peft adapter: it has no adapter_config.json.") from exc
+    except (OSError, ValueError) as exc:
+        raise invalid_adapter(f"`{weights}/adapter_config.json` cannot be read as JSON: {exc}") from exc
+    if not isinstance(config, dict) or config.get("peft_type") != "LORA":
+        found = config.get("peft_type") if isinstance(config, dict) else None
+        raise invalid_adapter(f"`{weights}` is a {found or 'non-peft'} adapter; only LoRA adapters can be served.")
+    if not any((directory / name).is_file() for name in WEIGHT_FILES):
+        raise invalid_adapter(f"`{weights}` has no weights ({' or '.join(WEIGHT_FILES)}).")
+    rank = config.get("r")
+    if not isinstance(rank, int) or rank < 1:
+        raise invalid_adapter(f"`{weights}` has no valid LoRA rank `r` ({rank!r}).")
+    if rank > max_lora_rank:
+        raise invalid_adapter(
+            f"`{weights}` has LoRA rank {rank}, above the backends' --max-lora-rank {max_lora_rank} for `{route.name}`."
+        )
+    if not config.get("target_modules"):
+        raise invalid_adapter(f"`{weights}` names no target_modules.")
+    base = config.get("base_model_name_or_path")
+    if base:
+        known = {route.name.lower(), route.upstream_model.lower()}
+        if PurePosixPath(str(base).rstrip("/")).name.lower() not in known:
+            raise invalid_adapter(
+                f"`{weights}` was trained on `{base}`, not on `{route.name}`'s model; register it for its own base."
+            )
