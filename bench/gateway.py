@@ -216,6 +216,11 @@ def table(targets: list[Target]) -> Table:
                 cell += f"  [red]{result['errors']} errors[/]"
             cells.append(cell)
         table.add_row(name, *cells)
+    tokens = []
+    for target in targets:
+        result = target.results.get("stream c=50 (TTFT)", {})
+        tokens.append("-" if not result.get("tokens_per_s") else f"{result['tokens_per_s']:,.0f}")
+    table.add_row("stream c=50 tokens/s delivered", *tokens)
     overhead = []
     for target in targets:
         result = target.results.get("chat c=1", {})

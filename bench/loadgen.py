@@ -26,6 +26,8 @@ class Result(msgspec.Struct):
     # The gateway's own overhead header, where it sends one.
     overhead_p50_ms: float | None
     overhead_p99_ms: float | None
+    # Streams: content events (tokens, for a backend that sends one per event) delivered per second.
+    tokens_per_s: float | None = None
 
 
 def percentile(values: list[float], share: float) -> float:
@@ -40,6 +42,7 @@ class Recorder:
         self.latencies: list[float] = []
         self.overheads: list[float] = []
         self.errors = 0
+        self.tokens = 0
         self.recording = False
         self.overhead_header = overhead_header
 
@@ -47,24 +50,26 @@ class Recorder:
         started = time.perf_counter()
         try:
             async with session.post(url, data=body, headers=headers) as response:
+                tokens = 0
                 if stream:
-                    await response.content.readany()
+                    tokens = (await response.content.readany()).count(b'"content":')
                     first = time.perf_counter()
-                    async for _ in response.content.iter_any():
-                        pass
+                    async for chunk in response.content.iter_any():
+                        tokens += chunk.count(b'"content":')
                 else:
                     await response.read()
                     first = time.perf_counter()
                 ok = response.status == 200
                 overhead = response.headers.get(self.overhead_header) if self.overhead_header else None
         except aiohttp.ClientError:
-            ok, overhead, first = False, None, time.perf_counter()
+            ok, overhead, first, tokens = False, None, time.perf_counter(), 0
         if not self.recording:
             return
         if not ok:
             self.errors += 1
             return
         self.latencies.append((first - started) * 1000)
+        self.tokens += tokens
         if overhead is not None:
             self.overheads.append(float(overhead))
 
@@ -117,6 +122,7 @@ async def run(args: argparse.Namespace) -> Result:
         p99_ms=percentile(recorder.latencies, 0.99),
         overhead_p50_ms=percentile(recorder.overheads, 0.50) if recorder.overheads else None,
         overhead_p99_ms=percentile(recorder.overheads, 0.99) if recorder.overheads else None,
+        tokens_per_s=recorder.tokens / args.duration if args.stream else None,
     )
 
 
