@@ -3,11 +3,7 @@
 Every call is synchronous and may block on disk or network: call it from a worker thread, never from
 the event loop (:class:`monitor.request_log_writer.RequestLogWriter` does that for writes).
 
-The schema is versioned by a row in ``driftgate_schema`` rather than by Alembic: the log is one table,
-created with ``IF NOT EXISTS`` so every gateway process can open the store at startup, and Alembic would
-add a migrations tree and a separate upgrade step to a library the gateway embeds. A store refuses a
-database whose schema is newer than it knows, so an old gateway never writes rows a new one misreads;
-the first real migration is the moment to bring Alembic in.
+The schema is created and versioned by :mod:`monitor.database` (component ``request_log``).
 
 Inserts are idempotent on the record id (``ON CONFLICT DO NOTHING`` on both dialects): a batch retried
 after a commit whose answer was lost writes nothing twice.
@@ -18,32 +14,25 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from pathlib import Path
 
 import msgspec
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from monitor.database import SchemaError, create_engine, ensure_schema, is_transient, schema_versions, upsert_ignoring
 from monitor.request_log import GuardDecision, RequestRecord
+
+__all__ = ["RequestLogStore", "SchemaError", "is_transient", "request_log", "schema_versions"]
+# Old name, still imported by code being moved to monitor.database.
+_create_engine = create_engine
 
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 SCHEMA_COMPONENT = "request_log"
-# Any constant works; it only has to be the same in every process that creates the schema.
-_SCHEMA_LOCK_KEY = 0x64676C6F67  # "dglog"
 # Rows deleted per retention transaction: short transactions keep SQLite's single write lock short.
 _RETENTION_CHUNK = 5_000
 
 metadata = sa.MetaData()
-
-schema_versions = sa.Table(
-    "driftgate_schema",
-    metadata,
-    sa.Column("component", sa.String(64), primary_key=True),
-    sa.Column("version", sa.Integer, nullable=False),
-)
 
 request_log = sa.Table(
     "request_log",
@@ -73,29 +62,14 @@ _decisions_decoder = msgspec.json.Decoder(list[GuardDecision])
 _json_encoder = msgspec.json.Encoder()
 
 
-class SchemaError(RuntimeError):
-    """The database holds a request-log schema this code does not know."""
-
-
-def is_transient(exc: BaseException) -> bool:
-    """Whether retrying the same statement later may succeed: locked, disk full, server down or restarting.
-
-    Anything else (a value the column cannot hold, a missing table) fails the same way every time.
-    """
-    if isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated:
-        return True
-    return isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError | sa.exc.TimeoutError)
-
-
 class RequestLogStore:
     """Batched, idempotent writes; lookups for feedback and drift; retention by age and row count."""
 
     def __init__(self, url: str, *, sqlite_busy_timeout_ms: int = 5_000) -> None:
-        self.engine = _create_engine(url, sqlite_busy_timeout_ms)
+        self.engine = create_engine(url, sqlite_busy_timeout_ms)
         self.dialect = self.engine.dialect.name
-        dialect_insert = sqlite_insert if self.dialect == "sqlite" else pg_insert
-        self._insert = dialect_insert(request_log).on_conflict_do_nothing(index_elements=["id"])
-        self._create_schema()
+        self._insert = upsert_ignoring(self.engine, request_log, "id")
+        ensure_schema(self.engine, SCHEMA_COMPONENT, SCHEMA_VERSION, [request_log])
 
     def close(self) -> None:
         self.engine.dispose()
@@ -165,53 +139,6 @@ class RequestLogStore:
             deleted += count
             if count < _RETENTION_CHUNK:
                 return deleted
-
-    def _create_schema(self) -> None:
-        with self.engine.begin() as conn:
-            if self.dialect == "postgresql":
-                # CREATE ... IF NOT EXISTS still races on PostgreSQL's catalogs when replicas start together.
-                conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_SCHEMA_LOCK_KEY)))
-            for table in (schema_versions, request_log):
-                conn.execute(sa.schema.CreateTable(table, if_not_exists=True))
-                for index in table.indexes:
-                    conn.execute(sa.schema.CreateIndex(index, if_not_exists=True))
-            dialect_insert = sqlite_insert if self.dialect == "sqlite" else pg_insert
-            conn.execute(
-                dialect_insert(schema_versions)
-                .values(component=SCHEMA_COMPONENT, version=SCHEMA_VERSION)
-                .on_conflict_do_nothing(index_elements=["component"])
-            )
-            version = conn.execute(
-                sa.select(schema_versions.c.version).where(schema_versions.c.component == SCHEMA_COMPONENT)
-            ).scalar_one()
-        if version != SCHEMA_VERSION:
-            raise SchemaError(
-                f"request_log schema is version {version}, this driftgate knows {SCHEMA_VERSION}: upgrade driftgate"
-            )
-
-
-def _create_engine(url: str, sqlite_busy_timeout_ms: int) -> sa.Engine:
-    """``hide_parameters``: a failed insert's error message would otherwise quote prompts into the logs."""
-    parsed = sa.make_url(url)
-    if parsed.get_backend_name() == "sqlite":
-        if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = sa.create_engine(parsed, hide_parameters=True)
-
-        @sa.event.listens_for(engine, "connect")
-        def _pragmas(dbapi_connection, _record) -> None:
-            # WAL: readers never block the writer. NORMAL: a commit survives a process crash (not a power
-            # cut) without an fsync per batch.
-            cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA synchronous=NORMAL")
-            cursor.execute(f"PRAGMA busy_timeout={int(sqlite_busy_timeout_ms)}")
-            cursor.close()
-
-        return engine
-    connect_args = {} if "connect_timeout" in parsed.query else {"connect_timeout": 5}
-    # pre_ping: after a server restart, pooled connections are dead; find out before the insert, not during it.
-    return sa.create_engine(parsed, hide_parameters=True, pool_pre_ping=True, connect_args=connect_args)
 
 
 def _row(record: RequestRecord) -> dict[str, object]:
