@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 
 import httpx
@@ -16,11 +16,24 @@ from gateway.config import HealthCheck, ModelRoute, Settings, Timeouts
 from guards import GuardsConfig
 from monitor.tracing import Tracing
 from tests.fake_upstream import FakeUpstream
+from tests.pg import PgCluster, PgUnavailable, ensure_bin_dir
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Tests that kill the shared vLLM server run after every test that needs it alive."""
     items.sort(key=lambda item: item.get_closest_marker("kills_vllm") is not None)
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[PgCluster]:
+    """A real PostgreSQL server (Debian's package, see tests/pg.py); each test creates its own database in it."""
+    try:
+        cluster = PgCluster(ensure_bin_dir())
+    except PgUnavailable as exc:
+        pytest.fail(str(exc), pytrace=False)
+    cluster.start()
+    yield cluster
+    cluster.destroy()
 
 
 def free_port() -> int:

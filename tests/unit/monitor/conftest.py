@@ -1,5 +1,5 @@
-"""Session fixtures for the monitor tests. ``pg_cluster`` is a real PostgreSQL server (see tests/pg.py) for the
-request-log tests. ``embedder`` and ``corpus`` are the exported ONNX embedder and the topic corpora of
+"""Session fixtures for the monitor tests (``pg_cluster``, a real PostgreSQL server, is in tests/conftest.py).
+``embedder`` and ``corpus`` are the exported ONNX embedder and the topic corpora of
 tests/unit/monitor/corpora.py embedded once per session (and cached on disk in pytest's cache directory,
 keyed by the prompts and the exported model, so a second run does not embed again).
 """
@@ -7,7 +7,6 @@ keyed by the prompts and the exported model, so a second run does not embed agai
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -15,21 +14,7 @@ import pytest
 
 from monitor.embedder import Embedder, EmbedderConfig, read_info
 from monitor.embedder_export import ensure_embedder
-from tests.pg import PgCluster, PgUnavailable, ensure_bin_dir
 from tests.unit.monitor.corpora import prompts
-
-
-@pytest.fixture(scope="session")
-def pg_cluster() -> Iterator[PgCluster]:
-    """A real PostgreSQL server for the request-log tests; each test creates its own database in it."""
-    try:
-        cluster = PgCluster(ensure_bin_dir())
-    except PgUnavailable as exc:
-        pytest.fail(str(exc), pytrace=False)
-    cluster.start()
-    yield cluster
-    cluster.destroy()
-
 
 MODEL_DIR = Path(__file__).resolve().parents[3] / ".driftgate" / "models" / "all-MiniLM-L6-v2-onnx"
 # name: (topic, prompts, seed). Reference and production traffic of a topic come from different seeds.

@@ -1,0 +1,166 @@
+"""API keys: created once and shown once, stored only as a salted hash, checked on every request.
+
+A key reads ``dg_<id>_<secret>``: the id finds the row, the secret is checked against its hash. The hash is
+HMAC-SHA256 with a per-key salt, not a password hash (scrypt, argon2): the secret is 32 random bytes, so
+there is nothing to brute-force, and a check must cost microseconds, not the tens of milliseconds a
+password hash is designed to take.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+from typing import Literal
+
+import msgspec
+import sqlalchemy as sa
+
+from monitor.database import create_engine, ensure_schema
+
+Scope = Literal["inference", "admin"]
+SCHEMA_COMPONENT = "api_keys"
+SCHEMA_VERSION = 1
+
+metadata = sa.MetaData()
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("salt", sa.LargeBinary, nullable=False),
+    sa.Column("digest", sa.LargeBinary, nullable=False),
+    sa.Column("scope", sa.String(16), nullable=False),
+    sa.Column("adapters", sa.Text),  # JSON list; NULL = every model
+    sa.Column("rpm", sa.Integer),
+    sa.Column("tpm", sa.Integer),
+    sa.Column("created_at", sa.Double, nullable=False),
+    sa.Column("expires_at", sa.Double),
+    sa.Column("revoked_at", sa.Double),
+)
+
+
+class ApiKey(msgspec.Struct, frozen=True):
+    """A key as the gateway knows it: everything but the secret."""
+
+    id: str
+    name: str
+    scope: Scope
+    adapters: tuple[str, ...] | None = None  # models/aliases this key may use; None = all
+    rpm: int | None = None
+    tpm: int | None = None
+    created_at: float = 0.0
+    expires_at: float | None = None
+    revoked_at: float | None = None
+
+    def usable(self, now: float) -> bool:
+        return self.revoked_at is None and (self.expires_at is None or now < self.expires_at)
+
+    def may_use(self, model: str) -> bool:
+        """Tenant isolation: a key limited to some adapters sees only those (and their pinned versions)."""
+        return self.adapters is None or model.split("@", 1)[0] in self.adapters
+
+
+class InvalidKey(Exception):
+    """Unknown, malformed, revoked or expired: the caller answers 401 without saying which."""
+
+
+def _digest(salt: bytes, secret: str) -> bytes:
+    return hmac.new(salt, secret.encode(), hashlib.sha256).digest()
+
+
+def _parse(token: str) -> tuple[str, str]:
+    prefix, _, rest = token.partition("_")
+    key_id, _, secret = rest.partition("_")
+    if prefix != "dg" or not key_id or not secret:
+        raise InvalidKey
+    return key_id, secret
+
+
+_adapters = msgspec.json.Decoder(tuple[str, ...])
+
+
+def _row_to_key(row: sa.Row) -> ApiKey:
+    adapters = _adapters.decode(row.adapters) if row.adapters else None
+    return ApiKey(
+        row.id, row.name, row.scope, adapters, row.rpm, row.tpm, row.created_at, row.expires_at, row.revoked_at
+    )
+
+
+class KeyStore:
+    """Keys in the gateway's database; every call is synchronous (run it off the event loop)."""
+
+    def __init__(self, url: str) -> None:
+        self.engine = create_engine(url)
+        ensure_schema(self.engine, SCHEMA_COMPONENT, SCHEMA_VERSION, [api_keys])
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def create(
+        self,
+        name: str,
+        scope: Scope,
+        *,
+        adapters: list[str] | None = None,
+        rpm: int | None = None,
+        tpm: int | None = None,
+        expires_in_s: float | None = None,
+    ) -> tuple[ApiKey, str]:
+        """A new key and its token. The token is returned once and never stored."""
+        if scope not in ("inference", "admin"):
+            raise ValueError(f"scope must be inference or admin, not {scope!r}")
+        for limit in (rpm, tpm):
+            if limit is not None and limit < 1:
+                raise ValueError("rpm and tpm must be at least 1")
+        key_id, secret, salt = secrets.token_hex(6), secrets.token_urlsafe(32), secrets.token_bytes(16)
+        now = time.time()
+        key = ApiKey(
+            key_id, name, scope, tuple(adapters) if adapters else None, rpm, tpm, now,
+            None if expires_in_s is None else now + expires_in_s,
+        )  # fmt: skip
+        with self.engine.begin() as conn:
+            conn.execute(
+                sa.insert(api_keys).values(
+                    id=key.id,
+                    name=name,
+                    salt=salt,
+                    digest=_digest(salt, secret),
+                    scope=scope,
+                    adapters=msgspec.json.encode(key.adapters).decode() if key.adapters else None,
+                    rpm=rpm,
+                    tpm=tpm,
+                    created_at=now,
+                    expires_at=key.expires_at,
+                )  # fmt: skip
+            )
+        return key, f"dg_{key_id}_{secret}"
+
+    def verify(self, token: str, now: float | None = None) -> ApiKey:
+        key_id, secret = _parse(token)
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(api_keys).where(api_keys.c.id == key_id)).first()
+        if row is None or not hmac.compare_digest(row.digest, _digest(row.salt, secret)):
+            raise InvalidKey
+        key = _row_to_key(row)
+        if not key.usable(time.time() if now is None else now):
+            raise InvalidKey
+        return key
+
+    def revoke(self, key_id: str) -> bool:
+        with self.engine.begin() as conn:
+            done = conn.execute(
+                sa.update(api_keys)
+                .where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
+                .values(revoked_at=time.time())
+            )
+        return done.rowcount == 1
+
+    def list(self) -> list[ApiKey]:
+        with self.engine.connect() as conn:
+            return [_row_to_key(row) for row in conn.execute(sa.select(api_keys).order_by(api_keys.c.created_at))]
+
+    def any_usable(self) -> bool:
+        now = time.time()
+        return any(key.usable(now) for key in self.list())
