@@ -25,6 +25,10 @@ app.add_typer(models_app, name="models")
 drift_app = typer.Typer(help="Prompt drift per model.", no_args_is_help=True)
 app.add_typer(drift_app, name="drift")
 app.add_typer(adapters_app, name="adapters")
+keys_app = typer.Typer(help="API keys: shown once, stored as salted hashes.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+audit_app = typer.Typer(help="The hash-chained audit trail of admin actions and guard blocks.", no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
 console = Console(stderr=True)
 
 ConfigOption = Annotated[
@@ -162,6 +166,60 @@ def drift_report(
     from gateway.drift_cli import report_command
 
     report_command(_settings(config), model, output, limit)
+
+
+def _state_url(config: Path | None) -> str:
+    """The gateway's own database (registry, keys, audit): the same one `serve` and `up` use."""
+    settings = _settings(config)
+    if settings.adapters is not None and settings.adapters.url:
+        return settings.adapters.url
+    home = Path(settings.home)
+    home.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{home / 'driftgate.db'}"
+
+
+@keys_app.command("create")
+def keys_create(
+    name: Annotated[str, typer.Option(help="Who or what the key is for.")],
+    scope: Annotated[str, typer.Option(help="inference (/v1/*) or admin (also /admin/*).")] = "inference",
+    adapters: Annotated[
+        Optional[str], typer.Option(help="Comma-separated models/aliases it may use (default: all).")
+    ] = None,
+    rpm: Annotated[Optional[int], typer.Option(help="Requests per minute.")] = None,
+    tpm: Annotated[Optional[int], typer.Option(help="Tokens per minute.")] = None,
+    expires_days: Annotated[Optional[float], typer.Option(help="Days until it stops working.")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Create a key and print it (once)."""
+    from gateway.security.cli import create_key
+
+    create_key(_state_url(config), name, scope, adapters, rpm, tpm, expires_days)
+
+
+@keys_app.command("list")
+def keys_list(config: ConfigOption = None) -> None:
+    """Every key, without its secret."""
+    from gateway.security.cli import list_keys
+
+    list_keys(_state_url(config))
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    key_id: Annotated[str, typer.Argument(help="The key's id (dg_<id>_...).")], config: ConfigOption = None
+) -> None:
+    """Stop a key from working."""
+    from gateway.security.cli import revoke_key
+
+    revoke_key(_state_url(config), key_id)
+
+
+@audit_app.command("verify")
+def audit_verify(config: ConfigOption = None) -> None:
+    """Check every entry's hash and link; exit 1 if any was edited or deleted."""
+    from gateway.security.cli import verify_audit
+
+    verify_audit(_state_url(config))
 
 
 if __name__ == "__main__":
