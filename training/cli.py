@@ -1,0 +1,118 @@
+"""``driftgate train``: a typer app the main CLI mounts; also the job runner's child (``python -m training.cli``).
+
+This module is the composition point that may import ``guards``: it builds the PII redactor and injects it
+into data preparation, which itself imports nothing of ours.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from pathlib import Path
+from typing import Annotated, Optional
+
+import msgspec
+import typer
+from rich.console import Console
+
+from training.config import DataConfig, LoopConfig, LoraConfig, Method, TrainSpec
+from training.prepare import Redact
+from training.status import Progress, write_json_atomic
+
+train_app = typer.Typer(help="Fine-tune LoRA/DoRA/QLoRA adapters and check training data.", no_args_is_help=True)
+console = Console(stderr=True)
+
+
+def guards_redactor() -> Redact:
+    """Pattern PII (e-mail, phone, cards, IBAN, SSN, IPs, secrets) replaced by typed placeholders."""
+    from guards import GuardModels, RedactionContext, StageConfig, StagePipeline, ToxicityConfig
+
+    # Toxicity off: training data is redacted, not blocked; no classifier is loaded, so the path is unused.
+    config = StageConfig(toxicity=ToxicityConfig(enabled=False))
+    pipeline = StagePipeline.build("input", config, GuardModels(Path(".")))
+    return lambda text: pipeline.run(text, RedactionContext()).text
+
+
+DataOption = Annotated[Path, typer.Option("--data", help="JSONL of chat messages or prompt/completion pairs.")]
+
+
+@train_app.command()
+def prepare(
+    data: DataOption,
+    base: Annotated[Optional[Path], typer.Option(help="Base model directory: adds the token-length table.")] = None,
+    strict: Annotated[bool, typer.Option(help="Fail on the first bad record.")] = False,
+    redact_pii: Annotated[bool, typer.Option(help="Redact PII through the guards.")] = True,
+    seed: int = 0,
+) -> None:
+    """Check training data only: bad records, duplicates, leaks, lengths."""
+    from training.data import BadData
+    from training.prepare import prepare as prepare_data
+    from training.run import length_table, lengths, report_table
+
+    try:
+        redact = guards_redactor() if redact_pii else None
+        prepared = prepare_data(data, DataConfig(strict=strict), redact=redact, seed=seed)
+    except BadData as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(1) from exc
+    console.print(report_table(prepared.report))
+    if base is not None:
+        from transformers import AutoTokenizer
+
+        spec = TrainSpec(str(data), str(base), "")
+        console.print(length_table(*lengths(prepared, AutoTokenizer.from_pretrained(base), spec)))
+
+
+@train_app.command("run")
+def run_command(
+    spec_file: Annotated[Optional[Path], typer.Option("--spec", help="A job spec (JSON); replaces the flags.")] = None,
+    data: Annotated[Optional[Path], typer.Option(help="Training JSONL.")] = None,
+    base: Annotated[Optional[Path], typer.Option(help="Base model directory.")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Output directory; the adapter lands in OUT/adapter.")] = None,
+    method: Annotated[str, typer.Option(help="lora, dora or qlora.")] = "lora",
+    steps: int = 200,
+    eval_every: int = 25,
+    batch_size: int = 4,
+    grad_accum: int = 1,
+    learning_rate: float = 2e-4,
+    rank: int = 16,
+    general_share: float = 0.0,
+    production: Annotated[Optional[Path], typer.Option(help="Current production adapter to compare with.")] = None,
+    seed: int = 0,
+) -> None:
+    """Train an adapter, evaluate it against the baseline and write run.json + README.md next to it."""
+    if spec_file is not None:
+        spec = msgspec.json.decode(spec_file.read_bytes(), type=TrainSpec)
+    elif data is None or base is None or out is None:
+        console.print("[red]error:[/] give --spec, or --data, --base and --out")
+        raise typer.Exit(2)
+    else:
+        spec = TrainSpec(
+            str(data),
+            str(base),
+            str(out),
+            method=msgspec.convert(method, Method),
+            data_config=DataConfig(general_share=general_share),
+            lora=LoraConfig(rank=rank, alpha=2 * rank),
+            loop=LoopConfig(
+                steps=steps, eval_every=eval_every, batch_size=batch_size, grad_accum=grad_accum,
+                learning_rate=learning_rate, seed=seed,
+            ),
+            production_adapter=str(production) if production else None,
+        )
+    from training.run import run
+
+    on_status = (lambda status: write_json_atomic(spec.status_file, status)) if spec.status_file else None
+    try:
+        run(spec, redact=guards_redactor() if spec.redact_pii else None, console=console, on_status=on_status)
+    except Exception as exc:
+        console.print(traceback.format_exc())
+        if spec.status_file:
+            failed = Progress(state="failed", phase="done", message=f"{type(exc).__name__}: {exc}"[:2000])
+            failed.updated_at = time.time()
+            write_json_atomic(spec.status_file, failed)
+        raise typer.Exit(1) from exc
+
+
+if __name__ == "__main__":
+    train_app()

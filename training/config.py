@@ -1,0 +1,84 @@
+"""What a training run is asked to do: the job spec, written once as ``job.json`` and read by the child.
+
+Every field has a default that trains a small adapter safely on CPU, so a spec needs only ``data``,
+``base`` and ``out``.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+Method = Literal["lora", "dora", "qlora"]
+
+
+class DataConfig(msgspec.Struct, forbid_unknown_fields=True):
+    # Abort on the first bad record instead of reporting it and going on without it.
+    strict: bool = False
+    # Word 3-gram Jaccard at or above this makes two records near-duplicates.
+    near_dup_threshold: float = 0.8
+    eval_share: float = 0.1
+    min_eval: int = 2
+    # Share of the train split added from the general prompt set, against forgetting (0 = none).
+    general_share: float = 0.0
+    # None = the general set shipped in training/data/general.jsonl.
+    general_path: str | None = None
+    # Chosen from the length distribution (p99 rounded up to a multiple of 64), never above this.
+    max_seq_cap: int = 2048
+    # Fixed length instead of the one chosen from the distribution.
+    max_seq_length: int | None = None
+
+
+class LoraConfig(msgspec.Struct, forbid_unknown_fields=True):
+    rank: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
+
+    def __post_init__(self) -> None:
+        # vLLM's --max-lora-rank tops out at 64 in the default deployment.
+        if not 1 <= self.rank <= 64:
+            raise ValueError(f"LoRA rank must be 1..64, got {self.rank}")
+
+
+class LoopConfig(msgspec.Struct, forbid_unknown_fields=True):
+    steps: int = 200
+    batch_size: int = 4
+    grad_accum: int = 1
+    learning_rate: float = 2e-4
+    warmup_ratio: float = 0.1
+    eval_every: int = 25
+    # Evaluations without a new best validation loss before training stops.
+    patience: int = 3
+    seed: int = 0
+
+
+class Gate(msgspec.Struct, forbid_unknown_fields=True):
+    """Margins a candidate must clear against the baseline (current production adapter, or the base model)."""
+
+    # Candidate validation loss must be at most baseline * (1 - min_loss_improvement).
+    min_loss_improvement: float = 0.0
+    # General-set loss may rise by at most this share over the base model's (forgetting).
+    max_forgetting: float = 0.1
+    # When references exist: candidate ROUGE-L may be at most this far below the baseline's.
+    max_rouge_drop: float = 0.02
+
+
+class TrainSpec(msgspec.Struct, forbid_unknown_fields=True):
+    data: str
+    base: str
+    out: str
+    method: Method = "lora"
+    data_config: DataConfig = msgspec.field(default_factory=DataConfig)
+    lora: LoraConfig = msgspec.field(default_factory=LoraConfig)
+    loop: LoopConfig = msgspec.field(default_factory=LoopConfig)
+    gate: Gate = msgspec.field(default_factory=Gate)
+    # The adapter currently in production for this alias; None compares against the base model.
+    production_adapter: str | None = None
+    redact_pii: bool = True
+    # Generated answers scored against references (exact match, ROUGE-L); 0 skips generation.
+    task_eval_limit: int = 16
+    # Written by the child while it runs, read by the job runner (set by the runner).
+    status_file: str | None = None
+    resume: bool = True

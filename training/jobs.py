@@ -1,0 +1,155 @@
+"""Training jobs the gateway can start, watch and cancel: :class:`JobRunner` is the interface,
+:class:`LocalJobRunner` the embedded implementation (a child process on this machine).
+
+A Kubernetes implementation would create a Job from the same :class:`~training.config.TrainSpec` and read
+the same :class:`~training.status.Progress` from shared storage. Each local job lives in ``root/<id>/``:
+``spec.json``, ``status.json`` (written by the child), ``job.json`` (pid, base model) and ``train.log``.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Protocol
+
+import msgspec
+
+from training.config import TrainSpec
+from training.status import Progress, State, read_progress, write_json_atomic
+
+ACTIVE: frozenset[State] = frozenset({"queued", "running"})
+
+
+class JobConflict(Exception):
+    """A job for this base model is already queued or running."""
+
+
+class JobStatus(msgspec.Struct):
+    id: str
+    base_model: str
+    out: str
+    progress: Progress
+    created_at: float
+
+
+class JobRunner(Protocol):
+    def start(self, spec: TrainSpec) -> JobStatus: ...
+    def status(self, job_id: str) -> JobStatus: ...
+    def list(self) -> list[JobStatus]: ...
+    def cancel(self, job_id: str) -> JobStatus: ...
+    def logs(self, job_id: str, tail_bytes: int = 65536) -> str: ...
+
+
+class _JobFile(msgspec.Struct):
+    id: str
+    base_model: str
+    out: str
+    pid: int
+    created_at: float
+    cancelled: bool = False
+
+
+class LocalJobRunner:
+    """One child process per job (``python -m training.cli run --spec``), in its own process group."""
+
+    def __init__(self, root: str | Path, python: str = sys.executable) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._python = python
+        self._children: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self, spec: TrainSpec) -> JobStatus:
+        base = str(Path(spec.base).resolve())
+        # The lock makes check-then-start atomic across gateway workers sharing ``root``.
+        with open(self.root / ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            for job in self.list():
+                if job.base_model == base and job.progress.state in ACTIVE:
+                    raise JobConflict(f"job {job.id} is already training {base}")
+            job_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+            folder = self.root / job_id
+            folder.mkdir()
+            spec = msgspec.structs.replace(spec, status_file=str(folder / "status.json"))
+            (folder / "spec.json").write_bytes(msgspec.json.encode(spec))
+            write_json_atomic(folder / "status.json", Progress(updated_at=time.time()))
+            with open(folder / "train.log", "wb") as log:
+                child = subprocess.Popen(
+                    [self._python, "-m", "training.cli", "run", "--spec", str(folder / "spec.json")],
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                    cwd=Path(__file__).resolve().parents[1],
+                    env={**os.environ, "COLUMNS": "120"},
+                )
+            self._children[job_id] = child
+            write_json_atomic(folder / "job.json", _JobFile(job_id, base, spec.out, child.pid, time.time()))
+        return self.status(job_id)
+
+    def status(self, job_id: str) -> JobStatus:
+        folder = self.root / job_id
+        try:
+            job = msgspec.json.decode((folder / "job.json").read_bytes(), type=_JobFile)
+        except FileNotFoundError as exc:
+            raise KeyError(job_id) from exc
+        progress = read_progress(folder / "status.json") or Progress()
+        if progress.state in ACTIVE and not self._alive(job):
+            # The child died without saying so (crash, kill -9): nothing it wrote counts.
+            state: State = "cancelled" if job.cancelled else "failed"
+            message = "cancelled" if job.cancelled else "the training process exited without a result; see the logs"
+            progress = msgspec.structs.replace(progress, state=state, phase="done", message=message)
+            write_json_atomic(folder / "status.json", progress)
+        return JobStatus(job.id, job.base_model, job.out, progress, job.created_at)
+
+    def list(self) -> list[JobStatus]:
+        return [self.status(p.parent.name) for p in sorted(self.root.glob("*/job.json"))]
+
+    def cancel(self, job_id: str, grace_s: float = 10.0) -> JobStatus:
+        folder = self.root / job_id
+        job = msgspec.json.decode((folder / "job.json").read_bytes(), type=_JobFile)
+        if self.status(job_id).progress.state not in ACTIVE:
+            return self.status(job_id)
+        write_json_atomic(folder / "job.json", msgspec.structs.replace(job, cancelled=True))
+        self._signal(job.pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        while self._alive(job) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if self._alive(job):
+            self._signal(job.pid, signal.SIGKILL)
+        progress = msgspec.structs.replace(
+            read_progress(folder / "status.json") or Progress(), state="cancelled", phase="done", message="cancelled"
+        )
+        progress.updated_at = time.time()
+        write_json_atomic(folder / "status.json", progress)
+        return self.status(job_id)
+
+    def logs(self, job_id: str, tail_bytes: int = 65536) -> str:
+        path = self.root / job_id / "train.log"
+        if not path.exists():
+            raise KeyError(job_id)
+        with open(path, "rb") as log:
+            log.seek(max(0, path.stat().st_size - tail_bytes))
+            return log.read().decode("utf-8", errors="replace")
+
+    def _alive(self, job: _JobFile) -> bool:
+        child = self._children.get(job.id)
+        if child is not None:
+            return child.poll() is None
+        try:  # started by another gateway worker: a zombie or a reused pid reads as gone
+            with open(f"/proc/{job.pid}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+            return fields[0] != "Z" and int(fields[2]) == job.pid  # state, process group = our session leader
+        except (FileNotFoundError, IndexError, ValueError):
+            return False
+
+    @staticmethod
+    def _signal(pid: int, sig: signal.Signals) -> None:
+        try:
+            os.killpg(pid, sig)
+        except ProcessLookupError:
+            pass

@@ -1,0 +1,148 @@
+"""From a JSONL file to clean train/eval splits: checks, PII redaction, deduplication, leakage, general mix.
+
+Redaction is injected (``redact``), not imported: ``training`` imports nothing of ours, and the composition
+point (``training.cli``, or the gateway) builds the callable from ``guards``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Callable
+from pathlib import Path
+
+import msgspec
+
+from training.config import DataConfig
+from training.data import BadData, Example, Message, Problem, read_jsonl
+from training.dedup import NearDuplicateIndex
+
+GENERAL_PATH = Path(__file__).with_name("data") / "general.jsonl"
+Redact = Callable[[str], str]
+
+
+class Duplicate(msgspec.Struct, frozen=True):
+    """Record ``line`` was removed: it repeats ``of_line`` (``kind`` exact/near, or leak: an eval prompt)."""
+
+    line: int
+    of_line: int
+    kind: str
+    similarity: float
+
+
+class DataReport(msgspec.Struct):
+    path: str
+    sha256: str
+    records: int = 0
+    problems: list[Problem] = msgspec.field(default_factory=list)
+    duplicates: list[Duplicate] = msgspec.field(default_factory=list)
+    leaks: list[Duplicate] = msgspec.field(default_factory=list)
+    redacted: int = 0
+    train: int = 0
+    eval: int = 0
+    general_mixed: int = 0
+
+
+class PreparedData(msgspec.Struct):
+    train: list[Example]
+    eval: list[Example]
+    # General prompts never mixed into train: the forgetting check's loss is measured on them.
+    general_eval: list[Example]
+    report: DataReport
+
+
+def sha256_file(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as data:
+        for block in iter(lambda: data.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def prepare(
+    path: str | Path, config: DataConfig, *, redact: Redact | None = None, seed: int = 0
+) -> PreparedData:
+    report = DataReport(str(path), sha256_file(path))
+    examples, report.problems = read_jsonl(path)
+    report.records = len(examples) + len(report.problems)
+    if config.strict and report.problems:
+        raise BadData(report.problems[0])
+    if redact is not None:
+        examples, report.redacted = redact_all(examples, redact)
+    examples, report.duplicates = deduplicate(examples, config.near_dup_threshold)
+    train, evaluation = split(examples, config, seed)
+    train, report.leaks = remove_leaks(train, evaluation, config.near_dup_threshold)
+    pool, general_eval = general_examples(config)
+    mixed = mix_count(len(train), config.general_share, len(pool))
+    train = train + random.Random(seed).sample(pool, mixed)
+    report.train, report.eval, report.general_mixed = len(train), len(evaluation), mixed
+    return PreparedData(train, evaluation, general_eval, report)
+
+
+def redact_all(examples: list[Example], redact: Redact) -> tuple[list[Example], int]:
+    out, changed = [], 0
+    for example in examples:
+        messages = tuple(Message(m.role, redact(m.content)) for m in example.messages)
+        reference = redact(example.reference) if example.reference is not None else None
+        changed += messages != example.messages or reference != example.reference
+        out.append(msgspec.structs.replace(example, messages=messages, reference=reference))
+    return out, changed
+
+
+def deduplicate(examples: list[Example], threshold: float) -> tuple[list[Example], list[Duplicate]]:
+    """The first of each group of (near-)identical records is kept; the rest are reported."""
+    index = NearDuplicateIndex(threshold)
+    kept: list[Example] = []
+    removed: list[Duplicate] = []
+    for example in examples:
+        match = index.match(example.text)
+        if match is None:
+            index.add(example.text)
+            kept.append(example)
+        else:
+            of, similarity = match
+            kind = "exact" if similarity == 1.0 else "near"
+            removed.append(Duplicate(example.line, kept[of].line, kind, round(similarity, 3)))
+    return kept, removed
+
+
+def split(examples: list[Example], config: DataConfig, seed: int) -> tuple[list[Example], list[Example]]:
+    shuffled = examples[:]
+    random.Random(seed).shuffle(shuffled)
+    size = max(config.min_eval, round(config.eval_share * len(shuffled)))
+    if size >= len(shuffled):
+        raise ValueError(f"{len(shuffled)} usable records: too few for an eval split of {size}")
+    return shuffled[size:], shuffled[:size]
+
+
+def remove_leaks(
+    train: list[Example], evaluation: list[Example], threshold: float
+) -> tuple[list[Example], list[Duplicate]]:
+    """Train records whose prompt is (nearly) an eval prompt go: otherwise eval measures memory."""
+    index = NearDuplicateIndex(threshold)
+    for example in evaluation:
+        index.add(example.prompt)
+    kept, leaks = [], []
+    for example in train:
+        match = index.match(example.prompt)
+        if match is None:
+            kept.append(example)
+        else:
+            leaks.append(Duplicate(example.line, evaluation[match[0]].line, "leak", round(match[1], 3)))
+    return kept, leaks
+
+
+def general_examples(config: DataConfig) -> tuple[list[Example], list[Example]]:
+    """The general set, split once: every fourth record for the forgetting check, the rest to mix in."""
+    examples, problems = read_jsonl(config.general_path or GENERAL_PATH, source="general")
+    if problems:
+        raise BadData(problems[0])
+    held_out = examples[::4]
+    return [e for i, e in enumerate(examples) if i % 4], held_out
+
+
+def mix_count(train: int, share: float, available: int) -> int:
+    """General records so that they make up ``share`` of the mixed train split."""
+    if share <= 0:
+        return 0
+    return min(available, round(train * share / (1 - share)))

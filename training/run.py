@@ -1,0 +1,213 @@
+"""One training run end to end: prepare, measure the baseline, train, evaluate, gate, write the records.
+
+Nothing here touches a registry: the caller registers ``RunResult.adapter_dir`` as a candidate when
+``RunResult.gate.passed``, so a crash at any point leaves the registry as it was.
+"""
+
+from __future__ import annotations
+
+import resource
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import msgspec
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from training import models, records
+from training.config import TrainSpec
+from training.evaluate import GateVerdict, ModelScores, check_gate, eval_loss, perplexity, task_score
+from training.formatting import LengthStats, choose_max_seq_length, encode
+from training.prepare import GENERAL_PATH, DataReport, PreparedData, Redact, prepare, sha256_file
+from training.status import Progress as Status
+from training.trainer import StepReport, load_adapter_weights, seed_everything, train_loop
+
+OnStatus = Callable[[Status], None]
+
+
+class RunResult(msgspec.Struct):
+    adapter_dir: str
+    run_record: str
+    model_card: str
+    method: str
+    gate: GateVerdict
+    candidate: ModelScores
+    baseline: ModelScores
+
+
+def peak_rss_mib() -> float:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024
+
+
+def report_table(report: DataReport) -> Table:
+    table = Table(title=f"Data: {report.path}")
+    for column in ("line", "check", "detail"):
+        table.add_column(column)
+    for problem in report.problems:
+        table.add_row(str(problem.line), problem.kind, problem.detail)
+    for dup in report.duplicates + report.leaks:
+        what = "eval prompt" if dup.kind == "leak" else "record"
+        table.add_row(str(dup.line), f"{dup.kind}_duplicate", f"of {what} on line {dup.of_line} ({dup.similarity})")
+    table.caption = (
+        f"{report.records} records: {report.train} train, {report.eval} eval, {report.general_mixed} general mixed, "
+        f"{report.redacted} redacted, {len(report.problems)} bad, {len(report.duplicates)} duplicates, "
+        f"{len(report.leaks)} leaks"
+    )
+    return table
+
+
+def length_table(stats: LengthStats, chosen: int) -> Table:
+    table = Table(title="Token lengths (chat template, train + eval)")
+    for column in ("count", "min", "p50", "p90", "p99", "max", "max_seq_length"):
+        table.add_column(column, justify="right")
+    table.add_row(*(str(v) for v in (stats.count, stats.min, stats.p50, stats.p90, stats.p99, stats.max, chosen)))
+    return table
+
+
+def lengths(data: PreparedData, tokenizer, spec: TrainSpec) -> tuple[LengthStats, int]:
+    sizes = [len(encode(e, tokenizer).input_ids) for e in data.train + data.eval]
+    stats = LengthStats.of(sizes)
+    chosen = spec.data_config.max_seq_length or choose_max_seq_length(stats, spec.data_config.max_seq_cap)
+    return stats, chosen
+
+
+def scores(name, model, tokenizer, spec, encoded_eval, encoded_general, data, pad_id) -> ModelScores:
+    loss = eval_loss(model, encoded_eval, pad_id, spec.loop.batch_size)
+    return ModelScores(
+        name,
+        round(loss, 5),
+        round(perplexity(loss), 4),
+        round(eval_loss(model, encoded_general, pad_id, spec.loop.batch_size), 5),
+        task_score(model, tokenizer, data.eval, spec.task_eval_limit) if spec.task_eval_limit else None,
+    )
+
+
+def run(
+    spec: TrainSpec, *, redact: Redact | None = None, console: Console | None = None, on_status: OnStatus | None = None
+) -> RunResult:
+    from transformers import AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    console = console or Console(stderr=True)
+    status = Status(state="running", total_steps=spec.loop.steps)
+
+    def publish(**changes: object) -> None:
+        for key, value in changes.items():
+            setattr(status, key, value)
+        status.updated_at = time.time()
+        if on_status is not None:
+            on_status(status)
+
+    durations: dict[str, float] = {}
+    clock = time.perf_counter()
+    publish(phase="preparing")
+    seed_everything(spec.loop.seed)
+    data = prepare(spec.data, spec.data_config, redact=redact, seed=spec.loop.seed)
+    console.print(report_table(data.report))
+    tokenizer = AutoTokenizer.from_pretrained(spec.base)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    stats, max_len = lengths(data, tokenizer, spec)
+    console.print(length_table(stats, max_len))
+    train_set = [encode(e, tokenizer, max_len) for e in data.train]
+    eval_set = [encode(e, tokenizer, max_len) for e in data.eval]
+    general_set = [encode(e, tokenizer, max_len) for e in data.general_eval]
+    durations["prepare"] = round(time.perf_counter() - clock, 3)
+
+    where = models.device()
+    method, note = models.resolve_method(spec.method, where)
+    if note:
+        console.print(f"[yellow]{note}[/]")
+    out = Path(spec.out)
+    out.mkdir(parents=True, exist_ok=True)
+    model = models.load(spec.base, method, spec.lora, where, gradient_checkpointing=where.type == "cuda")
+
+    clock = time.perf_counter()
+    publish(phase="baseline")
+    # LoRA's B starts at zero (and DoRA's magnitude at the weight norm): adapter off = the base model.
+    with model.disable_adapter():
+        base = scores("base", model, tokenizer, spec, eval_set, general_set, data, pad_id)
+    baseline = base
+    if spec.production_adapter:
+        model.load_adapter(spec.production_adapter, adapter_name="production")
+        model.set_adapter("production")
+        baseline = scores("production", model, tokenizer, spec, eval_set, general_set, data, pad_id)
+        model.set_adapter("default")
+        model.delete_adapter("production")
+    durations["baseline"] = round(time.perf_counter() - clock, 3)
+    publish(phase="training", eval_loss=base.eval_loss)
+
+    clock = time.perf_counter()
+    optimizer = models.optimizer(model, method, spec.loop.learning_rate)
+    with _progress_bar(console) as bar:
+        task = bar.add_task("training", total=spec.loop.steps, loss=float("nan"), tps=0.0, ev="-")
+
+        def on_step(step: StepReport) -> None:
+            shown = f"{step.eval_loss:.4f}" if step.eval_loss is not None else bar.tasks[task].fields["ev"]
+            bar.update(task, completed=step.step, loss=step.loss, tps=step.tokens_per_s, ev=shown)
+            changes: dict[str, object] = {"step": step.step, "loss": round(step.loss, 5)}
+            changes["tokens_per_s"] = round(step.tokens_per_s, 1)
+            if step.eval_loss is not None:
+                changes |= {"eval_loss": round(step.eval_loss, 5), "best_eval_loss": round(step.best_eval_loss, 5)}
+            publish(**changes)
+
+        loop = train_loop(
+            model, optimizer, train_set, eval_set, spec.loop, out, pad_id=pad_id, resume=spec.resume, report=on_step
+        )
+    durations["train"] = round(time.perf_counter() - clock, 3)
+
+    clock = time.perf_counter()
+    publish(phase="evaluating")
+    adapter_dir = out / "adapter"
+    load_adapter_weights(model, adapter_dir)
+    candidate = scores("candidate", model, tokenizer, spec, eval_set, general_set, data, pad_id)
+    verdict = check_gate(spec.gate, candidate, baseline, base)
+    durations["evaluate"] = round(time.perf_counter() - clock, 3)
+    durations["total"] = round(sum(durations.values()), 3)
+
+    publish(phase="writing")
+    record = records.RunRecord(
+        spec=msgspec.to_builtins(spec),
+        method_requested=spec.method,
+        method_used=method,
+        method_note=note,
+        seed=spec.loop.seed,
+        adapter_dir=str(adapter_dir.resolve()),
+        data=data.report,
+        general_sha256=sha256_file(spec.data_config.general_path or GENERAL_PATH),
+        lengths=stats,
+        max_seq_length=max_len,
+        base=base,
+        baseline=baseline,
+        candidate=candidate,
+        loop=loop,
+        gate=verdict,
+        durations_s=durations,
+        peak_rss_mib=round(peak_rss_mib(), 1),
+        versions=records.library_versions(),
+        device=str(where),
+    )
+    run_json, card = records.write(record, adapter_dir)
+    console.print(
+        f"validation loss {baseline.name} {baseline.eval_loss:.4f} -> candidate {candidate.eval_loss:.4f}; "
+        f"gate {'[green]passed[/]' if verdict.passed else '[red]failed[/]: ' + '; '.join(verdict.reasons)}"
+    )
+    publish(state="succeeded", phase="done", run_record=str(run_json))
+    return RunResult(str(adapter_dir), str(run_json), str(card), method, verdict, candidate, baseline)
+
+
+def _progress_bar(console: Console) -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.4f}"),
+        TextColumn("eval {task.fields[ev]}"),
+        TextColumn("{task.fields[tps]:.0f} tok/s"),
+        TimeRemainingColumn(),
+        console=console,
+    )

@@ -1,0 +1,197 @@
+"""The training loop: a small hand loop rather than transformers' Trainer.
+
+Why: the loop must report tokens/s and loss to a status file, keep exactly one adapter (the best by
+validation loss) and resume from one checkpoint. Trainer would bring tqdm bars, accelerate state and a
+checkpoint directory per save that we would have to prune; the loop itself is ~100 lines.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import msgspec
+import torch
+
+from training.config import LoopConfig
+from training.evaluate import eval_loss
+from training.formatting import Encoded, collate
+
+Report = Callable[["StepReport"], None]
+
+
+class StepReport(msgspec.Struct):
+    step: int
+    total_steps: int
+    loss: float
+    tokens_per_s: float
+    eval_loss: float | None = None
+    best_eval_loss: float | None = None
+
+
+class EvalPoint(msgspec.Struct, frozen=True):
+    step: int
+    eval_loss: float
+
+
+class LoopResult(msgspec.Struct):
+    steps_run: int
+    best_step: int
+    best_eval_loss: float
+    stopped_early: bool
+    resumed_from: int
+    train_tokens: int
+    train_seconds: float
+    tokens_per_s: float
+    history: list[EvalPoint]
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+    try:
+        import numpy
+
+        numpy.random.seed(seed)
+    except ImportError:
+        pass
+
+
+def batch_order(size: int, batch_size: int, index: int, seed: int) -> list[int]:
+    """Example indices of micro-batch ``index``: a fresh permutation per epoch, the same after a resume."""
+    per_epoch = max(1, size // batch_size)
+    epoch, position = divmod(index, per_epoch)
+    order = list(range(size))
+    random.Random(seed * 100_003 + epoch).shuffle(order)
+    return order[position * batch_size : (position + 1) * batch_size]
+
+
+def train_loop(
+    model,
+    optimizer,
+    train: list[Encoded],
+    evaluation: list[Encoded],
+    config: LoopConfig,
+    out: Path,
+    *,
+    pad_id: int,
+    resume: bool = True,
+    report: Report | None = None,
+) -> LoopResult:
+    """Train ``model`` (a peft model); the best adapter ends in ``out/adapter``, the checkpoint is removed."""
+    from transformers import get_cosine_schedule_with_warmup
+
+    seed_everything(config.seed)
+    where = next(p for p in model.parameters() if p.requires_grad).device
+    scheduler = get_cosine_schedule_with_warmup(optimizer, math.ceil(config.warmup_ratio * config.steps), config.steps)
+    checkpoint = out / "checkpoint"
+    state = _fresh_state()
+    if resume and (checkpoint / "state.pt").exists():
+        state = _load_checkpoint(checkpoint, model, optimizer, scheduler)
+    resumed_from = state["step"]
+    tokens, seconds = 0, 0.0
+    model.train()
+    for step in range(state["step"] + 1, config.steps + 1):
+        started = time.perf_counter()
+        total_loss = 0.0
+        for micro in range(config.grad_accum):
+            picked = batch_order(len(train), config.batch_size, (step - 1) * config.grad_accum + micro, config.seed)
+            batch = {k: v.to(where) for k, v in collate([train[i] for i in picked], pad_id).items()}
+            loss = model(**batch).loss / config.grad_accum
+            loss.backward()
+            total_loss += loss.item()
+            tokens += int(batch["attention_mask"].sum())
+        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        seconds += time.perf_counter() - started
+        state["step"] = step
+        evaluated = None
+        if step % config.eval_every == 0 or step == config.steps:
+            evaluated = eval_loss(model, evaluation, pad_id, config.batch_size)
+            model.train()
+            state["history"].append(EvalPoint(step, evaluated))
+            if evaluated < state["best"] - 1e-4:
+                state["best"], state["best_step"], state["bad_evals"] = evaluated, step, 0
+                _save_adapter(model, out / "adapter")
+            else:
+                state["bad_evals"] += 1
+            _save_checkpoint(checkpoint, state, model, optimizer, scheduler)
+        if report is not None:
+            best = state["best"] if state["best"] < math.inf else None
+            report(StepReport(step, config.steps, total_loss, tokens / seconds if seconds else 0.0, evaluated, best))
+        if state["bad_evals"] >= config.patience:
+            break
+    shutil.rmtree(checkpoint, ignore_errors=True)
+    return LoopResult(
+        steps_run=state["step"],
+        best_step=state["best_step"],
+        best_eval_loss=state["best"],
+        stopped_early=state["step"] < config.steps,
+        resumed_from=resumed_from,
+        train_tokens=tokens,
+        train_seconds=round(seconds, 3),
+        tokens_per_s=round(tokens / seconds, 1) if seconds else 0.0,
+        history=state["history"],
+    )
+
+
+def load_adapter_weights(model, adapter_dir: Path) -> None:
+    """Put the saved (best) adapter back into the live model, for the final evaluation."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    set_peft_model_state_dict(model, load_file(adapter_dir / "adapter_model.safetensors"))
+
+
+def _fresh_state() -> dict:
+    return {"step": 0, "best": math.inf, "best_step": 0, "bad_evals": 0, "history": []}
+
+
+def _save_adapter(model, target: Path) -> None:
+    """Replace ``target`` whole: a crash leaves the previous best adapter, never half of a new one."""
+    staging = target.with_name(f".{target.name}.tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    model.save_pretrained(staging)
+    if target.exists():
+        shutil.rmtree(target)
+    staging.rename(target)
+
+
+def _save_checkpoint(path: Path, state: dict, model, optimizer, scheduler) -> None:
+    from peft import get_peft_model_state_dict
+
+    staging = path.with_name(f".{path.name}.tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    torch.save(
+        {
+            "state": {**state, "history": [msgspec.to_builtins(h) for h in state["history"]]},
+            "adapter": get_peft_model_state_dict(model),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "rng": {"python": random.getstate(), "torch": torch.get_rng_state()},
+        },
+        staging / "state.pt",
+    )
+    shutil.rmtree(path, ignore_errors=True)
+    staging.rename(path)
+
+
+def _load_checkpoint(path: Path, model, optimizer, scheduler) -> dict:
+    from peft import set_peft_model_state_dict
+
+    saved = torch.load(path / "state.pt", weights_only=False)
+    set_peft_model_state_dict(model, saved["adapter"])
+    optimizer.load_state_dict(saved["optimizer"])
+    scheduler.load_state_dict(saved["scheduler"])
+    random.setstate(saved["rng"]["python"])
+    torch.set_rng_state(saved["rng"]["torch"])
+    state = saved["state"]
+    state["history"] = [msgspec.convert(h, EvalPoint) for h in state["history"]]
+    return state
