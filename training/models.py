@@ -28,6 +28,7 @@ def cpu_4bit_support() -> str | None:
         layer.weight = bnb.nn.Params4bit(
             torch.randn(64, 64), requires_grad=False, quant_type="nf4", compress_statistics=True
         )
+        layer = layer.to("cpu")  # quantizes the weight
         x = torch.randn(2, 64, requires_grad=True)
         layer(x).sum().backward()
         return None if x.grad is not None else "no gradient through the 4-bit layer"
