@@ -94,7 +94,13 @@ async def test_promote_under_streaming_load_then_roll_back(embedded: Embedded, a
             (version,) = models
             assert text.startswith(WORDS[version]), (version, text)
         assert after[0] == f"{alias}@2" and "BRAVO" in after[1], after
-        print(f"promotion under load took {flip_s:.2f} s; versions seen: {sorted(m for ms, _ in results for m in ms)}")
+        metrics = (await client.get("/metrics")).text
+        load = {
+            line.split()[0]: float(line.split()[1])
+            for line in metrics.splitlines()
+            if line.startswith(("driftgate_adapter_load_seconds_sum", "driftgate_adapter_load_seconds_count"))
+        }
+        print(f"promotion under load took {flip_s:.2f} s (adapter loads: {load}); streams: {len(results)}")
 
         back = await client.post(f"/admin/adapters/{alias}/rollback")
         assert back.status_code == 200 and back.json()["production"] == f"{alias}@1", back.text
