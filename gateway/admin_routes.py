@@ -6,6 +6,7 @@ import msgspec
 from litestar import get
 from litestar.datastructures import State
 
+from gateway.adapters.routes import require_admin_scope
 from gateway.runtime import Gateway
 from monitor.drift_types import AliasState, DriftEvent
 
@@ -20,7 +21,7 @@ class DriftReport(msgspec.Struct):
     dropped: int
 
 
-@get("/admin/drift")
+@get("/admin/drift", guards=[require_admin_scope])
 async def drift_state(state: State) -> DriftReport:
     gateway: Gateway = state.gateway
     if gateway.drift is None:

@@ -60,6 +60,25 @@ def _prepare_guards(settings: Settings) -> None:
             ensure_toxicity_model(guard_models_dir(settings))
 
 
+def _bind_safely(settings: Settings) -> Settings:
+    """With no API key configured the gateway is open: it then listens on localhost only, and says so."""
+    from gateway.config import state_url
+    from gateway.security.keys import KeyStore
+
+    if settings.host in ("127.0.0.1", "localhost", "::1"):
+        return settings
+    store = KeyStore(state_url(settings))
+    has_keys = store.any_usable()
+    store.close()
+    if has_keys:
+        return settings
+    console.print(
+        f"[yellow]![/] no API keys yet: binding to 127.0.0.1 instead of {settings.host} "
+        "(create one with `driftgate keys create --scope admin`)"
+    )
+    return msgspec.structs.replace(settings, host="127.0.0.1")
+
+
 def _setup_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[RichHandler(console=console)])
 
@@ -80,6 +99,7 @@ def serve(
     if not settings.models:
         console.print("[red]error:[/] no models configured: add a `models:` list to the config file")
         raise typer.Exit(2)
+    settings = _bind_safely(settings)
     metrics_dir = share_metrics_across_workers(settings)
     _prepare_guards(settings)
     run_server(settings, metrics_dir)
@@ -102,6 +122,7 @@ def up(
     if settings.adapters is None:
         # The embedded vLLM runs with LoRA enabled: adapters are on unless the config says otherwise.
         settings = msgspec.structs.replace(settings, adapters=AdaptersConfig())
+    settings = _bind_safely(settings)
     metrics_dir = share_metrics_across_workers(settings)
     try:
         model_dir = pull(settings.embedded.model, settings.models_dir, console=console)
@@ -172,12 +193,9 @@ def drift_report(
 
 def _state_url(config: Path | None) -> str:
     """The gateway's own database (registry, keys, audit): the same one `serve` and `up` use."""
-    settings = _settings(config)
-    if settings.adapters is not None and settings.adapters.url:
-        return settings.adapters.url
-    home = Path(settings.home)
-    home.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{home / 'driftgate.db'}"
+    from gateway.config import state_url
+
+    return state_url(_settings(config))
 
 
 @keys_app.command("create")

@@ -17,6 +17,7 @@ from typing import Any
 import msgspec
 import yaml
 
+from gateway.security.auth import AuthConfig
 from guards import GuardsConfig
 from monitor.drift_types import DriftSettings
 from monitor.request_log import RequestLogConfig
@@ -111,6 +112,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
     max_body_bytes: int = 4 * 1024 * 1024
     embedded: EmbeddedVLLM = msgspec.field(default_factory=EmbeddedVLLM)
     tracing: TracingSettings = msgspec.field(default_factory=TracingSettings)
+    auth: AuthConfig = msgspec.field(default_factory=AuthConfig)
     guards: GuardsConfig = msgspec.field(default_factory=GuardsConfig)
     drift: DriftConfig = msgspec.field(default_factory=DriftConfig)
     # None turns the request log off.
@@ -121,6 +123,15 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
     @property
     def models_dir(self) -> Path:
         return Path(self.home) / "models"
+
+
+def state_url(settings: Settings) -> str:
+    """The gateway's own database (adapter registry, keys, audit): SQLite under home unless a URL is set."""
+    if settings.adapters is not None and settings.adapters.url:
+        return settings.adapters.url
+    home = Path(settings.home)
+    home.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{home / 'driftgate.db'}"
 
 
 class ConfigError(ValueError):

@@ -260,9 +260,7 @@ class KubernetesJobRunner:
 
     def _delete(self, job_id: str, propagation: str) -> None:
         try:
-            self._batch.delete_namespaced_job(
-                job_name(job_id), self.settings.namespace, propagation_policy=propagation
-            )
+            self._batch.delete_namespaced_job(job_name(job_id), self.settings.namespace, propagation_policy=propagation)
         except ApiException as exc:
             if exc.status != 404:
                 raise

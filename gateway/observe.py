@@ -40,8 +40,8 @@ _usage_decoder = msgspec.json.Decoder(_WithUsage)
 
 class Observation:
     __slots__ = (
-        "id", "time", "route", "model", "version", "stream", "started", "upstream_s", "ttft_s", "usage", "backend",
-        "guards", "_tracer", "span", "_sink", "_release",
+        "id", "time", "route", "model", "version", "key_id", "stream", "started", "upstream_s", "ttft_s", "usage",
+        "backend", "guards", "_tracer", "span", "_sink", "_release",
     )  # fmt: skip
 
     def __init__(
@@ -50,6 +50,7 @@ class Observation:
         self.id = uuid.uuid4().hex
         self.time = time.time()
         self.route = route
+        self.key_id: str | None = None
         self.model = "unknown"  # a configured model name or adapter alias once routed: labels stay bounded
         self.version: str | None = None  # the adapter version that answers, e.g. "support@3"
         self._release: Callable[[], None] | None = None
@@ -137,6 +138,7 @@ class Observation:
             time=self.time,
             alias=self.model,
             version=self.version,
+            key_id=self.key_id,
             route=self.route,
             status=status,
             latency_ms=elapsed_s * 1000,

@@ -17,7 +17,7 @@ from gateway import errors
 from gateway.adapters.models import adapter_cards
 from gateway.config import ModelRoute
 from gateway.errors import OpenAIError
-from gateway.guarding import RequestGuards, user_words
+from gateway.guarding import CONTENT_FILTER, RequestGuards, user_words
 from gateway.observe import Observation
 from gateway.proxy import upstream_error
 from gateway.runtime import Gateway
@@ -29,6 +29,7 @@ from gateway.schemas import (
     ModelList,
     decode_request,
 )
+from gateway.security.keys import ApiKey
 from monitor import metrics
 
 OVERHEAD_HEADER = "x-driftgate-overhead-ms"
@@ -58,11 +59,14 @@ async def embeddings(request: Request, state: State) -> Response:
 
 
 @get("/v1/models")
-async def list_models(state: State) -> ModelList:
+async def list_models(request: Request, state: State) -> ModelList:
     gateway: Gateway = state.gateway
+    key = await _caller(request, gateway)
     cards = [ModelCard(id=route.name, created=gateway.started_at) for route in gateway.pool.routes]
     if gateway.adapters is not None:
         cards.extend(adapter_cards(gateway.adapters.snapshot))
+    if key is not None:
+        cards = [card for card in cards if key.may_use(card.id)]
     return ModelList(cards)
 
 
@@ -75,8 +79,13 @@ async def _handle(
     sink = gateway.request_log.submit if gateway.request_log is not None else None
     observation = Observation(path, gateway.tracer, request.headers, sink)
     try:
+        key = await _caller(request, gateway)
         body = await request.body()
         parsed = decode_request(body, kind)
+        if key is not None:
+            observation.key_id = key.id
+            if not key.may_use(parsed.model):
+                raise errors.model_not_found(parsed.model)  # another tenant's model: as if it did not exist
         route = gateway.pool.route(parsed.model)
         if route is not None:
             observation.model = route.name
@@ -104,6 +113,11 @@ async def _handle(
             return await _forward_stream(request, gateway, observation, request_guards, route.name, path, body)
         return await _forward(request, gateway, observation, request_guards, route.name, path, body)
     except OpenAIError as exc:
+        if exc.body.error.code == CONTENT_FILTER:
+            reasons = (
+                [d.entity for d in observation.guards.decisions if d.action == "block"] if observation.guards else []
+            )
+            gateway.record("gateway", "guard.blocked", f"request:{observation.id}", {"stage": "input", "why": reasons})
         observation.finish(exc.status)
         raise
     except ClientDisconnected:
@@ -112,6 +126,16 @@ async def _handle(
     except BaseException:
         observation.let_go()
         raise
+
+
+async def _caller(request: Request, gateway: Gateway) -> ApiKey | None:
+    """The caller's API key (None while the gateway runs open), within its requests-per-minute limit."""
+    if gateway.auth is None:
+        return None
+    key = await gateway.auth.key_for(request.headers.get("authorization"))
+    if key is not None:
+        gateway.limiter.check(key)
+    return key
 
 
 async def _adapter_route(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
@@ -12,13 +13,21 @@ import aiohttp
 
 from gateway.adapters.service import Adapters, running_adapters
 from gateway.backends import BackendPool
-from gateway.config import Settings
+from gateway.config import Settings, state_url
 from gateway.drift_watch import DriftWatch, running_drift_watch
 from gateway.guarding import GuardSet
 from gateway.proxy import Upstream
 from gateway.request_log import running_request_log
+from gateway.security.audit import AuditLog
+from gateway.security.auth import Authenticator, RateLimiter
+from gateway.security.keys import KeyStore
 from monitor.request_log_writer import RequestLogWriter
 from monitor.tracing import Tracing
+
+
+def _log_failure(future: asyncio.Future) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        logging.getLogger(__name__).error("audit append failed: %r", future.exception())
 
 
 class Gateway:
@@ -33,6 +42,16 @@ class Gateway:
         self.request_log: RequestLogWriter | None = None
         self.drift: DriftWatch | None = None
         self.adapters: Adapters | None = None
+        self.auth: Authenticator | None = None
+        self.audit: AuditLog | None = None
+        self.limiter = RateLimiter()
+
+    def record(self, actor: str, action: str, subject: str, details: dict | None = None) -> None:
+        """Append to the audit trail off the event loop; an audit failure is logged, never raised to the caller."""
+        if self.audit is None:
+            return
+        task = asyncio.get_running_loop().run_in_executor(None, self.audit.append, actor, action, subject, details)
+        task.add_done_callback(_log_failure)
 
     @property
     def upstream(self) -> Upstream:
@@ -51,6 +70,10 @@ class Gateway:
             running_drift_watch(self.settings.drift, Path(self.settings.home)) as self.drift,
         ):
             self._upstream = Upstream(self.pool, session, self.settings.timeouts)
+            url = state_url(self.settings)
+            keys = await asyncio.to_thread(KeyStore, url)
+            self.auth = Authenticator(keys, self.settings.auth)
+            self.audit = await asyncio.to_thread(AuditLog, url)
             await self.pool.check_all(session, self.settings.health)
             checks = asyncio.create_task(self.pool.run_health_checks(session, self.settings.health))
             try:
@@ -61,5 +84,7 @@ class Gateway:
                 with suppress(asyncio.CancelledError):
                     await checks
                 self._upstream = None
+                keys.close()
+                self.audit.close()
                 if self.tracing is not None:
                     self.tracing.shutdown()

@@ -27,13 +27,25 @@ from gateway.adapters.models import (
 from gateway.adapters.registry import not_found
 from gateway.adapters.service import Adapters
 from gateway.errors import OpenAIError, invalid_request
+from gateway.security.auth import admin_only
 
 T = TypeVar("T")
 
 
-def require_admin_scope(connection: ASGIConnection, handler: BaseRouteHandler) -> None:
-    """Admin-scope check for every adapter route. Keys and scopes arrive with the auth issue; until then the
-    admin API is as open as the port it listens on."""
+async def require_admin_scope(connection: ASGIConnection, handler: BaseRouteHandler) -> None:
+    """Every /admin route: an admin-scope key once any key exists (before that the gateway is localhost-only)."""
+    gateway = connection.app.state.gateway
+    if gateway.auth is None:
+        return
+    key = await gateway.auth.key_for(connection.headers.get("authorization"))
+    if key is not None and key.scope != "admin":
+        raise admin_only()
+    connection.state.admin = key.id if key is not None else "local"
+
+
+def _audit(request: Request, action: str, subject: str, details: dict | None = None) -> None:
+    """Only changes that took effect are recorded: the calls above raise before this on any refusal."""
+    request.app.state.gateway.record(f"key:{request.state.admin}", action, subject, details)
 
 
 def decode_request(body: bytes, kind: type[T]) -> T:
@@ -69,7 +81,9 @@ async def list_adapters(state: State) -> AdapterList:
 
 @post("/", status_code=201)
 async def register(request: Request, state: State) -> AdapterVersion:
-    return await _adapters(state).register(decode_request(await request.body(), RegisterRequest))
+    version = await _adapters(state).register(decode_request(await request.body(), RegisterRequest))
+    _audit(request, "adapter.registered", version.name, {"weights": version.weights})
+    return version
 
 
 @get("/{alias:str}")
@@ -80,23 +94,31 @@ async def show(alias: FromPath[str], state: State) -> AliasView:
 @post("/{alias:str}/promote", status_code=200)
 async def promote(alias: FromPath[str], request: Request, state: State) -> AliasView:
     body = decode_request(await request.body(), PromoteRequest)
-    return _one(await _adapters(state).promote(alias, body.version), alias)
+    view = _one(await _adapters(state).promote(alias, body.version), alias)
+    _audit(request, "adapter.promoted", f"{alias}@{body.version}")
+    return view
 
 
 @post("/{alias:str}/canary", status_code=200)
 async def canary(alias: FromPath[str], request: Request, state: State) -> AliasView:
     body = decode_request(await request.body(), CanaryRequest)
-    return _one(await _adapters(state).canary(alias, body.version, body.share), alias)
+    view = _one(await _adapters(state).canary(alias, body.version, body.share), alias)
+    _audit(request, "adapter.canary", f"{alias}@{body.version}", {"share": body.share})
+    return view
 
 
 @post("/{alias:str}/rollback", status_code=200)
-async def rollback(alias: FromPath[str], state: State) -> AliasView:
-    return _one(await _adapters(state).rollback(alias), alias)
+async def rollback(alias: FromPath[str], request: Request, state: State) -> AliasView:
+    view = _one(await _adapters(state).rollback(alias), alias)
+    _audit(request, "adapter.rolled_back", alias)
+    return view
 
 
 @delete("/{alias:str}", status_code=200)
-async def retire(alias: FromPath[str], state: State) -> AdapterList:
-    return _listing(await _adapters(state).retire(alias))
+async def retire(alias: FromPath[str], request: Request, state: State) -> AdapterList:
+    listing = _listing(await _adapters(state).retire(alias))
+    _audit(request, "adapter.retired", alias)
+    return listing
 
 
 adapter_router = Router(

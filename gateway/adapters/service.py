@@ -13,7 +13,6 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
-from pathlib import Path
 
 import aiohttp
 
@@ -23,7 +22,7 @@ from gateway.adapters.registry import Registry, conflict, not_found
 from gateway.adapters.resolver import Resolver
 from gateway.adapters.validation import check_adapter
 from gateway.backends import BackendPool
-from gateway.config import Settings
+from gateway.config import Settings, state_url
 from gateway.errors import OpenAIError, model_not_found
 from monitor import metrics
 
@@ -32,11 +31,7 @@ log = logging.getLogger(__name__)
 
 def registry_url(settings: Settings) -> str:
     assert settings.adapters is not None
-    if settings.adapters.url:
-        return settings.adapters.url
-    home = Path(settings.home)
-    home.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{home / 'driftgate.db'}"
+    return state_url(settings)
 
 
 class Adapters:
