@@ -22,8 +22,6 @@ from monitor.database import SchemaError, create_engine, ensure_schema, is_trans
 from monitor.request_log import GuardDecision, RequestRecord
 
 __all__ = ["RequestLogStore", "SchemaError", "is_transient", "request_log", "schema_versions"]
-# Old name, still imported by code being moved to monitor.database.
-_create_engine = create_engine
 
 log = logging.getLogger(__name__)
 

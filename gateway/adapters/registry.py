@@ -18,16 +18,13 @@ import time
 
 import msgspec
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from gateway.adapters.models import AdapterVersion, Alias, RegisterRequest, Snapshot, Stage, version_name
 from gateway.errors import OpenAIError
-from monitor.request_log_store import SchemaError, _create_engine, schema_versions
+from monitor.database import create_engine, ensure_schema, upsert_ignoring
 
 SCHEMA_VERSION = 1
 SCHEMA_COMPONENT = "adapters"
-_SCHEMA_LOCK_KEY = 0x6467616461  # "dgada"
 
 metadata = sa.MetaData()
 state = sa.Table(
@@ -71,7 +68,7 @@ def conflict(message: str) -> OpenAIError:
 
 class Registry:
     def __init__(self, url: str, *, sqlite_busy_timeout_ms: int = 5_000) -> None:
-        self.engine = _create_engine(url, sqlite_busy_timeout_ms)
+        self.engine = create_engine(url, sqlite_busy_timeout_ms)
         self.dialect = self.engine.dialect.name
         self._create_schema()
 
@@ -170,26 +167,9 @@ class Registry:
             return _snapshot(conn)
 
     def _create_schema(self) -> None:
-        dialect_insert = sqlite_insert if self.dialect == "sqlite" else pg_insert
+        ensure_schema(self.engine, SCHEMA_COMPONENT, SCHEMA_VERSION, metadata.sorted_tables)
         with self.engine.begin() as conn:
-            if self.dialect == "postgresql":
-                conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_SCHEMA_LOCK_KEY)))
-            # driftgate_schema is shared with the request log: one row per component.
-            for table in (schema_versions, *metadata.sorted_tables):
-                conn.execute(sa.schema.CreateTable(table, if_not_exists=True))
-            conn.execute(
-                dialect_insert(schema_versions)
-                .values(component=SCHEMA_COMPONENT, version=SCHEMA_VERSION)
-                .on_conflict_do_nothing(index_elements=["component"])
-            )
-            conn.execute(dialect_insert(state).values(id=1, revision=0).on_conflict_do_nothing(index_elements=["id"]))
-            version = conn.execute(
-                sa.select(schema_versions.c.version).where(schema_versions.c.component == SCHEMA_COMPONENT)
-            ).scalar_one()
-        if version != SCHEMA_VERSION:
-            raise SchemaError(
-                f"adapter schema is version {version}, this driftgate knows {SCHEMA_VERSION}: upgrade driftgate"
-            )
+            conn.execute(upsert_ignoring(self.engine, state, "id").values(id=1, revision=0))
 
 
 def _bump(conn: sa.Connection) -> None:
