@@ -104,7 +104,7 @@ DASHBOARDS: dict[str, tuple[str, list[Panel]]] = {
         ],
     ),
     "driftgate-quality": (
-        "driftgate: guards, drift and the request log",
+        "driftgate: guards, drift, adapters and the request log",
         [
             Panel(
                 "Guard actions",
@@ -121,6 +121,33 @@ DASHBOARDS: dict[str, tuple[str, list[Panel]]] = {
                 },
             ),
             Panel("Drift confirmed", {"{{alias}}": "max by (alias) (driftgate_drift_confirmed)"}),
+            Panel(
+                "Adapter versions serving each alias",
+                {"{{alias}} {{version}} {{stage}}": "max by (alias, version, stage) (driftgate_adapter_version_info)"},
+                description="1 while a version serves its alias (production or canary): promotions and rollbacks over time.",
+            ),
+            Panel(
+                "Requests by adapter version",
+                {
+                    "{{alias}} {{version}}": "sum by (alias, version) (rate(driftgate_adapter_requests_total[$__rate_interval]))"
+                },
+                "reqps",
+            ),
+            Panel(
+                "Adapter swaps and failures",
+                {
+                    "{{alias}} {{kind}}": "sum by (alias, kind) (increase(driftgate_adapter_swaps_total[1h]))",
+                    "failed {{alias}} {{kind}}": "sum by (alias, kind) (increase(driftgate_adapter_failures_total[1h]))",
+                },
+            ),
+            Panel(
+                "Adapter load time p50 / p99",
+                {
+                    "p50": "histogram_quantile(0.5, sum by (le) (rate(driftgate_adapter_load_seconds_bucket[$__rate_interval])))",
+                    "p99": "histogram_quantile(0.99, sum by (le) (rate(driftgate_adapter_load_seconds_bucket[$__rate_interval])))",
+                },
+                "s",
+            ),
             Panel(
                 "Drift windows by verdict",
                 {"{{alias}} {{verdict}}": "sum by (alias, verdict) (increase(driftgate_drift_windows_total[1h]))"},
