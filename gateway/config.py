@@ -101,6 +101,13 @@ class AdaptersConfig(msgspec.Struct, forbid_unknown_fields=True):
     load_timeout_s: float = 120.0
 
 
+class RequestLimits(msgspec.Struct, forbid_unknown_fields=True):
+    """Caps on one request, checked before it is routed (None: no cap)."""
+
+    max_tokens: int | None = None  # on max_tokens / max_completion_tokens; a request without one is left alone
+    max_messages: int | None = 1000
+
+
 class Settings(msgspec.Struct, forbid_unknown_fields=True):
     host: str = "127.0.0.1"
     port: int = 8000
@@ -113,6 +120,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
     embedded: EmbeddedVLLM = msgspec.field(default_factory=EmbeddedVLLM)
     tracing: TracingSettings = msgspec.field(default_factory=TracingSettings)
     auth: AuthConfig = msgspec.field(default_factory=AuthConfig)
+    limits: RequestLimits = msgspec.field(default_factory=RequestLimits)
     guards: GuardsConfig = msgspec.field(default_factory=GuardsConfig)
     drift: DriftConfig = msgspec.field(default_factory=DriftConfig)
     # None turns the request log off.

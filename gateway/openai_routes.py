@@ -15,7 +15,7 @@ from opentelemetry.trace import SpanKind
 
 from gateway import errors
 from gateway.adapters.models import adapter_cards
-from gateway.config import ModelRoute
+from gateway.config import ModelRoute, RequestLimits
 from gateway.errors import OpenAIError
 from gateway.guarding import CONTENT_FILTER, RequestGuards, user_words
 from gateway.observe import Observation
@@ -82,6 +82,7 @@ async def _handle(
         key = await _caller(request, gateway)
         body = await request.body()
         parsed = decode_request(body, kind)
+        _within_limits(parsed, gateway.settings.limits)
         if key is not None:
             observation.key_id = key.id
             if not key.may_use(parsed.model):
@@ -126,6 +127,16 @@ async def _handle(
     except BaseException:
         observation.let_go()
         raise
+
+
+def _within_limits(parsed: ChatCompletionRequest | CompletionRequest | EmbeddingRequest, limits: RequestLimits) -> None:
+    if limits.max_messages is not None and len(getattr(parsed, "messages", ())) > limits.max_messages:
+        raise errors.invalid_request(f"At most {limits.max_messages} messages per request.", param="messages")
+    if limits.max_tokens is not None:
+        for field in ("max_tokens", "max_completion_tokens"):
+            asked = getattr(parsed, field, None)
+            if asked is not None and asked > limits.max_tokens:
+                raise errors.invalid_request(f"{field} may be at most {limits.max_tokens}.", param=field)
 
 
 async def _caller(request: Request, gateway: Gateway) -> ApiKey | None:

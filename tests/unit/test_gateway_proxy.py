@@ -231,3 +231,20 @@ async def test_healthz_answers_without_backends(upstreams) -> None:
     async with running_gateway(settings_for(ModelRoute("m", [f"http://127.0.0.1:{free_port()}"]))) as client:
         response = await client.get("/healthz")
     assert response.status_code == 200 and response.json() == {"status": "ok"}
+
+
+async def test_request_caps_are_400s_that_never_reach_the_upstream(upstreams) -> None:
+    from gateway.config import RequestLimits
+
+    upstream = await upstreams()
+    settings = settings_for(ModelRoute("m", [upstream.url]), limits=RequestLimits(max_tokens=100, max_messages=2))
+    many = [{"role": "user", "content": "x"}] * 3
+    async with running_gateway(settings) as client:
+        too_long = await client.post("/v1/chat/completions", json={**CHAT, "max_tokens": 101})
+        too_long_new = await client.post("/v1/chat/completions", json={**CHAT, "max_completion_tokens": 500})
+        too_many = await client.post("/v1/chat/completions", json={**CHAT, "messages": many})
+        fine = await client.post("/v1/chat/completions", json={**CHAT, "max_tokens": 100})
+    assert assert_openai_error(too_long, 400)["param"] == "max_tokens"
+    assert assert_openai_error(too_long_new, 400)["param"] == "max_completion_tokens"
+    assert assert_openai_error(too_many, 400)["param"] == "messages"
+    assert fine.status_code == 200 and len(upstream.observed.bodies) == 1
