@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from typing import TypeVar
 
@@ -178,13 +178,9 @@ async def _forward(
     path: str,
     body: bytes,
 ) -> Response:
-    span = observation.child("upstream", SpanKind.CLIENT)
-    try:
-        exchange = gateway.upstream.post(model, path, body, observation.upstream_headers(span))
-        reply = await _unless_disconnected(request, exchange)
-    finally:
-        if span is not None:
-            span.end()
+    reply = await _traced_upstream(
+        request, observation, lambda headers: gateway.upstream.post(model, path, body, headers)
+    )
     observation.upstream_s = reply.upstream_s
     observation.backend = reply.backend
     if reply.status != 200:
@@ -206,13 +202,9 @@ async def _forward_stream(
     path: str,
     body: bytes,
 ) -> Stream:
-    span = observation.child("upstream", SpanKind.CLIENT)
-    try:
-        opening = gateway.upstream.stream(model, path, body, observation.upstream_headers(span))
-        upstream_stream = await _unless_disconnected(request, opening)
-    finally:
-        if span is not None:
-            span.end()
+    upstream_stream = await _traced_upstream(
+        request, observation, lambda headers: gateway.upstream.stream(model, path, body, headers)
+    )
     observation.upstream_s = upstream_stream.waited_s
     observation.backend = upstream_stream.backend
     overhead_ms = observation.overhead_ms()
@@ -223,6 +215,18 @@ async def _forward_stream(
         chunks = request_guards.filter_stream(path, chunks)
     chunks = observation.watch_stream(chunks)
     return Stream(chunks, media_type="text/event-stream", headers=headers)
+
+
+async def _traced_upstream(
+    request: Request, observation: Observation, call: Callable[[dict[str, str]], Awaitable[T]]
+) -> T:
+    """The backend call inside an ``upstream`` span (its context goes to vLLM), cancelled if the client leaves."""
+    span = observation.child("upstream", SpanKind.CLIENT)
+    try:
+        return await _unless_disconnected(request, call(observation.upstream_headers(span)))
+    finally:
+        if span is not None:
+            span.end()
 
 
 def _with_model(body: bytes, upstream_model: str) -> bytes:
