@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.config import ModelRoute
 from guards import GuardsConfig
@@ -12,6 +13,16 @@ from tests.conftest import running_gateway, settings_for
 
 EMAIL, CARD = "jane.doe@example.com", "4111 1111 1111 1111"
 TOXIC = "You are a worthless idiot and I hate you, you stupid moron"
+
+
+def blocked_inputs(metrics: str) -> float:
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(metrics)
+        for sample in family.samples
+        if sample.name == "driftgate_guard_decisions_total"
+        and sample.labels == {"action": "block", "guard": "toxicity", "stage": "input"}
+    )
 
 
 def guarded(*routes: ModelRoute):
@@ -65,13 +76,14 @@ async def test_clean_prompt_is_forwarded_byte_for_byte(upstreams) -> None:
 async def test_toxic_prompt_is_blocked_and_never_reaches_the_backend(upstreams) -> None:
     upstream = await upstreams()
     async with running_gateway(guarded(ModelRoute("m", [upstream.url]))) as client:
+        before = blocked_inputs((await client.get("/metrics")).text)  # counters are process-wide
         response = await client.post("/v1/chat/completions", json=chat(TOXIC))
-        metrics = (await client.get("/metrics")).text
+        after = blocked_inputs((await client.get("/metrics")).text)
     assert response.status_code == 400
     error = response.json()["error"]
     assert error["code"] == "content_filter" and "toxicity" in error["message"]
     assert upstream.observed.bodies == []
-    assert 'driftgate_guard_decisions_total{action="block",guard="toxicity",stage="input"} 1.0' in metrics
+    assert after - before == 1
 
 
 async def test_answer_pii_is_redacted(upstreams) -> None:
