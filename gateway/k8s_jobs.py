@@ -16,11 +16,9 @@ server, and the same dicts the tests' fake API serves.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import time
-import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -30,7 +28,7 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from training.config import TrainSpec
-from training.jobs import ACTIVE, JobConflict, JobStatus
+from training.jobs import ACTIVE, JobStatus, new_job_folder
 from training.status import Progress, State, read_progress, write_json_atomic
 
 # (API group, resource, verbs): every call this module makes, and nothing else.
@@ -112,17 +110,7 @@ class KubernetesJobRunner:
     def start(self, spec: TrainSpec) -> JobStatus:
         base = spec.base
         # Same rule as the local runner: one active job per base model, checked under a lock on shared storage.
-        with open(self.root / ".lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            for job in self.list():
-                if job.base_model == base and job.progress.state in ACTIVE:
-                    raise JobConflict(f"job {job.id} is already training {base}")
-            job_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
-            folder = self.root / job_id
-            folder.mkdir()
-            spec = msgspec.structs.replace(spec, status_file=str(folder / "status.json"))
-            (folder / "spec.json").write_bytes(msgspec.json.encode(spec))
-            write_json_atomic(folder / "status.json", Progress(updated_at=time.time()))
+        with new_job_folder(self.root, base, spec, self.list) as (job_id, folder, spec):
             write_json_atomic(folder / "job.json", _JobFile(job_id, base, spec.out, time.time()))
             self._batch.create_namespaced_job(self.settings.namespace, self.manifest(job_id, base))
         return self.status(job_id)

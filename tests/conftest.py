@@ -16,7 +16,7 @@ from gateway.config import HealthCheck, ModelRoute, Settings, Timeouts
 from guards import GuardsConfig
 from monitor.tracing import Tracing
 from tests.fake_upstream import FakeUpstream
-from tests.pg import PgCluster, PgUnavailable, ensure_bin_dir
+from tests.pg import PgCluster, running_cluster
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -27,13 +27,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture(scope="session")
 def pg_cluster() -> Iterator[PgCluster]:
     """A real PostgreSQL server (Debian's package, see tests/pg.py); each test creates its own database in it."""
-    try:
-        cluster = PgCluster(ensure_bin_dir())
-    except PgUnavailable as exc:
-        pytest.fail(str(exc), pytrace=False)
-    cluster.start()
-    yield cluster
-    cluster.destroy()
+    with running_cluster() as cluster:
+        yield cluster
 
 
 def free_port() -> int:

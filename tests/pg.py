@@ -14,6 +14,8 @@ import shutil
 import socket
 import subprocess
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
@@ -109,3 +111,19 @@ class PgCluster:
             log_file = self.root / "server.log"
             server_log = log_file.read_text()[-2000:] if log_file.exists() else ""
             raise RuntimeError(f"{' '.join(command)} failed ({done.returncode}): {done.stderr}\n{server_log}")
+
+
+@contextmanager
+def running_cluster() -> Iterator[PgCluster]:
+    """A started throwaway cluster for a test fixture; a missing install fails the test, it never skips."""
+    import pytest
+
+    try:
+        cluster = PgCluster(ensure_bin_dir())
+    except PgUnavailable as exc:
+        pytest.fail(str(exc), pytrace=False)
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.destroy()

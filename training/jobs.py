@@ -15,6 +15,8 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Protocol
 
@@ -55,6 +57,26 @@ class _JobFile(msgspec.Struct):
     cancelled: bool = False
 
 
+@contextmanager
+def new_job_folder(
+    root: Path, base: str, spec: TrainSpec, list_jobs: Callable[[], list[JobStatus]]
+) -> Iterator[tuple[str, Path, TrainSpec]]:
+    """One active job per base model: check, then create the job's folder (spec, first status), all under a
+    lock on ``root`` shared by every gateway worker; the caller launches the job before the lock is released."""
+    with open(root / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        for job in list_jobs():
+            if job.base_model == base and job.progress.state in ACTIVE:
+                raise JobConflict(f"job {job.id} is already training {base}")
+        job_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+        folder = root / job_id
+        folder.mkdir()
+        spec = msgspec.structs.replace(spec, status_file=str(folder / "status.json"))
+        (folder / "spec.json").write_bytes(msgspec.json.encode(spec))
+        write_json_atomic(folder / "status.json", Progress(updated_at=time.time()))
+        yield job_id, folder, spec
+
+
 class LocalJobRunner:
     """One child process per job (``python -m training.cli run --spec``), in its own process group."""
 
@@ -66,18 +88,7 @@ class LocalJobRunner:
 
     def start(self, spec: TrainSpec) -> JobStatus:
         base = str(Path(spec.base).resolve())
-        # The lock makes check-then-start atomic across gateway workers sharing ``root``.
-        with open(self.root / ".lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            for job in self.list():
-                if job.base_model == base and job.progress.state in ACTIVE:
-                    raise JobConflict(f"job {job.id} is already training {base}")
-            job_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
-            folder = self.root / job_id
-            folder.mkdir()
-            spec = msgspec.structs.replace(spec, status_file=str(folder / "status.json"))
-            (folder / "spec.json").write_bytes(msgspec.json.encode(spec))
-            write_json_atomic(folder / "status.json", Progress(updated_at=time.time()))
+        with new_job_folder(self.root, base, spec, self.list) as (job_id, folder, spec):
             with open(folder / "train.log", "wb") as log:
                 child = subprocess.Popen(
                     [self._python, "-m", "training.cli", "run", "--spec", str(folder / "spec.json")],

@@ -24,21 +24,51 @@ DB = {"database": {"url": "postgresql+psycopg://driftgate:pw@db.example:5432/dri
 # The combinations docs/deploy.md documents.
 VALUE_SETS: dict[str, dict[str, Any]] = {
     "external-db": DB,
-    "existing-secrets": {"database": {"existingSecret": "dg-db", "existingSecretKey": "url"},
-                         "gateway": {"keys": {"existingSecret": "dg-keys"}}},
+    "existing-secrets": {
+        "database": {"existingSecret": "dg-db", "existingSecretKey": "url"},
+        "gateway": {"keys": {"existingSecret": "dg-keys"}},
+    },
     "postgresql-dependency": {"postgresql": {"enabled": True, "auth": {"password": "s3cret/+"}}},
-    "several-models": {**DB, "vllm": {"models": [
-        {"name": "smollm2", "model": "HuggingFaceTB/SmolLM2-135M-Instruct"},
-        {"name": "qwen-7b", "model": "Qwen/Qwen2.5-7B-Instruct", "tensorParallelSize": 2, "gpus": 2,
-         "maxLoraRank": 32, "replicas": 2, "extraArgs": ["--enforce-eager"]},
-    ]}},
-    "hpa-off": {**DB, "gateway": {"autoscaling": {"enabled": False}, "replicas": 3,
-                                  "podDisruptionBudget": {"enabled": False}, "keys": {"adminKey": "k"}}},
-    "object-storage-adapters": {**DB, "adapters": {"storage": "objectStorage",
-                                                   "objectStorage": {"uri": "s3://bucket/adapters"}}},
-    "minimal": {**DB, "training": {"enabled": False}, "tracing": {"enabled": True},
-                "monitoring": {"serviceMonitor": {"enabled": False}, "prometheusRule": {"enabled": False},
-                               "dashboards": {"enabled": False}}},
+    "several-models": {
+        **DB,
+        "vllm": {
+            "models": [
+                {"name": "smollm2", "model": "HuggingFaceTB/SmolLM2-135M-Instruct"},
+                {
+                    "name": "qwen-7b",
+                    "model": "Qwen/Qwen2.5-7B-Instruct",
+                    "tensorParallelSize": 2,
+                    "gpus": 2,
+                    "maxLoraRank": 32,
+                    "replicas": 2,
+                    "extraArgs": ["--enforce-eager"],
+                },
+            ]
+        },
+    },
+    "hpa-off": {
+        **DB,
+        "gateway": {
+            "autoscaling": {"enabled": False},
+            "replicas": 3,
+            "podDisruptionBudget": {"enabled": False},
+            "keys": {"adminKey": "k"},
+        },
+    },
+    "object-storage-adapters": {
+        **DB,
+        "adapters": {"storage": "objectStorage", "objectStorage": {"uri": "s3://bucket/adapters"}},
+    },
+    "minimal": {
+        **DB,
+        "training": {"enabled": False},
+        "tracing": {"enabled": True},
+        "monitoring": {
+            "serviceMonitor": {"enabled": False},
+            "prometheusRule": {"enabled": False},
+            "dashboards": {"enabled": False},
+        },
+    },
 }
 CRDS = {"ServiceMonitor", "PrometheusRule"}
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -130,8 +160,10 @@ def test_selectors_match_their_pods(rendered) -> None:
         selector = service["spec"]["selector"].items()
         assert any(selector <= d["spec"]["template"]["metadata"]["labels"].items() for d in deployments)
     for deployment in deployments:
-        assert deployment["spec"]["selector"]["matchLabels"].items() <= \
-            deployment["spec"]["template"]["metadata"]["labels"].items()
+        assert (
+            deployment["spec"]["selector"]["matchLabels"].items()
+            <= deployment["spec"]["template"]["metadata"]["labels"].items()
+        )
 
 
 def test_gateway_probes_config_and_settings(rendered) -> None:
@@ -169,8 +201,9 @@ def test_vllm_deployments_serve_lora(rendered) -> None:
     models = models_of(name)
     vllm = [d for d in by_kind(objects, "Deployment") if "-vllm-" in d["metadata"]["name"]]
     assert len(vllm) == len(models)
-    for deployment, model in zip(sorted(vllm, key=lambda d: d["metadata"]["name"]),
-                                 sorted(models, key=lambda m: m["name"]), strict=True):
+    for deployment, model in zip(
+        sorted(vllm, key=lambda d: d["metadata"]["name"]), sorted(models, key=lambda m: m["name"]), strict=True
+    ):
         container = deployment["spec"]["template"]["spec"]["containers"][0]
         args = container["args"]
         assert "--enable-lora" in args
@@ -188,8 +221,13 @@ def test_role_grants_exactly_what_the_job_runner_calls(rendered) -> None:
     if name == "minimal":
         assert not roles and not by_kind(objects, "RoleBinding")
         return
-    granted = {(g, r, v) for rule in roles[0]["rules"] for g in rule["apiGroups"] for r in rule["resources"]
-               for v in rule["verbs"]}
+    granted = {
+        (g, r, v)
+        for rule in roles[0]["rules"]
+        for g in rule["apiGroups"]
+        for r in rule["resources"]
+        for v in rule["verbs"]
+    }
     assert granted == {(g, r, v) for g, r, verbs in REQUIRED_RULES for v in verbs}
     binding = by_kind(objects, "RoleBinding")[0]
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "dg-driftgate-gateway", "namespace": "ml"}]
@@ -219,8 +257,9 @@ def test_chart_copies_equal_their_sources() -> None:
 
 
 def test_helm_lint_finds_only_the_missing_vendored_dependency() -> None:
-    report = helm().lint(str(CHART), values=DB) if "values" in helm().lint.__code__.co_varnames else helm().lint(
-        str(CHART))
+    report = (
+        helm().lint(str(CHART), values=DB) if "values" in helm().lint.__code__.co_varnames else helm().lint(str(CHART))
+    )
     errors = [m for m in report["messages"] if m["severity"] >= 2]
     assert all("missing these dependencies: postgresql" in m["error"] for m in errors), errors
 
@@ -264,8 +303,10 @@ def test_schema_accepts_defaults_and_every_documented_set() -> None:
     [
         ({}, "cluster mode needs PostgreSQL"),
         ({"postgresql": {"enabled": True}}, "postgresql.auth.password is required"),
-        ({**DB, "vllm": {"models": [{"name": "a", "model": "x", "tensorParallelSize": 4, "gpus": 2}]}},
-         "must be at least tensorParallelSize"),
+        (
+            {**DB, "vllm": {"models": [{"name": "a", "model": "x", "tensorParallelSize": 4, "gpus": 2}]}},
+            "must be at least tensorParallelSize",
+        ),
         ({**DB, "adapters": {"storage": "objectStorage"}}, "adapters.objectStorage.uri is required"),
     ],
     ids=["no-database", "no-password", "too-few-gpus", "no-uri"],

@@ -33,8 +33,17 @@ def run(*args: str) -> str:
 def test_compose_file_validates() -> None:
     config = yaml.safe_load(run(tool("docker-compose"), "-f", str(COMPOSE), "config"))
     services = config["services"]
-    assert set(services) >= {"vllm", "gateway", "trainer", "postgres", "prometheus", "alertmanager", "grafana",
-                             "otel-collector", "jaeger"}
+    assert set(services) >= {
+        "vllm",
+        "gateway",
+        "trainer",
+        "postgres",
+        "prometheus",
+        "alertmanager",
+        "grafana",
+        "otel-collector",
+        "jaeger",
+    }
     assert "--enable-lora" in services["vllm"]["command"]
     assert services["vllm"]["environment"]["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] == "True"
     assert services["vllm"]["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == ["gpu"]

@@ -28,9 +28,14 @@ def cluster() -> Iterator[FakeKubernetes]:
 @pytest.fixture
 def runner(cluster: FakeKubernetes, tmp_path: Path) -> KubernetesJobRunner:
     settings = K8sJobSettings(
-        namespace="ml", image="ghcr.io/driftgate/trainer:0.1.0", service_account="dg-trainer",
-        shared_claim="dg-adapters", shared_path=str(tmp_path), gpus=1,
-        resources={"requests": {"cpu": "4", "memory": "32Gi"}}, poll_s=0.01,
+        namespace="ml",
+        image="ghcr.io/driftgate/trainer:0.1.0",
+        service_account="dg-trainer",
+        shared_claim="dg-adapters",
+        shared_path=str(tmp_path),
+        gpus=1,
+        resources={"requests": {"cpu": "4", "memory": "32Gi"}},
+        poll_s=0.01,
     )
     return KubernetesJobRunner(settings, cluster.api_client())
 
@@ -63,8 +68,12 @@ def test_start_creates_a_valid_job_with_the_spec_on_shared_storage(cluster, runn
 
 def test_queued_then_running_then_succeeded(cluster, runner) -> None:
     job_id = runner.start(spec()).id
-    unschedulable = {"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
-                     "message": "0/3 nodes have nvidia.com/gpu"}
+    unschedulable = {
+        "type": "PodScheduled",
+        "status": "False",
+        "reason": "Unschedulable",
+        "message": "0/3 nodes have nvidia.com/gpu",
+    }
     cluster.add_pod(job_id, "p1", {"phase": "Pending", "conditions": [unschedulable]})
     queued = runner.status(job_id).progress
     assert queued.state == "queued" and "nvidia.com/gpu" in queued.message
@@ -93,20 +102,35 @@ def test_queued_then_running_then_succeeded(cluster, runner) -> None:
     ("pod_status", "conditions", "expected"),
     [
         (
-            {"phase": "Failed", "containerStatuses": [
-                {"name": "trainer", "state": {"terminated": {"reason": "OOMKilled", "exitCode": 137}}}]},
+            {
+                "phase": "Failed",
+                "containerStatuses": [
+                    {"name": "trainer", "state": {"terminated": {"reason": "OOMKilled", "exitCode": 137}}}
+                ],
+            },
             ("Failed",),
             "ran out of memory (OOMKilled)",
         ),
         (
-            {"phase": "Pending", "containerStatuses": [{"name": "trainer", "state": {"waiting": {
-                "reason": "ImagePullBackOff", "message": 'Back-off pulling image "ghcr.io/x"'}}}]},
+            {
+                "phase": "Pending",
+                "containerStatuses": [
+                    {
+                        "name": "trainer",
+                        "state": {
+                            "waiting": {"reason": "ImagePullBackOff", "message": 'Back-off pulling image "ghcr.io/x"'}
+                        },
+                    }
+                ],
+            },
             (),
             "cannot be pulled (ImagePullBackOff",
         ),
         (
-            {"phase": "Failed", "containerStatuses": [
-                {"name": "trainer", "state": {"terminated": {"reason": "Error", "exitCode": 2}}}]},
+            {
+                "phase": "Failed",
+                "containerStatuses": [{"name": "trainer", "state": {"terminated": {"reason": "Error", "exitCode": 2}}}],
+            },
             ("Failed",),
             "exited with an error; exit code 2",
         ),
@@ -161,8 +185,15 @@ def test_every_call_is_in_required_rules(cluster, runner) -> None:
 
 
 def test_settings_from_the_charts_environment() -> None:
-    env = {"K8S_JOBS_NAMESPACE": "ml", "K8S_JOBS_IMAGE": "t:1", "K8S_JOBS_SERVICE_ACCOUNT": "sa",
-           "K8S_JOBS_SHARED_CLAIM": "c", "K8S_JOBS_SHARED_PATH": "/s", "K8S_JOBS_GPUS": "2",
-           "K8S_JOBS_RESOURCES": '{"limits": {"memory": "8Gi"}}', "K8S_JOBS_TTL_SECONDS": "60"}
+    env = {
+        "K8S_JOBS_NAMESPACE": "ml",
+        "K8S_JOBS_IMAGE": "t:1",
+        "K8S_JOBS_SERVICE_ACCOUNT": "sa",
+        "K8S_JOBS_SHARED_CLAIM": "c",
+        "K8S_JOBS_SHARED_PATH": "/s",
+        "K8S_JOBS_GPUS": "2",
+        "K8S_JOBS_RESOURCES": '{"limits": {"memory": "8Gi"}}',
+        "K8S_JOBS_TTL_SECONDS": "60",
+    }
     settings = K8sJobSettings.from_env(env)
     assert (settings.gpus, settings.ttl_seconds, settings.resources["limits"]["memory"]) == (2, 60, "8Gi")

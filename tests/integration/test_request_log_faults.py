@@ -16,20 +16,16 @@ from guards import GuardsConfig
 from monitor.request_log import RequestLogConfig
 from monitor.request_log_store import RequestLogStore
 from tests.conftest import running_gateway, settings_for
-from tests.pg import PgCluster, PgUnavailable, ensure_bin_dir
+from tests.pg import PgCluster, running_cluster
 
 CHAT = {"model": "m", "messages": [{"role": "user", "content": "Mail me at jane.doe@example.com"}]}
 
 
 @pytest.fixture
 def postgres() -> Iterator[PgCluster]:
-    try:
-        cluster = PgCluster(ensure_bin_dir())
-    except PgUnavailable as exc:
-        pytest.fail(str(exc), pytrace=False)
-    cluster.start()
-    yield cluster
-    cluster.destroy()
+    """A cluster of its own: this test stops and restarts the server."""
+    with running_cluster() as cluster:
+        yield cluster
 
 
 def log_counts(metrics_text: str) -> dict[str, float]:

@@ -1,30 +1,18 @@
-"""Adapter fixtures: peft-shaped adapter directories on disk, a real PostgreSQL server (tests/pg.py), and
+"""Adapter fixtures: peft-shaped adapter directories on disk, and
 settings for a test gateway with adapters on over SQLite in the test's own directory."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from gateway.config import AdaptersConfig, ModelRoute, Settings
 from tests.conftest import settings_for
-from tests.pg import PgCluster, PgUnavailable, ensure_bin_dir
 
 BASE = "smol"
-
-
-@pytest.fixture(scope="session")
-def adapters_pg() -> Iterator[PgCluster]:
-    try:
-        cluster = PgCluster(ensure_bin_dir())
-    except PgUnavailable as exc:
-        pytest.fail(str(exc), pytrace=False)
-    cluster.start()
-    yield cluster
-    cluster.destroy()
 
 
 def write_adapter(directory: Path, **overrides: object) -> str:

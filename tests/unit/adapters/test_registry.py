@@ -19,7 +19,7 @@ def registry(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Registr
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'driftgate.db'}"
     else:
-        cluster: PgCluster = request.getfixturevalue("adapters_pg")
+        cluster: PgCluster = request.getfixturevalue("pg_cluster")
         url = cluster.create_database(f"adapters_{uuid.uuid4().hex[:12]}")
     store = Registry(url)
     yield store

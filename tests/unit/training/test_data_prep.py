@@ -18,8 +18,10 @@ from training.prepare import mix_count, prepare, remove_leaks
 def topic_records(count: int) -> list[dict]:
     words = "apple river cloud engine violin garden marble falcon copper lantern".split()
     return [
-        {"prompt": f"Question {i}: tell me about the {words[i % 10]} number {i} and {words[(i * 7) % 10]}",
-         "completion": f"Answer {i} about {words[i % 10]} {i}"}
+        {
+            "prompt": f"Question {i}: tell me about the {words[i % 10]} number {i} and {words[(i * 7) % 10]}",
+            "completion": f"Answer {i} about {words[i % 10]} {i}",
+        }
         for i in range(count)
     ]
 

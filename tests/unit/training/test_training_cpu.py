@@ -17,9 +17,28 @@ from training.config import DataConfig, LoopConfig, LoraConfig, TrainSpec
 from training.run import RunResult, run
 
 TOPICS = (
-    "the weather", "my cat", "coffee", "the ocean", "a good book", "running", "the moon", "bread", "trains",
-    "music", "gardening", "the city", "winter", "chess", "the forest", "a bicycle", "tea", "mountains",
-    "the library", "stars", "candles", "the harbor",
+    "the weather",
+    "my cat",
+    "coffee",
+    "the ocean",
+    "a good book",
+    "running",
+    "the moon",
+    "bread",
+    "trains",
+    "music",
+    "gardening",
+    "the city",
+    "winter",
+    "chess",
+    "the forest",
+    "a bicycle",
+    "tea",
+    "mountains",
+    "the library",
+    "stars",
+    "candles",
+    "the harbor",
 )
 FORMS = ("Tell me about {}.", "Say something about {}.")
 MARGIN = 0.25
