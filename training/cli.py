@@ -95,8 +95,12 @@ def run_command(
             data_config=DataConfig(general_share=general_share),
             lora=LoraConfig(rank=rank, alpha=2 * rank),
             loop=LoopConfig(
-                steps=steps, eval_every=eval_every, batch_size=batch_size, grad_accum=grad_accum,
-                learning_rate=learning_rate, seed=seed,
+                steps=steps,
+                eval_every=eval_every,
+                batch_size=batch_size,
+                grad_accum=grad_accum,
+                learning_rate=learning_rate,
+                seed=seed,
             ),
             production_adapter=str(production) if production else None,
         )

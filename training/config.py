@@ -63,6 +63,9 @@ class Gate(msgspec.Struct, forbid_unknown_fields=True):
     max_forgetting: float = 0.1
     # When references exist: candidate ROUGE-L may be at most this far below the baseline's.
     max_rouge_drop: float = 0.02
+    # Per named eval set (``TrainSpec.eval_sets``): candidate loss may be at most baseline loss x this ratio.
+    # The closed loop asks for 0.9 on the new traffic (win by 10%) and 1.1 on the old (lose at most 10%).
+    slices: dict[str, float] = msgspec.field(default_factory=dict)
 
 
 class TrainSpec(msgspec.Struct, forbid_unknown_fields=True):
@@ -76,6 +79,9 @@ class TrainSpec(msgspec.Struct, forbid_unknown_fields=True):
     gate: Gate = msgspec.field(default_factory=Gate)
     # The adapter currently in production for this alias; None compares against the base model.
     production_adapter: str | None = None
+    # Named held-out eval sets (JSONL) scored for every model, e.g. the new topic and the old one; the
+    # leakage check keeps their prompts out of the train split too.
+    eval_sets: dict[str, str] = msgspec.field(default_factory=dict)
     redact_pii: bool = True
     # Generated answers scored against references (exact match, ROUGE-L); 0 skips generation.
     task_eval_limit: int = 16

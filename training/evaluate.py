@@ -32,6 +32,8 @@ class ModelScores(msgspec.Struct):
     perplexity: float
     general_loss: float | None = None
     task: TaskScore | None = None
+    # Loss on each named eval set (``TrainSpec.eval_sets``).
+    slices: dict[str, float] = msgspec.field(default_factory=dict)
 
 
 class GateVerdict(msgspec.Struct, frozen=True):
@@ -131,6 +133,16 @@ def check_gate(gate: Gate, candidate: ModelScores, baseline: ModelScores, base: 
             reasons.append(
                 f"forgetting: general loss {candidate.general_loss:.4f} > {limit:.4f} "
                 f"(base {base.general_loss:.4f} plus {gate.max_forgetting:.0%})"
+            )
+    for name, ratio in sorted(gate.slices.items()):
+        if name not in candidate.slices or name not in baseline.slices:
+            reasons.append(f"no eval set named {name!r} was scored")
+            continue
+        limit = baseline.slices[name] * ratio
+        if candidate.slices[name] > limit:
+            reasons.append(
+                f"{name}: loss {candidate.slices[name]:.4f} > {limit:.4f} "
+                f"({baseline.name} {baseline.slices[name]:.4f} x {ratio})"
             )
     if candidate.task is not None and baseline.task is not None:
         floor = baseline.task.rouge_l - gate.max_rouge_drop

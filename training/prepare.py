@@ -49,6 +49,8 @@ class PreparedData(msgspec.Struct):
     # General prompts never mixed into train: the forgetting check's loss is measured on them.
     general_eval: list[Example]
     report: DataReport
+    # The spec's named eval sets, redacted like the rest.
+    eval_sets: dict[str, list[Example]] = msgspec.field(default_factory=dict)
 
 
 def sha256_file(path: str | Path) -> str:
@@ -60,23 +62,37 @@ def sha256_file(path: str | Path) -> str:
 
 
 def prepare(
-    path: str | Path, config: DataConfig, *, redact: Redact | None = None, seed: int = 0
+    path: str | Path,
+    config: DataConfig,
+    *,
+    redact: Redact | None = None,
+    seed: int = 0,
+    eval_sets: dict[str, str] | None = None,
 ) -> PreparedData:
+    """``eval_sets``: named held-out JSONL files; their bad records are reported under their name."""
     report = DataReport(str(path), sha256_file(path))
     examples, report.problems = read_jsonl(path)
     report.records = len(examples) + len(report.problems)
+    held_out: dict[str, list[Example]] = {}
+    for name, held_out_path in (eval_sets or {}).items():
+        held_out[name], problems = read_jsonl(held_out_path, source=name)
+        report.problems += problems
+        if not held_out[name]:
+            raise ValueError(f"eval set {name!r} ({held_out_path}) has no usable records")
     if config.strict and report.problems:
         raise BadData(report.problems[0])
     if redact is not None:
         examples, report.redacted = redact_all(examples, redact)
+        held_out = {name: redact_all(found, redact)[0] for name, found in held_out.items()}
     examples, report.duplicates = deduplicate(examples, config.near_dup_threshold)
     train, evaluation = split(examples, config, seed)
-    train, report.leaks = remove_leaks(train, evaluation, config.near_dup_threshold)
+    every_eval = evaluation + [example for found in held_out.values() for example in found]
+    train, report.leaks = remove_leaks(train, every_eval, config.near_dup_threshold)
     pool, general_eval = general_examples(config)
     mixed = mix_count(len(train), config.general_share, len(pool))
     train = train + random.Random(seed).sample(pool, mixed)
     report.train, report.eval, report.general_mixed = len(train), len(evaluation), mixed
-    return PreparedData(train, evaluation, general_eval, report)
+    return PreparedData(train, evaluation, general_eval, report, held_out)
 
 
 def redact_all(examples: list[Example], redact: Redact) -> tuple[list[Example], int]:

@@ -65,6 +65,23 @@ def _row(scores: ModelScores) -> str:
     return f"| {scores.name} | {scores.eval_loss:.4f} | {scores.perplexity:.2f} | {general} | {task} |"
 
 
+def _slice_table(models: list[ModelScores]) -> list[str]:
+    """Loss per named eval set, one row per model (the baseline once when it is the base model)."""
+    names = sorted(models[-1].slices)
+    if not names:
+        return []
+    unique = list({scores.name: scores for scores in models}.values())
+    rows = [f"| {s.name} | " + " | ".join(f"{s.slices[n]:.4f}" for n in names if n in s.slices) + " |" for s in unique]
+    return [
+        "",
+        "Loss on each named eval set:",
+        "",
+        f"| model | {' | '.join(names)} |",
+        "|---" * (len(names) + 1) + "|",
+        *rows,
+    ]
+
+
 def model_card(record: RunRecord) -> str:
     base = record.spec["base"]
     loop, lora = record.loop, record.spec["lora"]
@@ -73,6 +90,7 @@ def model_card(record: RunRecord) -> str:
         rows.append(_row(record.baseline))
     rows.append(_row(record.candidate))
     verdict = "passed" if record.gate.passed else "failed: " + "; ".join(record.gate.reasons)
+    slices = _slice_table([record.base, record.baseline, record.candidate])
     return "\n".join(
         [
             "---",
@@ -96,6 +114,7 @@ def model_card(record: RunRecord) -> str:
             "| model | validation loss | perplexity | general-set loss | exact match | ROUGE-L |",
             "|---|---|---|---|---|---|",
             *rows,
+            *slices,
             "",
             f"Gate: **{verdict}**.",
             "",

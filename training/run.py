@@ -75,7 +75,7 @@ def lengths(data: PreparedData, tokenizer, spec: TrainSpec) -> tuple[LengthStats
     return stats, chosen
 
 
-def scores(name, model, tokenizer, spec, encoded_eval, encoded_general, data, pad_id) -> ModelScores:
+def scores(name, model, tokenizer, spec, encoded_eval, encoded_general, data, pad_id, encoded_slices) -> ModelScores:
     loss = eval_loss(model, encoded_eval, pad_id, spec.loop.batch_size)
     return ModelScores(
         name,
@@ -83,6 +83,7 @@ def scores(name, model, tokenizer, spec, encoded_eval, encoded_general, data, pa
         round(perplexity(loss), 4),
         round(eval_loss(model, encoded_general, pad_id, spec.loop.batch_size), 5),
         task_score(model, tokenizer, data.eval, spec.task_eval_limit) if spec.task_eval_limit else None,
+        {key: round(eval_loss(model, found, pad_id, spec.loop.batch_size), 5) for key, found in encoded_slices.items()},
     )
 
 
@@ -107,7 +108,7 @@ def run(
     clock = time.perf_counter()
     publish(phase="preparing")
     seed_everything(spec.loop.seed)
-    data = prepare(spec.data, spec.data_config, redact=redact, seed=spec.loop.seed)
+    data = prepare(spec.data, spec.data_config, redact=redact, seed=spec.loop.seed, eval_sets=spec.eval_sets)
     console.print(report_table(data.report))
     tokenizer = AutoTokenizer.from_pretrained(spec.base)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -116,6 +117,7 @@ def run(
     train_set = [encode(e, tokenizer, max_len) for e in data.train]
     eval_set = [encode(e, tokenizer, max_len) for e in data.eval]
     general_set = [encode(e, tokenizer, max_len) for e in data.general_eval]
+    slice_sets = {name: [encode(e, tokenizer, max_len) for e in found] for name, found in data.eval_sets.items()}
     durations["prepare"] = round(time.perf_counter() - clock, 3)
 
     where = models.device()
@@ -130,12 +132,12 @@ def run(
     publish(phase="baseline")
     # LoRA's B starts at zero (and DoRA's magnitude at the weight norm): adapter off = the base model.
     with model.disable_adapter():
-        base = scores("base", model, tokenizer, spec, eval_set, general_set, data, pad_id)
+        base = scores("base", model, tokenizer, spec, eval_set, general_set, data, pad_id, slice_sets)
     baseline = base
     if spec.production_adapter:
         model.load_adapter(spec.production_adapter, adapter_name="production")
         model.set_adapter("production")
-        baseline = scores("production", model, tokenizer, spec, eval_set, general_set, data, pad_id)
+        baseline = scores("production", model, tokenizer, spec, eval_set, general_set, data, pad_id, slice_sets)
         model.set_adapter("default")
         model.delete_adapter("production")
     durations["baseline"] = round(time.perf_counter() - clock, 3)
@@ -164,7 +166,7 @@ def run(
     publish(phase="evaluating")
     adapter_dir = out / "adapter"
     load_adapter_weights(model, adapter_dir)
-    candidate = scores("candidate", model, tokenizer, spec, eval_set, general_set, data, pad_id)
+    candidate = scores("candidate", model, tokenizer, spec, eval_set, general_set, data, pad_id, slice_sets)
     verdict = check_gate(spec.gate, candidate, baseline, base)
     durations["evaluate"] = round(time.perf_counter() - clock, 3)
     durations["total"] = round(sum(durations.values()), 3)

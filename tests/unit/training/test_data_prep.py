@@ -169,3 +169,40 @@ def test_task_scores() -> None:
     assert rouge_l("the cat sat on the mat", "the cat sat on the mat") == 1.0
     assert rouge_l("the cat sat", "the cat sat on the mat") == pytest.approx(2 * 1 * 0.5 / 1.5)
     assert rouge_l("dogs bark", "the cat sat") == 0.0
+
+
+def test_named_eval_sets_are_read_redacted_and_kept_out_of_train(tmp_path: Path) -> None:
+    records = topic_records(30)
+    (tmp_path / "new.jsonl").write_text(
+        "\n".join(json.dumps(r) for r in records[:3]) + "\n{broken\n" + json.dumps({"prompt": "x", "completion": ""})
+    )
+    data = prepare(
+        write(tmp_path, [json.dumps(r) for r in records]),
+        DataConfig(eval_share=0.1),
+        redact=str.upper,
+        eval_sets={"new": str(tmp_path / "new.jsonl")},
+    )
+    held_out = {e.prompt for e in data.eval_sets["new"]}
+    assert len(held_out) == 3 and all(p == p.upper() for p in held_out)
+    assert not [e for e in data.train if e.prompt in held_out], "an eval-set prompt leaked into train"
+    assert {(p.source, p.line, p.kind) for p in data.report.problems} == {
+        ("new", 4, "malformed_json"),
+        ("new", 5, "empty_answer"),
+    }
+
+
+def test_gate_slices_hold_the_candidate_to_a_ratio_of_the_baseline_per_eval_set() -> None:
+    from training.config import Gate
+    from training.evaluate import ModelScores, check_gate
+
+    gate = Gate(max_forgetting=1.0, slices={"new": 0.9, "old": 1.1})
+    production = ModelScores("production", 2.0, 7.4, slices={"new": 3.0, "old": 1.0})
+    good = ModelScores("candidate", 1.9, 6.7, slices={"new": 2.6, "old": 1.05})
+    assert check_gate(gate, good, production, production).passed
+    no_win = ModelScores("candidate", 1.9, 6.7, slices={"new": 2.8, "old": 1.0})
+    forgot = ModelScores("candidate", 1.9, 6.7, slices={"new": 2.0, "old": 1.2})
+    for candidate, what in ((no_win, "new: loss 2.8000 > 2.7000"), (forgot, "old: loss 1.2000 > 1.1000")):
+        verdict = check_gate(gate, candidate, production, production)
+        assert not verdict.passed and any(what in reason for reason in verdict.reasons), verdict
+    unscored = check_gate(gate, ModelScores("candidate", 1.9, 6.7), production, production)
+    assert not unscored.passed and "no eval set named 'new'" in unscored.reasons[0]
