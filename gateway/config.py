@@ -59,6 +59,15 @@ class HealthCheck(msgspec.Struct, forbid_unknown_fields=True):
     timeout_s: float = 2.0
 
 
+class BreakerConfig(msgspec.Struct, forbid_unknown_fields=True):
+    """Circuit breaker per backend: after ``failures`` consecutive connect failures or timeouts, the backend
+    gets no traffic for ``cooldown_s``; then one request probes it (or a passing health check closes it, when
+    the breaker opened on connect failures)."""
+
+    failures: int = 5
+    cooldown_s: float = 30.0
+
+
 class EmbeddedVLLM(msgspec.Struct, forbid_unknown_fields=True):
     """The vLLM child process that ``driftgate up`` runs."""
 
@@ -106,6 +115,14 @@ class RequestLimits(msgspec.Struct, forbid_unknown_fields=True):
 
     max_tokens: int | None = None  # on max_tokens / max_completion_tokens; a request without one is left alone
     max_messages: int | None = 1000
+    # Inference requests one gateway worker holds at once; beyond it a fast 503 instead of a queue.
+    max_in_flight: int | None = 1024
+
+
+class ShutdownConfig(msgspec.Struct, forbid_unknown_fields=True):
+    # On SIGTERM/SIGINT the gateway stops accepting, finishes what is in flight, then exits; a worker still
+    # busy after this many seconds is killed (keep it below Kubernetes' terminationGracePeriodSeconds).
+    grace_s: int = 25
 
 
 class Settings(msgspec.Struct, forbid_unknown_fields=True):
@@ -116,6 +133,8 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
     models: list[ModelRoute] = msgspec.field(default_factory=list)
     timeouts: Timeouts = msgspec.field(default_factory=Timeouts)
     health: HealthCheck = msgspec.field(default_factory=HealthCheck)
+    breaker: BreakerConfig = msgspec.field(default_factory=BreakerConfig)
+    shutdown: ShutdownConfig = msgspec.field(default_factory=ShutdownConfig)
     max_body_bytes: int = 4 * 1024 * 1024
     embedded: EmbeddedVLLM = msgspec.field(default_factory=EmbeddedVLLM)
     tracing: TracingSettings = msgspec.field(default_factory=TracingSettings)

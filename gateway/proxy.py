@@ -3,6 +3,11 @@
 A request is retried on another replica only when it never reached the first one (the connection
 could not be made): generation is not idempotent, so anything that may have run on a backend is not
 sent twice.
+
+Every exchange tells the backend's circuit breaker how it went: connect failures, timeouts and dropped
+connections count against it, a completely read answer (whatever its status: the server is alive)
+closes it. Replicas whose breaker is open are skipped; with none left the caller gets a fast 503 whose
+``Retry-After`` is the time until the first breaker half-opens.
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ class _Exchange:
     def finish(self, *, completed: bool) -> None:
         """Return the connection to the pool if the body was read to the end, else drop it."""
         if completed:
+            self.backend.breaker.succeeded()
             self.response.release()
         else:
             self.response.close()
@@ -78,11 +84,11 @@ class UpstreamStream:
             completed = True
         except TimeoutError:
             log.warning("stream from %s stalled past the read timeout", self._exchange.backend.url)
-            _count_error(self._exchange.backend, "timeout")
+            _failed(self._exchange.backend, "timeout")
             yield _sse_error(errors.upstream_timeout(self._model))
         except aiohttp.ClientError as exc:
             self._exchange.backend.mark_down(f"stream broke: {exc!r}")
-            _count_error(self._exchange.backend, "disconnect")
+            _failed(self._exchange.backend, "disconnect")
             yield _sse_error(errors.backend_unavailable(self._model))
         finally:
             # Runs on client disconnect too (the generator is closed): closing the connection makes
@@ -112,11 +118,11 @@ class Upstream:
             payload = await exchange.response.read()
             completed = True
         except TimeoutError as exc:
-            _count_error(exchange.backend, "timeout")
+            _failed(exchange.backend, "timeout")
             raise errors.upstream_timeout(model) from exc
         except aiohttp.ClientError as exc:
             exchange.backend.mark_down(f"response broke: {exc!r}")
-            _count_error(exchange.backend, "disconnect")
+            _failed(exchange.backend, "disconnect")
             raise errors.backend_unavailable(model) from exc
         finally:
             exchange.finish(completed=completed)
@@ -139,10 +145,15 @@ class Upstream:
     async def _open(self, model: str, path: str, body: bytes, headers: dict[str, str]) -> _Exchange:
         previous: Backend | None = None
         for backend in self._pool.candidates(model):
+            probe = backend.breaker.acquire()
+            if probe is False:  # half-open and another request is already its probe
+                continue
             if previous is not None:
                 metrics.UPSTREAM_RETRIES.labels(previous.url).inc()
             previous = backend
             lease = ExitStack()
+            if probe:
+                lease.callback(backend.breaker.end_probe)
             lease.enter_context(backend.lease())
             started = time.perf_counter()
             try:
@@ -152,26 +163,43 @@ class Upstream:
             except _NOT_SENT as exc:
                 lease.close()
                 backend.mark_down(f"connect failed: {exc!r}")
-                _count_error(backend, "connect")
+                _failed(backend, "connect")
                 continue
             except TimeoutError as exc:
                 lease.close()
-                _count_error(backend, "timeout")
+                _failed(backend, "timeout")
                 raise errors.upstream_timeout(model) from exc
             except aiohttp.ClientError as exc:
                 lease.close()
                 backend.mark_down(f"request failed: {exc!r}")
-                _count_error(backend, "disconnect")
+                _failed(backend, "disconnect")
                 raise errors.backend_unavailable(model) from exc
             except BaseException:
                 lease.close()
                 raise
             return _Exchange(response, backend, lease, time.perf_counter() - started)
+        retry_after = self._pool.retry_after_s(model)
+        if retry_after is not None and previous is None:
+            metrics.REJECTED_REQUESTS.labels("circuit_open").inc()
+            raise circuit_open(model, retry_after)
         raise errors.backend_unavailable(model)
 
 
-def _count_error(backend: Backend, kind: str) -> None:
+def _failed(backend: Backend, kind: str) -> None:
+    """A connect failure, timeout or dropped connection: counted, and held against the backend's breaker."""
     metrics.UPSTREAM_ERRORS.labels(backend.url, kind).inc()
+    backend.breaker.failed(kind)
+
+
+def circuit_open(model: str, retry_after_s: float) -> OpenAIError:
+    """Every replica of ``model`` is behind an open breaker (or busy probing): fail now, not after a timeout."""
+    return OpenAIError(
+        503,
+        f"Every backend serving `{model}` is failing and paused (circuit open); retry after {retry_after_s:.0f} s.",
+        type="service_unavailable_error",
+        code="backend_unavailable",
+        headers={"retry-after": str(max(1, round(retry_after_s)))},
+    )
 
 
 def upstream_error(status: int, payload: bytes) -> OpenAIError:

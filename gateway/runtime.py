@@ -35,7 +35,7 @@ class Gateway:
         self.settings = settings
         self.tracing = tracing
         self.tracer = tracing.tracer if tracing is not None else None
-        self.pool = BackendPool(settings.models)
+        self.pool = BackendPool(settings.models, settings.breaker)
         self.guards = GuardSet(settings)
         self.started_at = int(time.time())
         self._upstream: Upstream | None = None

@@ -129,3 +129,21 @@ ADAPTER_LOAD_SECONDS = Histogram(
     "Time for a backend to load a LoRA adapter (POST /v1/load_lora_adapter).",
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
+
+# Resilience: circuit breakers, and requests turned away before reaching a backend.
+BACKEND_CIRCUIT_OPEN = Gauge(
+    "driftgate_backend_circuit_open",
+    "1 while the backend's circuit breaker is open or half-open (no traffic but one probe), else 0.",
+    ["model", "backend"],
+    multiprocess_mode="max",
+)
+REJECTED_REQUESTS = Counter(
+    "driftgate_rejected_requests_total",
+    "Requests turned away before reaching a backend, by reason (overloaded, circuit_open, rpm, tpm, concurrency).",
+    ["reason"],
+)
+IN_FLIGHT = Gauge(
+    "driftgate_in_flight_requests",
+    "Inference requests the gateway holds now (bounded by limits.max_in_flight per worker).",
+    multiprocess_mode="livesum",
+)
