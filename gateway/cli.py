@@ -207,13 +207,14 @@ def keys_create(
     ] = None,
     rpm: Annotated[Optional[int], typer.Option(help="Requests per minute.")] = None,
     tpm: Annotated[Optional[int], typer.Option(help="Tokens per minute.")] = None,
+    max_concurrent: Annotated[Optional[int], typer.Option(help="Requests in flight at once.")] = None,
     expires_days: Annotated[Optional[float], typer.Option(help="Days until it stops working.")] = None,
     config: ConfigOption = None,
 ) -> None:
     """Create a key and print it (once)."""
     from gateway.security.cli import create_key
 
-    create_key(_state_url(config), name, scope, adapters, rpm, tpm, expires_days)
+    create_key(_state_url(config), name, scope, adapters, rpm, tpm, expires_days, max_concurrent)
 
 
 @keys_app.command("list")

@@ -41,7 +41,7 @@ _usage_decoder = msgspec.json.Decoder(_WithUsage)
 class Observation:
     __slots__ = (
         "id", "time", "route", "model", "version", "key_id", "stream", "started", "upstream_s", "ttft_s", "usage",
-        "backend", "guards", "_tracer", "span", "_sink", "_release",
+        "backend", "guards", "stream_events", "_tracer", "span", "_sink", "_release",
     )  # fmt: skip
 
     def __init__(
@@ -53,12 +53,13 @@ class Observation:
         self.key_id: str | None = None
         self.model = "unknown"  # a configured model name or adapter alias once routed: labels stay bounded
         self.version: str | None = None  # the adapter version that answers, e.g. "support@3"
-        self._release: Callable[[], None] | None = None
+        self._release: list[Callable[[], None]] = []
         self.stream = False
         self.started = time.perf_counter()
         self.upstream_s = 0.0
         self.ttft_s: float | None = None
         self.usage: Usage | None = None
+        self.stream_events = 0  # SSE data events passed through: roughly one token each, when usage is not sent
         self.backend: str | None = None
         self.guards: RequestGuards | None = None
         self._sink = sink
@@ -88,12 +89,16 @@ class Observation:
     def hold(self, version: str, release: Callable[[], None]) -> None:
         """Note the adapter version answering; ``release`` ends its in-flight count when the request does."""
         self.version = version
-        self._release = release
+        self._release.append(release)
+
+    def on_end(self, release: Callable[[], None]) -> None:
+        """Run ``release`` once when the request ends, however it ends (usage is known by then, if sent)."""
+        self._release.append(release)
 
     def let_go(self) -> None:
-        if self._release is not None:
-            self._release()
-            self._release = None
+        releases, self._release = self._release, []
+        for release in releases:
+            release()
 
     def overhead_ms(self) -> float:
         """Time in driftgate's own code so far: everything except waiting on the backend."""
@@ -162,6 +167,7 @@ class Observation:
             async for chunk in chunks:
                 if self.ttft_s is None:
                     self.ttft_s = time.perf_counter() - self.started
+                self.stream_events += chunk.count(b"data: {")
                 if b'"usage":{' in chunk or b'"usage": {' in chunk:
                     self._usage_from_sse(chunk)
                 yield chunk

@@ -29,6 +29,7 @@ from gateway.schemas import (
     ModelList,
     decode_request,
 )
+from gateway.security.auth import Ticket
 from gateway.security.keys import ApiKey
 from monitor import metrics
 
@@ -79,10 +80,10 @@ async def _handle(
     sink = gateway.request_log.submit if gateway.request_log is not None else None
     observation = Observation(path, gateway.tracer, request.headers, sink)
     try:
-        key = await _caller(request, gateway)
+        key, ticket = await _admitted(request, gateway, observation)
         body = await request.body()
         parsed = decode_request(body, kind)
-        _within_limits(parsed, gateway.settings.limits)
+        _within_limits(parsed, gateway.settings.limits, ticket)
         if key is not None:
             observation.key_id = key.id
             if not key.may_use(parsed.model):
@@ -129,7 +130,9 @@ async def _handle(
         raise
 
 
-def _within_limits(parsed: ChatCompletionRequest | CompletionRequest | EmbeddingRequest, limits: RequestLimits) -> None:
+def _within_limits(
+    parsed: ChatCompletionRequest | CompletionRequest | EmbeddingRequest, limits: RequestLimits, ticket: Ticket
+) -> None:
     if limits.max_messages is not None and len(getattr(parsed, "messages", ())) > limits.max_messages:
         raise errors.invalid_request(f"At most {limits.max_messages} messages per request.", param="messages")
     if limits.max_tokens is not None:
@@ -137,6 +140,36 @@ def _within_limits(parsed: ChatCompletionRequest | CompletionRequest | Embedding
             asked = getattr(parsed, field, None)
             if asked is not None and asked > limits.max_tokens:
                 raise errors.invalid_request(f"{field} may be at most {limits.max_tokens}.", param=field)
+    if ticket.key is not None and ticket.key.tpm is not None:
+        prompt = estimate_prompt_tokens(parsed)
+        ticket.prompt_estimate = prompt
+        ticket.reserve_tokens(prompt + _completion_budget(parsed))
+
+
+def estimate_prompt_tokens(parsed: ChatCompletionRequest | CompletionRequest | EmbeddingRequest) -> int:
+    """Prompt characters / 4 (token ids count one each): a tokenizer-free estimate, corrected by actual usage."""
+    chars = tokens = 0
+    parts: list = []
+    if isinstance(parsed, ChatCompletionRequest):
+        for message in parsed.messages:
+            if isinstance(message.content, str):
+                chars += len(message.content)
+            elif message.content:
+                chars += sum(len(p.get("text") or "") for p in message.content if isinstance(p, dict))
+    else:
+        prompt = parsed.input if isinstance(parsed, EmbeddingRequest) else parsed.prompt
+        parts = [prompt] if isinstance(prompt, str) else prompt
+    for part in parts:
+        if isinstance(part, str):
+            chars += len(part)
+        else:
+            tokens += len(part) if isinstance(part, list) else 1
+    return tokens + (chars + 3) // 4
+
+
+def _completion_budget(parsed: ChatCompletionRequest | CompletionRequest | EmbeddingRequest) -> int:
+    asked = getattr(parsed, "max_completion_tokens", None) or getattr(parsed, "max_tokens", None) or 0
+    return asked * (getattr(parsed, "n", None) or 1)
 
 
 async def _caller(request: Request, gateway: Gateway) -> ApiKey | None:
@@ -147,6 +180,29 @@ async def _caller(request: Request, gateway: Gateway) -> ApiKey | None:
     if key is not None:
         gateway.limiter.check(key)
     return key
+
+
+async def _admitted(request: Request, gateway: Gateway, observation: Observation) -> tuple[ApiKey | None, Ticket]:
+    """An inference request's place among those in flight (503 beyond ``limits.max_in_flight``), then its key
+    within the key's concurrency cap and requests per minute (429). The place is given back, and the tokens
+    charged at actual usage, when the request ends."""
+    ticket = gateway.limiter.enter(gateway.settings.limits.max_in_flight)
+    observation.on_end(lambda: ticket.release(_tokens_used(observation, ticket)))
+    if gateway.auth is None:
+        return None, ticket
+    key = await gateway.auth.key_for(request.headers.get("authorization"))
+    if key is not None:
+        ticket.admit(key)
+    return key, ticket
+
+
+def _tokens_used(observation: Observation, ticket: Ticket) -> int | None:
+    """What the request cost: the backend's usage, else for a stream its prompt estimate plus one per event."""
+    if observation.usage is not None:
+        return observation.usage.prompt_tokens + observation.usage.completion_tokens
+    if observation.stream and observation.stream_events:
+        return ticket.prompt_estimate + observation.stream_events
+    return None
 
 
 async def _adapter_route(

@@ -1,7 +1,13 @@
-"""Who is calling: the API key on a request, checked against the key store through a short-lived cache.
+"""Who is calling, and how much it may ask: the API key on a request, checked against the key store through a
+short-lived cache, and the limits it runs under.
 
 With no usable key in the store the gateway runs open, and `serve`/`up` then bind to localhost only; once a
 key exists every /v1 and /admin request needs one. A revoked key stops working within ``cache_ttl_s``.
+
+Limits, in the order a request meets them: the worker's in-flight cap (503, before the key is even looked
+up), then per key the concurrency cap, requests per minute, and tokens per minute (429 with
+``Retry-After``). Each inference request holds a :class:`Ticket` that is given back exactly once when its
+answer ends, however it ends (finished, failed, streamed, or its client gone).
 """
 
 from __future__ import annotations
@@ -9,11 +15,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
+from collections.abc import Callable
 
 import msgspec
 
 from gateway.errors import OpenAIError
 from gateway.security.keys import ApiKey, InvalidKey, KeyStore
+from monitor import metrics
 
 
 class AuthConfig(msgspec.Struct, forbid_unknown_fields=True):
@@ -33,6 +41,16 @@ def unauthorized() -> OpenAIError:
 
 def admin_only() -> OpenAIError:
     return OpenAIError(403, "This key may not use admin routes.", type="permission_error", code="insufficient_scope")
+
+
+def overloaded(max_in_flight: int) -> OpenAIError:
+    return OpenAIError(
+        503,
+        f"The gateway is at capacity ({max_in_flight} requests in flight); retry shortly.",
+        type="service_unavailable_error",
+        code="server_overloaded",
+        headers={"retry-after": "1"},
+    )
 
 
 def rate_limited(what: str, retry_after_s: float) -> OpenAIError:
@@ -86,22 +104,112 @@ class Authenticator:
 
 
 class RateLimiter:
-    """Requests per minute per key over a sliding 60 s window, in this worker's memory.
+    """Per-worker limits: requests in flight, and per key concurrency, requests and tokens per minute.
 
-    Hand-written because it is a deque per key and a clock read: a library would add a dependency for less
-    than this. With several workers each enforces the limit on its own share of the traffic.
+    The per-minute limits are sliding 60 s windows (a deque per key and a clock read: a library would add a
+    dependency for less than this). With several workers each enforces the limits on its own share of the
+    traffic.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
         self._seen: dict[str, deque[float]] = {}
+        # Per key: [time, tokens] per request; the estimate is replaced by actual usage when the request ends.
+        self._tokens: dict[str, deque[list[float]]] = {}
+        self._active: dict[str, int] = {}
+        self.in_flight = 0
 
     def check(self, key: ApiKey) -> None:
+        """Requests per minute: count this request or refuse it."""
         if key.rpm is None:
             return
-        now = time.monotonic()
+        now = self._clock()
         window = self._seen.setdefault(key.id, deque())
         while window and now - window[0] >= 60:
             window.popleft()
         if len(window) >= key.rpm:
+            metrics.REJECTED_REQUESTS.labels("rpm").inc()
             raise rate_limited(f"key {key.id} ({key.rpm} requests per minute)", 60 - (now - window[0]))
         window.append(now)
+
+    def enter(self, max_in_flight: int | None) -> Ticket:
+        """Take a place among the requests in flight, or refuse at once (no queue: memory stays bounded)."""
+        if max_in_flight is not None and self.in_flight >= max_in_flight:
+            metrics.REJECTED_REQUESTS.labels("overloaded").inc()
+            raise overloaded(max_in_flight)
+        self.in_flight += 1
+        metrics.IN_FLIGHT.inc()
+        return Ticket(self)
+
+    def _admit(self, ticket: Ticket, key: ApiKey) -> None:
+        active = self._active.get(key.id, 0)
+        if key.max_concurrent is not None and active >= key.max_concurrent:
+            metrics.REJECTED_REQUESTS.labels("concurrency").inc()
+            raise rate_limited(f"key {key.id} ({key.max_concurrent} concurrent requests)", 1)
+        self.check(key)
+        self._active[key.id] = active + 1
+        ticket.key = key
+
+    def _reserve(self, ticket: Ticket, key: ApiKey, estimate: int) -> None:
+        if key.tpm is None:
+            return
+        now = self._clock()
+        window = self._tokens.setdefault(key.id, deque())
+        while window and now - window[0][0] >= 60:
+            window.popleft()
+        used = sum(entry[1] for entry in window)
+        if used + estimate > key.tpm:
+            metrics.REJECTED_REQUESTS.labels("tpm").inc()
+            what = f"key {key.id} ({key.tpm} tokens per minute; this request needs about {estimate})"
+            if estimate > key.tpm:
+                raise rate_limited(what, 60)
+            # Wait until enough of the window's tokens have aged out.
+            excess, wait = used + estimate - key.tpm, 60.0
+            for spent_at, tokens in window:
+                excess -= tokens
+                if excess <= 0:
+                    wait = 60 - (now - spent_at)
+                    break
+            raise rate_limited(what, wait)
+        ticket.tokens = [now, estimate]
+        window.append(ticket.tokens)
+
+    def _release(self, ticket: Ticket, used_tokens: int | None) -> None:
+        self.in_flight -= 1
+        metrics.IN_FLIGHT.dec()
+        if ticket.key is not None:
+            remaining = self._active[ticket.key.id] - 1
+            if remaining:
+                self._active[ticket.key.id] = remaining
+            else:
+                del self._active[ticket.key.id]
+        if ticket.tokens is not None and used_tokens is not None:
+            ticket.tokens[1] = used_tokens
+
+
+class Ticket:
+    """One inference request's hold on the limits; :meth:`release` it when the answer ends."""
+
+    __slots__ = ("_limiter", "key", "tokens", "prompt_estimate", "_released")
+
+    def __init__(self, limiter: RateLimiter) -> None:
+        self._limiter = limiter
+        self.key: ApiKey | None = None
+        self.tokens: list[float] | None = None  # this request's entry in its key's tokens-per-minute window
+        self.prompt_estimate = 0
+        self._released = False
+
+    def admit(self, key: ApiKey) -> None:
+        """The key's concurrency cap and requests-per-minute limit (429 beyond either)."""
+        self._limiter._admit(self, key)
+
+    def reserve_tokens(self, estimate: int) -> None:
+        """Count ``estimate`` tokens against the key's tokens per minute (429 if they do not fit)."""
+        if self.key is not None:
+            self._limiter._reserve(self, self.key, estimate)
+
+    def release(self, used_tokens: int | None = None) -> None:
+        """End the hold; ``used_tokens`` (the backend's usage) replaces the estimate when known."""
+        if not self._released:
+            self._released = True
+            self._limiter._release(self, used_tokens)

@@ -16,7 +16,7 @@ console = Console(stderr=True)
 
 
 def create_key(url: str, name: str, scope: str, adapters: Optional[str], rpm: Optional[int], tpm: Optional[int],
-               expires_days: Optional[float]) -> None:  # fmt: skip
+               expires_days: Optional[float], max_concurrent: Optional[int] = None) -> None:  # fmt: skip
     if scope not in ("inference", "admin"):
         console.print(f"[red]error:[/] --scope must be inference or admin, not {scope!r}")
         raise typer.Exit(2)
@@ -26,6 +26,7 @@ def create_key(url: str, name: str, scope: str, adapters: Optional[str], rpm: Op
             name, scope,  # type: ignore[arg-type]
             adapters=[a.strip() for a in adapters.split(",") if a.strip()] if adapters else None,
             rpm=rpm, tpm=tpm, expires_in_s=expires_days * 86400 if expires_days else None,
+            max_concurrent=max_concurrent,
         )  # fmt: skip
     except ValueError as exc:
         console.print(f"[red]error:[/] {exc}")
@@ -40,13 +41,15 @@ def create_key(url: str, name: str, scope: str, adapters: Optional[str], rpm: Op
 def list_keys(url: str) -> None:
     store = KeyStore(url)
     table = Table(title="API keys")
-    for column in ("id", "name", "scope", "adapters", "rpm", "tpm", "state"):
+    for column in ("id", "name", "scope", "adapters", "limits", "state"):
         table.add_column(column)
     now = time.time()
     for key in store.list():
         state = "revoked" if key.revoked_at else ("active" if key.usable(now) else "expired")
-        table.add_row(key.id, key.name, key.scope, ",".join(key.adapters or ("*",)), str(key.rpm or "-"),
-                      str(key.tpm or "-"), state)  # fmt: skip
+        limits = [
+            f"{n} {unit}" for n, unit in ((key.rpm, "rpm"), (key.tpm, "tpm"), (key.max_concurrent, "at once")) if n
+        ]
+        table.add_row(key.id, key.name, key.scope, ",".join(key.adapters or ("*",)), ", ".join(limits) or "-", state)
     store.close()
     console.print(table)
 

@@ -12,16 +12,18 @@ import hashlib
 import hmac
 import secrets
 import time
+import zlib
 from typing import Literal
 
 import msgspec
 import sqlalchemy as sa
 
-from monitor.database import create_engine, ensure_schema
+from monitor.database import create_engine, ensure_schema, schema_versions
 
 Scope = Literal["inference", "admin"]
 SCHEMA_COMPONENT = "api_keys"
-SCHEMA_VERSION = 1
+# 2: max_concurrent (added in place to a version-1 table, see _migrate).
+SCHEMA_VERSION = 2
 
 metadata = sa.MetaData()
 api_keys = sa.Table(
@@ -38,6 +40,7 @@ api_keys = sa.Table(
     sa.Column("created_at", sa.Double, nullable=False),
     sa.Column("expires_at", sa.Double),
     sa.Column("revoked_at", sa.Double),
+    sa.Column("max_concurrent", sa.Integer),
 )
 
 
@@ -53,6 +56,7 @@ class ApiKey(msgspec.Struct, frozen=True):
     created_at: float = 0.0
     expires_at: float | None = None
     revoked_at: float | None = None
+    max_concurrent: int | None = None  # requests in flight at once
 
     def usable(self, now: float) -> bool:
         return self.revoked_at is None and (self.expires_at is None or now < self.expires_at)
@@ -84,8 +88,30 @@ _adapters = msgspec.json.Decoder(tuple[str, ...])
 def _row_to_key(row: sa.Row) -> ApiKey:
     adapters = _adapters.decode(row.adapters) if row.adapters else None
     return ApiKey(
-        row.id, row.name, row.scope, adapters, row.rpm, row.tpm, row.created_at, row.expires_at, row.revoked_at
-    )
+        row.id, row.name, row.scope, adapters, row.rpm, row.tpm, row.created_at, row.expires_at, row.revoked_at,
+        row.max_concurrent,
+    )  # fmt: skip
+
+
+def _migrate(engine: sa.Engine) -> None:
+    """Bring a version-1 keys table to version 2 in place: one nullable column, so every existing key keeps working."""
+    with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            # The same lock ensure_schema takes: replicas starting together migrate once.
+            conn.execute(sa.select(sa.func.pg_advisory_xact_lock(zlib.crc32(SCHEMA_COMPONENT.encode()))))
+        inspector = sa.inspect(conn)
+        if not inspector.has_table(schema_versions.name) or not inspector.has_table(api_keys.name):
+            return
+        found = conn.execute(
+            sa.select(schema_versions.c.version).where(schema_versions.c.component == SCHEMA_COMPONENT)
+        ).scalar_one_or_none()
+        if found != 1:
+            return
+        if "max_concurrent" not in {column["name"] for column in inspector.get_columns(api_keys.name)}:
+            conn.execute(sa.text("ALTER TABLE api_keys ADD COLUMN max_concurrent INTEGER"))
+        conn.execute(
+            sa.update(schema_versions).where(schema_versions.c.component == SCHEMA_COMPONENT).values(version=2)
+        )
 
 
 class KeyStore:
@@ -93,6 +119,7 @@ class KeyStore:
 
     def __init__(self, url: str) -> None:
         self.engine = create_engine(url)
+        _migrate(self.engine)
         ensure_schema(self.engine, SCHEMA_COMPONENT, SCHEMA_VERSION, [api_keys])
 
     def close(self) -> None:
@@ -107,18 +134,19 @@ class KeyStore:
         rpm: int | None = None,
         tpm: int | None = None,
         expires_in_s: float | None = None,
+        max_concurrent: int | None = None,
     ) -> tuple[ApiKey, str]:
         """A new key and its token. The token is returned once and never stored."""
         if scope not in ("inference", "admin"):
             raise ValueError(f"scope must be inference or admin, not {scope!r}")
-        for limit in (rpm, tpm):
+        for limit in (rpm, tpm, max_concurrent):
             if limit is not None and limit < 1:
-                raise ValueError("rpm and tpm must be at least 1")
+                raise ValueError("rpm, tpm and max_concurrent must be at least 1")
         key_id, secret, salt = secrets.token_hex(6), secrets.token_urlsafe(32), secrets.token_bytes(16)
         now = time.time()
         key = ApiKey(
             key_id, name, scope, tuple(adapters) if adapters else None, rpm, tpm, now,
-            None if expires_in_s is None else now + expires_in_s,
+            None if expires_in_s is None else now + expires_in_s, None, max_concurrent,
         )  # fmt: skip
         with self.engine.begin() as conn:
             conn.execute(
@@ -131,6 +159,7 @@ class KeyStore:
                     adapters=msgspec.json.encode(key.adapters).decode() if key.adapters else None,
                     rpm=rpm,
                     tpm=tpm,
+                    max_concurrent=max_concurrent,
                     created_at=now,
                     expires_at=key.expires_at,
                 )  # fmt: skip
