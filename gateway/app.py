@@ -22,6 +22,7 @@ from gateway.openai_routes import (
     embeddings,
     list_models,
 )
+from gateway.openapi import openapi_json
 from gateway.runtime import Gateway
 from monitor.tracing import Tracing
 from monitor.tracing import from_settings as tracing_from_settings
@@ -51,6 +52,7 @@ def create_app(settings: Settings | None = None, tracing: Tracing | None = None)
             list_models,
             healthz,
             readyz,
+            openapi_json,
             prometheus_metrics,
             drift_state,
             adapter_router,
