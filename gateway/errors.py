@@ -103,7 +103,8 @@ def http_exception_handler(_: Request, exc: HTTPException) -> Response:
     """Litestar's own errors (unknown route, wrong method, body too large) in OpenAI's shape."""
     status = exc.status_code
     body = ErrorBody(ErrorDetail(message=str(exc.detail), type=_STATUS_TYPES.get(status, "api_error"), code=None))
-    return Response(msgspec.json.encode(body), status_code=status, media_type="application/json")
+    # Keep Litestar's headers: a 405 must say which methods are allowed (RFC 9110).
+    return Response(msgspec.json.encode(body), status_code=status, media_type="application/json", headers=exc.headers)
 
 
 def internal_error_handler(_: Request, exc: Exception) -> Response:

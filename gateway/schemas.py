@@ -90,12 +90,39 @@ def decode_request(body: bytes, kind: type[RequestT]) -> RequestT:
     try:
         return _DECODERS[kind].decode(body)
     except msgspec.ValidationError as exc:
+        if "got `float`" in str(exc) and (lenient := _with_integral_floats(body, kind)) is not None:
+            return lenient
         message = str(exc)
         match = _PATH.search(message)
         param = match["param"] or None if match else None
         raise invalid_request(f"Invalid request: {message}", param=param) from exc
     except msgspec.DecodeError as exc:
         raise _malformed_json(exc) from exc
+    except RecursionError as exc:  # msgspec recurses per nesting level, even inside fields it skips
+        raise invalid_request("The JSON body is nested too deeply.", code="invalid_json") from exc
+
+
+def _with_integral_floats(body: bytes, kind: type[RequestT]) -> RequestT | None:
+    """``kind`` from ``body`` with ``5.0`` read as ``5``, or None if it is still invalid.
+
+    JSON (and JSON Schema, so the OpenAPI document) does not tell ``5.0`` from ``5``, and vLLM accepts
+    either for its integer fields; msgspec's strict decoder does not. Only on the error path: the raw body
+    is forwarded anyway.
+    """
+    try:
+        return msgspec.convert(_integral_floats_as_ints(msgspec.json.decode(body)), kind)
+    except (msgspec.ValidationError, RecursionError):
+        return None
+
+
+def _integral_floats_as_ints(value: Any) -> Any:
+    if isinstance(value, float):
+        return int(value) if value.is_integer() else value
+    if isinstance(value, list):
+        return [_integral_floats_as_ints(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _integral_floats_as_ints(item) for key, item in value.items()}
+    return value
 
 
 def _malformed_json(exc: msgspec.DecodeError) -> OpenAIError:

@@ -52,6 +52,22 @@ def test_malformed_json_is_invalid_json(body: bytes) -> None:
     assert "JSON" in error.body.error.message
 
 
+def test_integral_floats_are_integers_as_in_json_schema() -> None:
+    # Found by the schema fuzzing: `"n": 2.0` is a valid JSON Schema integer (and vLLM takes it).
+    body = b'{"model": "m", "prompt": [1.0, [2.0]], "max_tokens": 16.0, "n": 2.0, "temperature": 1.0}'
+    parsed = decode_request(body, CompletionRequest)
+    assert (parsed.max_tokens, parsed.n, parsed.prompt, parsed.temperature) == (16, 2, [1, [2]], 1.0)
+    assert error_of(b'{"model": "m", "prompt": "x", "n": 2.5}', CompletionRequest).body.error.param == "n"
+    assert error_of(b'{"model": "m", "prompt": "x", "n": 0.0}', CompletionRequest).body.error.param == "n"
+
+
+def test_deeply_nested_json_is_a_400_not_a_crash() -> None:
+    # Found by the schema fuzzing: msgspec hit Python's recursion limit inside an unknown field (a 500).
+    nested = b"[" * 100_000 + b"]" * 100_000
+    error = error_of(b'{"model": "m", "messages": [{"role": "user", "content": "x"}], "x": ' + nested + b"}")
+    assert error.body.error.code == "invalid_json"
+
+
 @pytest.mark.parametrize("prompt", ['"text"', '["a", "b"]', "[1, 2, 3]", "[[1, 2], [3]]"])
 def test_completion_prompt_shapes(prompt: str) -> None:
     body = b'{"model": "m", "prompt": ' + prompt.encode() + b"}"
