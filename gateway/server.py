@@ -1,4 +1,10 @@
-"""Running the gateway app under granian (Rust HTTP server, measured fastest for this pass-through work)."""
+"""Running the gateway app under granian (Rust HTTP server, measured fastest for this pass-through work).
+
+Shutdown on SIGTERM/SIGINT is graceful: granian closes the listening socket at once (new connections are
+refused, so a load balancer moves on), lets every worker finish the requests it holds, streams included,
+then runs the app's shutdown (request-log flush, adapter and health tasks stopped). A worker still busy
+after ``shutdown.grace_s`` is killed, so a hung stream cannot hold a rollout forever.
+"""
 
 from __future__ import annotations
 
@@ -37,6 +43,7 @@ def serve(settings: Settings, metrics_dir: str | None = None) -> None:
             port=settings.port,
             workers=settings.workers,
             respawn_failed_workers=True,
+            workers_kill_timeout=settings.shutdown.grace_s,
             log_access=False,
         ).serve()
     finally:
