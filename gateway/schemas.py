@@ -75,7 +75,7 @@ class ModelList(msgspec.Struct):
     object: str = "list"
 
 
-RequestT = TypeVar("RequestT", ChatCompletionRequest, CompletionRequest, EmbeddingRequest)
+RequestT = TypeVar("RequestT", bound=msgspec.Struct)
 
 _DECODERS: dict[type, msgspec.json.Decoder] = {
     kind: msgspec.json.Decoder(kind) for kind in (ChatCompletionRequest, CompletionRequest, EmbeddingRequest)
@@ -88,7 +88,8 @@ def decode_request(body: bytes, kind: type[RequestT]) -> RequestT:
     if not body:
         raise invalid_request("The request body is empty; send a JSON object.")
     try:
-        return _DECODERS[kind].decode(body)
+        decoder = _DECODERS.get(kind) or _DECODERS.setdefault(kind, msgspec.json.Decoder(kind))
+        return decoder.decode(body)
     except msgspec.ValidationError as exc:
         if "got `float`" in str(exc) and (lenient := _with_integral_floats(body, kind)) is not None:
             return lenient

@@ -1,3 +1,4 @@
+import msgspec
 import pytest
 
 from gateway.errors import OpenAIError
@@ -59,6 +60,15 @@ def test_integral_floats_are_integers_as_in_json_schema() -> None:
     assert (parsed.max_tokens, parsed.n, parsed.prompt, parsed.temperature) == (16, 2, [1, [2]], 1.0)
     assert error_of(b'{"model": "m", "prompt": "x", "n": 2.5}', CompletionRequest).body.error.param == "n"
     assert error_of(b'{"model": "m", "prompt": "x", "n": 0.0}', CompletionRequest).body.error.param == "n"
+
+
+def test_any_struct_decodes_with_the_same_error_shape() -> None:
+    # Other routes (/v1/feedback) validate their own Structs through decode_request: not a KeyError (500).
+    class Vote(msgspec.Struct):
+        rating: int
+
+    assert decode_request(b'{"rating": 1.0}', Vote) == Vote(1)
+    assert error_of(b'{"rating": "up"}', Vote).body.error.param == "rating"
 
 
 def test_deeply_nested_json_is_a_400_not_a_crash() -> None:
