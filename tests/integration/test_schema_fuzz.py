@@ -22,6 +22,7 @@ import pytest
 
 from gateway.config import ModelRoute
 from guards import GuardsConfig
+from monitor.request_log import RequestLogConfig
 from tests.conftest import running_gateway, settings_for
 
 MODEL = "m"
@@ -61,8 +62,14 @@ async def schemathesis_run(base_url: str, workdir: Path) -> tuple[int, str]:
 @pytest.mark.parametrize("guards", [False, True], ids=["guards-off", "guards-on"])
 async def test_every_operation_survives_generated_input(upstreams, tmp_path: Path, guards: bool) -> None:
     upstream = await upstreams(MODEL)
+    # With guards on, the request log is on too (so /v1/feedback goes past "the log is off" to its lookups).
+    request_log = RequestLogConfig(url=f"sqlite:///{tmp_path / 'log.db'}", max_delay_s=0.05) if guards else None
     settings = settings_for(
-        ModelRoute(MODEL, [upstream.url], embeddings=True), guards=GuardsConfig(enabled=guards), read_s=10
+        ModelRoute(MODEL, [upstream.url], embeddings=True),
+        guards=GuardsConfig(enabled=guards),
+        request_log=request_log,
+        home=str(tmp_path / "home"),
+        read_s=10,
     )
     async with running_gateway(settings) as client:
         document = (await client.get("/openapi.json")).json()
