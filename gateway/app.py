@@ -13,7 +13,9 @@ from gateway import errors
 from gateway.adapters.routes import adapter_router
 from gateway.admin_routes import drift_state
 from gateway.config import SETTINGS_ENV, Settings, decode_settings, load_settings
+from gateway.feedback_routes import feedback
 from gateway.health_routes import healthz, prometheus_metrics, readyz
+from gateway.loop.routes import loop_router, training_router
 from gateway.openai_routes import (
     ClientDisconnected,
     chat_completions,
@@ -56,6 +58,9 @@ def create_app(settings: Settings | None = None, tracing: Tracing | None = None)
             prometheus_metrics,
             drift_state,
             adapter_router,
+            feedback,
+            loop_router,
+            training_router,
         ],
         lifespan=[lifespan],
         exception_handlers={

@@ -14,6 +14,8 @@ from rich.logging import RichHandler
 
 from gateway.adapters.cli import app as adapters_app
 from gateway.config import AdaptersConfig, ConfigError, ModelRoute, Settings, load_settings
+from gateway.loop.cli import app as loop_app
+from gateway.loop.policy import LoopConfig
 from training.cli import train_app
 
 app = typer.Typer(
@@ -26,6 +28,7 @@ app.add_typer(models_app, name="models")
 drift_app = typer.Typer(help="Prompt drift per model.", no_args_is_help=True)
 app.add_typer(drift_app, name="drift")
 app.add_typer(adapters_app, name="adapters")
+app.add_typer(loop_app, name="loop")
 app.add_typer(train_app, name="train", help="Fine-tune a LoRA/DoRA/QLoRA adapter (data checks, training, eval gate).")
 keys_app = typer.Typer(help="API keys: shown once, stored as salted hashes.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
@@ -122,6 +125,11 @@ def up(
     if settings.adapters is None:
         # The embedded vLLM runs with LoRA enabled: adapters are on unless the config says otherwise.
         settings = msgspec.structs.replace(settings, adapters=AdaptersConfig())
+    if settings.loop is None and settings.request_log is not None:
+        # The whole loop by default: adapters watched for drift, alerts turned into retraining under a policy.
+        settings = msgspec.structs.replace(
+            settings, loop=LoopConfig(), drift=msgspec.structs.replace(settings.drift, adapters=True)
+        )
     settings = _bind_safely(settings)
     metrics_dir = share_metrics_across_workers(settings)
     try:

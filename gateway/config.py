@@ -17,7 +17,8 @@ from typing import Any
 import msgspec
 import yaml
 
-from gateway.security.auth import AuthConfig
+from gateway.loop.policy import LoopConfig
+from gateway.security.settings import AuthConfig
 from guards import GuardsConfig
 from monitor.drift_types import DriftSettings
 from monitor.request_log import RequestLogConfig
@@ -83,8 +84,11 @@ class EmbeddedVLLM(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class DriftConfig(msgspec.Struct, forbid_unknown_fields=True):
-    # Model name -> prompt file (.txt or .jsonl) that describes its expected traffic. Only these are watched.
+    # Model name -> prompt file (.txt or .jsonl) that describes its expected traffic.
     references: dict[str, str] = msgspec.field(default_factory=dict)
+    # Also watch every adapter alias against its production version's reference (built from the version's
+    # training data when it is registered). On with `driftgate up`.
+    adapters: bool = False
     detection: DriftSettings = msgspec.field(default_factory=DriftSettings)
     # The ONNX embedder's directory; None = <home>/models/all-MiniLM-L6-v2-onnx (exported on first use).
     embedder_dir: str | None = None
@@ -146,6 +150,8 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
     request_log: RequestLogConfig | None = msgspec.field(default_factory=RequestLogConfig)
     # None turns adapters off: only configured model names resolve.
     adapters: AdaptersConfig | None = None
+    # None turns the closed loop off (drift alerts then start nothing). Needs adapters and the request log.
+    loop: LoopConfig | None = None
 
     @property
     def models_dir(self) -> Path:

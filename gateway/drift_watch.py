@@ -9,9 +9,10 @@ default) or judge drift from the shared request log when several share the load.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -20,9 +21,10 @@ import msgspec
 
 from gateway.config import DriftConfig
 from monitor import metrics
-from monitor.alerts import AlertSender, alert_payload
+from monitor.alerts import AlertSender, WebhookPayload, alert_payload
 
 if TYPE_CHECKING:
+    from gateway.adapters.models import Snapshot
     from monitor.drift import AliasState, DriftEvent, DriftMonitor, Window
     from monitor.embedder import Embedder
     from monitor.reference import ReferenceSet
@@ -35,7 +37,7 @@ def reference_dir(home: Path, model: str) -> Path:
 
 
 class DriftWatch:
-    def __init__(self, config: DriftConfig, embedder: Embedder, monitor: DriftMonitor) -> None:
+    def __init__(self, config: DriftConfig, embedder: Embedder, monitor: DriftMonitor, home: Path) -> None:
         self.config = config
         self.embedder = embedder
         self.monitor = monitor
@@ -44,10 +46,57 @@ class DriftWatch:
         self._queue: deque[tuple[str, str, str]] = deque()
         self._ready = asyncio.Event()
         self._sender = AlertSender(config.alert_url) if config.alert_url else None
+        # Also handed every payload in-process (the loop controller), whether or not a webhook is set.
+        self.receivers: list[Callable[[WebhookPayload], Awaitable[object]]] = []
         self._fired_at: dict[str, float] = {}
+        # What each watched name is judged as: None for a base model, else the adapter version ("support@2").
+        self._versions: dict[str, str | None] = dict.fromkeys(config.references)
+        self._home = home
 
-    def watches(self, alias: str) -> bool:
-        return alias in self.config.references
+    def watches(self, alias: str, version: str | None = None) -> bool:
+        """Only traffic of the version whose reference is loaded counts (a canary's prompts do not)."""
+        return alias in self._versions and self._versions[alias] == version
+
+    def follow(self, snapshot: Snapshot) -> None:
+        """Judge each adapter alias against its production version's reference, from the promotion on."""
+        from monitor.reference import ReferenceSet
+
+        wanted = {}
+        for alias in snapshot.aliases.values():
+            version = snapshot.version(alias.name, alias.production)
+            if version is not None and version.reference_embeddings and alias.name not in self.config.references:
+                wanted[alias.name] = version
+        for name in [n for n, v in self._versions.items() if v is not None and n not in wanted]:
+            del self._versions[name]
+            self.monitor.remove(name)
+        for name, version in wanted.items():
+            if self._versions.get(name) == version.name:
+                continue
+            try:
+                reference = ReferenceSet.load(Path(version.reference_embeddings))  # type: ignore[arg-type]
+            except (OSError, ValueError, msgspec.DecodeError) as exc:
+                log.error("no drift reference for %s (%s): %s", version.name, version.reference_embeddings, exc)
+                continue
+            self.monitor.set_reference(
+                name,
+                msgspec.structs.replace(reference, meta=msgspec.structs.replace(reference.meta, version=version.name)),
+            )
+            self._versions[name] = version.name
+            log.info("drift of %s judged against %s (%d reference prompts)", name, version.name, reference.meta.count)
+
+    def build_reference(self, dataset: str, alias: str) -> str:
+        """Embed a training set's prompts into ``<home>/references/sha-<hash>`` (once per distinct file)."""
+        from monitor.reference import build_reference, read_prompts
+
+        digest = hashlib.sha256(Path(dataset).read_bytes()).hexdigest()
+        directory = self._home / "references" / f"sha-{digest[:16]}"
+        if not (directory / "reference.npy").is_file():
+            source = str(Path(dataset).resolve())
+            reference = build_reference(
+                self.embedder, read_prompts(Path(dataset)), alias=alias, version="", source=source
+            )
+            reference.save(directory)
+        return str(directory)
 
     def submit(self, alias: str, request_id: str, text: str) -> None:
         """Queue one prompt; never blocks. A full queue drops (and counts) rather than slowing requests."""
@@ -102,9 +151,15 @@ class DriftWatch:
         self.events.append(event)
         if event.transition == "fired":
             self._fired_at[event.alias] = event.at
+        started = self._fired_at.get(event.alias) if event.transition == "resolved" else None
+        payload = alert_payload(event, started_at=started)
+        for receiver in self.receivers:
+            try:
+                await receiver(payload)
+            except Exception:
+                log.exception("an in-process alert receiver failed for %s", event.alias)
         if self._sender is not None:
-            started = self._fired_at.get(event.alias) if event.transition == "resolved" else None
-            await self._sender.send(alert_payload(event, started_at=started))
+            await self._sender.send(payload)
 
 
 def load_reference(home: Path, model: str, prompt_file: str, embedder: Embedder) -> ReferenceSet:
@@ -125,9 +180,9 @@ def load_reference(home: Path, model: str, prompt_file: str, embedder: Embedder)
 
 
 @asynccontextmanager
-async def running_drift_watch(config: DriftConfig, home: Path) -> AsyncIterator[DriftWatch | None]:
-    """A started watcher when any model has a reference; None (and no embedder loaded) otherwise."""
-    if not config.references:
+async def running_drift_watch(config: DriftConfig, home: Path, adapters: bool) -> AsyncIterator[DriftWatch | None]:
+    """A started watcher when any model has a reference or adapters are watched; None (no embedder) otherwise."""
+    if not config.references and not (adapters and config.adapters):
         yield None
         return
     # Evidently, pandas and scikit-learn take seconds to import: only when a model is watched.
@@ -143,7 +198,7 @@ async def running_drift_watch(config: DriftConfig, home: Path) -> AsyncIterator[
     for model, prompt_file in config.references.items():
         reference = await asyncio.to_thread(load_reference, home, model, prompt_file, embedder)
         monitor.set_reference(model, reference)
-    watch = DriftWatch(config, embedder, monitor)
+    watch = DriftWatch(config, embedder, monitor, home)
     task = asyncio.create_task(watch.run())
     try:
         yield watch

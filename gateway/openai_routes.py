@@ -103,7 +103,7 @@ async def _handle(
         if request_guards is not None:
             observation.guards = request_guards
             body = request_guards.check_prompt(path, body)
-        if gateway.drift is not None and gateway.drift.watches(observation.model):
+        if gateway.drift is not None and gateway.drift.watches(observation.model, observation.version):
             text = (
                 request_guards.user_text if request_guards is not None else user_words(path, msgspec.json.decode(body))
             )

@@ -16,13 +16,29 @@ from gateway.backends import BackendPool
 from gateway.config import Settings, state_url
 from gateway.drift_watch import DriftWatch, running_drift_watch
 from gateway.guarding import GuardSet
+from gateway.loop.controller import LoopController
+from gateway.loop.store import LoopStore
 from gateway.proxy import Upstream
 from gateway.request_log import running_request_log
 from gateway.security.audit import AuditLog
 from gateway.security.auth import Authenticator, RateLimiter
 from gateway.security.keys import KeyStore
+from monitor import metrics
 from monitor.request_log_writer import RequestLogWriter
 from monitor.tracing import Tracing
+from training.jobs import LocalJobRunner
+
+
+async def _publish_job_states(jobs: LocalJobRunner, every_s: float = 5.0) -> None:
+    """Training jobs by state, for the dashboards (reads each job's status file: cheap, and off the loop)."""
+    while True:
+        try:
+            found = await asyncio.to_thread(jobs.list)
+            for state in ("queued", "running", "succeeded", "failed", "cancelled"):
+                metrics.TRAINING_JOBS.labels(state).set(sum(job.progress.state == state for job in found))
+        except OSError as exc:
+            logging.getLogger(__name__).warning("cannot read training jobs: %s", exc)
+        await asyncio.sleep(every_s)
 
 
 def _log_failure(future: asyncio.Future) -> None:
@@ -45,6 +61,10 @@ class Gateway:
         self.auth: Authenticator | None = None
         self.audit: AuditLog | None = None
         self.limiter = RateLimiter()
+        # Training jobs run as child processes of this machine, each in <home>/jobs/<id>/.
+        self.jobs = LocalJobRunner(Path(settings.home) / "jobs")
+        self.loop_store: LoopStore | None = None
+        self.loop: LoopController | None = None
 
     def record(self, actor: str, action: str, subject: str, details: dict | None = None) -> None:
         """Append to the audit trail off the event loop; an audit failure is logged, never raised to the caller."""
@@ -52,6 +72,41 @@ class Gateway:
             return
         task = asyncio.get_running_loop().run_in_executor(None, self.audit.append, actor, action, subject, details)
         task.add_done_callback(_log_failure)
+
+    @asynccontextmanager
+    async def _running_loop(self, url: str) -> AsyncIterator[None]:
+        """Feedback storage (with the request log) and the loop controller (with adapters and a loop policy)."""
+        if self.request_log is None:
+            yield
+            return
+        self.loop_store = await asyncio.to_thread(LoopStore, url)
+        if self.adapters is not None and self.drift is not None:
+            self.adapters.listeners.append(self.drift.follow)
+            self.adapters.reference_builder = self.drift.build_reference
+            self.drift.follow(self.adapters.snapshot)
+        tasks = [asyncio.create_task(_publish_job_states(self.jobs))]
+        if self.settings.loop is not None and self.adapters is not None:
+            self.loop = LoopController(
+                self.settings,
+                self.settings.loop,
+                self.loop_store,
+                self.adapters,
+                self.jobs,
+                self.request_log.store,
+                embed=self.drift.embedder.embed if self.drift is not None else None,
+                audit=lambda actor, action, subject, details: self.record(actor, action, subject, details),
+            )
+            if self.drift is not None:
+                self.drift.receivers.append(self.loop.receive_payload)
+            tasks.append(asyncio.create_task(self.loop.drive()))
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+                with suppress(asyncio.CancelledError):
+                    await task
+            self.loop_store.close()
 
     @property
     def upstream(self) -> Upstream:
@@ -67,7 +122,9 @@ class Gateway:
         async with (
             aiohttp.ClientSession(connector=connector, auto_decompress=False) as session,
             running_request_log(self.settings) as self.request_log,
-            running_drift_watch(self.settings.drift, Path(self.settings.home)) as self.drift,
+            running_drift_watch(
+                self.settings.drift, Path(self.settings.home), self.settings.adapters is not None
+            ) as self.drift,
         ):
             self._upstream = Upstream(self.pool, session, self.settings.timeouts)
             url = state_url(self.settings)
@@ -77,7 +134,10 @@ class Gateway:
             await self.pool.check_all(session, self.settings.health)
             checks = asyncio.create_task(self.pool.run_health_checks(session, self.settings.health))
             try:
-                async with running_adapters(self.settings, self.pool, session) as self.adapters:
+                async with (
+                    running_adapters(self.settings, self.pool, session) as self.adapters,
+                    self._running_loop(url),
+                ):
                     yield self
             finally:
                 checks.cancel()

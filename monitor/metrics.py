@@ -130,6 +130,24 @@ ADAPTER_LOAD_SECONDS = Histogram(
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
 
+# The closed loop: what alerts led to, and the training jobs it runs.
+LOOP_DECISIONS = Counter(
+    "driftgate_loop_decisions_total",
+    "Drift alerts the loop controller decided on, by alias and resulting run status (skipped, queued, ...).",
+    ["alias", "status"],
+)
+LOOP_OUTCOMES = Counter(
+    "driftgate_loop_outcomes_total",
+    "Loop runs finished, by alias and outcome (promoted, rolled_back, rejected, failed).",
+    ["alias", "outcome"],
+)
+TRAINING_JOBS = Gauge(
+    "driftgate_training_jobs",
+    "Training jobs known to this gateway, by state (queued, running, succeeded, failed, cancelled).",
+    ["state"],
+    multiprocess_mode="max",
+)
+
 # Resilience: circuit breakers, and requests turned away before reaching a backend.
 BACKEND_CIRCUIT_OPEN = Gauge(
     "driftgate_backend_circuit_open",

@@ -66,6 +66,7 @@ async def running_gateway(
         await asyncio.sleep(0.01)
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+            client.app = app  # type: ignore[attr-defined]  # tests reach the Gateway at client.app.state.gateway
             yield client
     finally:
         server.should_exit = True

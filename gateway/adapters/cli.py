@@ -7,6 +7,7 @@ same thing, and every gateway worker learns of the change the same way (the regi
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -45,10 +46,15 @@ def _base(config: Path | None, url: str | None) -> str:
     return f"http://{host}:{settings.port}"
 
 
-def _call(base: str, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+def _call(
+    base: str, method: str, path: str, body: dict[str, Any] | None = None, prefix: str = "/admin/adapters"
+) -> Any:
+    # An admin key once the gateway has keys (`driftgate keys create --scope admin`).
+    key = os.environ.get("DRIFTGATE_API_KEY")
+    headers = {"authorization": f"Bearer {key}"} if key else {}
     try:
         # Promotion waits for every backend to load the adapter: allow more than a plain request.
-        reply = httpx.request(method, f"{base}/admin/adapters{path}", json=body, timeout=180)
+        reply = httpx.request(method, f"{base}{prefix}{path}", json=body, headers=headers, timeout=180)
     except httpx.HTTPError as exc:
         console.print(f"[red]error:[/] no gateway at {base} ({exc.__class__.__name__})")
         raise typer.Exit(1) from exc
@@ -108,6 +114,9 @@ def register(
     eval_results: Annotated[Optional[Path], typer.Option(help="JSON file of eval results.")] = None,
     training_run: Annotated[Optional[Path], typer.Option(help="JSON file describing the training run.")] = None,
     reference_embeddings: Annotated[Optional[str], typer.Option(help="Drift reference for this version.")] = None,
+    dataset: Annotated[
+        Optional[Path], typer.Option(help="Training JSONL: the drift reference and what the loop retrains from.")
+    ] = None,
     config: ConfigOption = None,
     url: UrlOption = None,
 ) -> None:
@@ -120,6 +129,7 @@ def register(
         "eval_results": _json_file(eval_results) or {},
         "training_run": _json_file(training_run),
         "reference_embeddings": reference_embeddings,
+        "dataset": str(dataset.resolve()) if dataset else None,
     }
     version = _call(_base(config, url), "POST", "/", body)
     console.print(f"[green]✓[/] registered {version['alias']}@{version['number']} ({version['stage']})")
@@ -147,3 +157,14 @@ def canary(
 def rollback(alias: str, config: ConfigOption = None, url: UrlOption = None) -> None:
     """End ALIAS's canary, or return production to the version before the last promotion."""
     _show(_call(_base(config, url), "POST", f"/{alias}/rollback"))
+
+
+@app.command()
+def approve(
+    run: Annotated[str, typer.Argument(help="Loop run id (see `driftgate loop list`).")],
+    config: ConfigOption = None,
+    url: UrlOption = None,
+) -> None:
+    """Let a loop run waiting for approval (manual mode) start its training job."""
+    found = _call(_base(config, url), "POST", f"/{run}/approve", prefix="/admin/loop")
+    console.print(f"[green]✓[/] {found['id']} ({found['alias']}): {found['status']}")

@@ -36,6 +36,11 @@ class AdapterVersion(msgspec.Struct, frozen=True):
     def name(self) -> str:
         return version_name(self.alias, self.number)
 
+    @property
+    def dataset(self) -> str | None:
+        """The JSONL this version was trained on: the closed loop retrains from it."""
+        return (self.training_run or {}).get("dataset")
+
 
 class Alias(msgspec.Struct, frozen=True):
     name: str
@@ -78,6 +83,8 @@ class RegisterRequest(msgspec.Struct, forbid_unknown_fields=True):
     training_run: dict[str, Any] | None = None
     reference_embeddings: str | None = None
     eval_results: dict[str, Any] = msgspec.field(default_factory=dict)
+    # Training data (JSONL): kept in `training_run`, embedded as the drift reference when none is given.
+    dataset: str | None = None
 
 
 class PromoteRequest(msgspec.Struct, forbid_unknown_fields=True):

@@ -15,6 +15,7 @@ run them in a thread, never on the event loop.
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import msgspec
 import sqlalchemy as sa
@@ -96,7 +97,7 @@ class Registry:
                 stage="candidate",
                 created=time.time(),
                 author=request.author,
-                training_run=request.training_run,
+                training_run=_with_dataset(request.training_run, request.dataset),
                 reference_embeddings=request.reference_embeddings,
                 eval_results=request.eval_results,
             )
@@ -104,6 +105,19 @@ class Registry:
             if _alias(conn, request.alias) is None:
                 conn.execute(sa.insert(aliases).values(name=request.alias, canary_share=0.0))
             return version
+
+    def annotate(self, alias: str, number: int, key: str, evidence: dict[str, Any]) -> Snapshot:
+        """Add evidence (a canary's signals, say) to a version's eval results; weights and stage stay as they are."""
+        with self.engine.begin() as conn:
+            _bump(conn)
+            version = _require_version(conn, alias, number)
+            results = {**version.eval_results, key: evidence}
+            conn.execute(
+                sa.update(versions)
+                .where(versions.c.alias == alias, versions.c.number == number)
+                .values(eval_results=msgspec.json.encode(results).decode())
+            )
+            return _snapshot(conn)
 
     def promote(self, alias: str, number: int, *, rollback: bool = False) -> Snapshot:
         """Make ``number`` the production version; the one it replaces is archived and becomes ``previous``.
@@ -208,6 +222,12 @@ def _snapshot(conn: sa.Connection) -> Snapshot:
         version = _version(row)
         by_name[version.name] = version
     return Snapshot(revision, found, by_name)
+
+
+def _with_dataset(training_run: dict[str, Any] | None, dataset: str | None) -> dict[str, Any] | None:
+    if dataset is None:
+        return training_run
+    return {**(training_run or {}), "dataset": dataset}
 
 
 def _version_row(version: AdapterVersion) -> dict[str, object]:

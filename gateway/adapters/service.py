@@ -13,8 +13,10 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
+from pathlib import Path
 
 import aiohttp
+import msgspec
 
 from gateway.adapters.models import AdapterVersion, RegisterRequest, Snapshot
 from gateway.adapters.reconciler import Reconciler
@@ -22,8 +24,8 @@ from gateway.adapters.registry import Registry, conflict, not_found
 from gateway.adapters.resolver import Resolver
 from gateway.adapters.validation import check_adapter
 from gateway.backends import BackendPool
-from gateway.config import Settings, state_url
-from gateway.errors import OpenAIError, model_not_found
+from gateway.config import ModelRoute, Settings, state_url
+from gateway.errors import OpenAIError, invalid_request, model_not_found
 from monitor import metrics
 
 log = logging.getLogger(__name__)
@@ -43,6 +45,10 @@ class Adapters:
         self._pool = pool
         # One move at a time in this worker; the registry's transaction serialises workers.
         self._moving = asyncio.Lock()
+        # Called with each new snapshot (drift detection follows production versions this way).
+        self.listeners: list[Callable[[Snapshot], None]] = []
+        # Embeds a dataset's prompts into a reference directory (set when drift detection runs).
+        self.reference_builder: Callable[[str, str], str] | None = None
 
     @property
     def snapshot(self) -> Snapshot:
@@ -61,16 +67,26 @@ class Adapters:
             await self.reconciler.ensure(version)
         return version, self.reconciler.enter(version, pinned=pinned)
 
+    def route(self, base_model: str) -> ModelRoute:
+        route = self._pool.route(base_model)
+        if route is None:
+            raise OpenAIError(
+                400, f"`{base_model}` is not a configured model.", param="base_model", code="model_not_found"
+            )
+        return route
+
     # Moves: each returns the snapshot it produced.
 
     async def register(self, request: RegisterRequest) -> AdapterVersion:
-        route = self._pool.route(request.base_model)
-        if route is None:
-            raise OpenAIError(
-                400, f"`{request.base_model}` is not a configured model.", param="base_model", code="model_not_found"
-            )
+        route = self.route(request.base_model)
         max_rank = route.max_lora_rank or self.settings.embedded.max_lora_rank
         await asyncio.to_thread(check_adapter, request.weights, route, max_rank)
+        if request.dataset is not None:
+            if not Path(request.dataset).is_file():
+                raise invalid_request(f"dataset {request.dataset} is not a readable file.", param="dataset")
+            if request.reference_embeddings is None and self.reference_builder is not None:
+                reference = await asyncio.to_thread(self.reference_builder, request.dataset, request.alias)
+                request = msgspec.structs.replace(request, reference_embeddings=reference)
         version = await asyncio.to_thread(self.registry.register, request)
         await self.refresh()
         return version
@@ -134,6 +150,11 @@ class Adapters:
         before = {version.name for version in self.snapshot.served()}
         if self.resolver.update(snapshot):
             self.reconciler.left(before - {version.name for version in snapshot.served()})
+            for listener in self.listeners:
+                try:
+                    listener(snapshot)
+                except Exception:
+                    log.exception("a registry listener failed on revision %d", snapshot.revision)
 
     async def follow(self) -> None:
         """Poll the registry's revision and swap in a new snapshot when another worker changed it."""

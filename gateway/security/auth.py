@@ -17,16 +17,10 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-import msgspec
-
 from gateway.errors import OpenAIError
 from gateway.security.keys import ApiKey, InvalidKey, KeyStore
+from gateway.security.settings import AuthConfig
 from monitor import metrics
-
-
-class AuthConfig(msgspec.Struct, forbid_unknown_fields=True):
-    # How long a checked key is trusted before the store is asked again (revocation delay).
-    cache_ttl_s: float = 5.0
 
 
 def unauthorized() -> OpenAIError:

@@ -1,0 +1,1 @@
+"""The closed loop: drift alerts become retraining runs that end in a promotion or a rollback."""

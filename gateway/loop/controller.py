@@ -1,0 +1,362 @@
+"""The loop controller: drift alert → decision → dataset → training job → gate → candidate → canary → outcome.
+
+``receive`` (any worker) turns an Alertmanager-format payload into recorded decisions. ``drive`` (only the
+worker holding :class:`~gateway.loop.leader.Leadership`) moves each active run one step at a time; every
+step is saved before the next starts, so a gateway restart resumes runs where they stood (a training job
+keeps running in its own process group meanwhile).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections.abc import Callable
+from contextlib import suppress
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import numpy as np
+
+from gateway.adapters.models import AdapterVersion, RegisterRequest
+from gateway.adapters.service import Adapters
+from gateway.config import Settings
+from gateway.errors import OpenAIError
+from gateway.loop import canary, dataset, teacher
+from gateway.loop.leader import Leadership
+from gateway.loop.policy import LoopConfig, LoopPolicy
+from gateway.loop.store import LoopRun, LoopStore
+from monitor import metrics
+from monitor.alerts import WebhookPayload
+from monitor.request_log_store import RequestLogStore
+from training.config import DataConfig, Gate, LoraConfig, TrainSpec
+from training.config import LoopConfig as TrainLoop
+from training.evaluate import GateVerdict, ModelScores
+from training.jobs import ACTIVE as JOB_ACTIVE
+from training.jobs import JobConflict, JobRunner
+
+log = logging.getLogger(__name__)
+Embed = Callable[[list[str]], np.ndarray]
+Audit = Callable[[str, str, str, dict | None], None]
+
+
+class AlertLabels(msgspec.Struct):
+    alertname: str = ""
+    alias: str = ""
+
+
+class IncomingAlert(msgspec.Struct, rename="camel"):
+    status: str
+    labels: AlertLabels
+    annotations: dict[str, str] = msgspec.field(default_factory=dict)
+    fingerprint: str = ""
+    starts_at: str = ""
+
+
+class TrainedOutcome(msgspec.Struct):
+    """What the loop reads from a finished job's run record (run.json); the rest is for people."""
+
+    adapter_dir: str
+    gate: GateVerdict
+    candidate: ModelScores
+    baseline: ModelScores
+
+
+class IncomingPayload(msgspec.Struct):
+    """The fields of Alertmanager's webhook body (version 4) the controller reads; the rest may be anything."""
+
+    alerts: list[IncomingAlert]
+    version: str = "4"
+    status: str = "firing"
+
+
+class LoopController:
+    def __init__(
+        self,
+        settings: Settings,
+        config: LoopConfig,
+        store: LoopStore,
+        adapters: Adapters,
+        jobs: JobRunner,
+        request_log: RequestLogStore,
+        *,
+        embed: Embed | None = None,
+        audit: Audit | None = None,
+    ) -> None:
+        self.settings = settings
+        self.config = config
+        self.store = store
+        self.adapters = adapters
+        self.jobs = jobs
+        self.request_log = request_log
+        self.embed = embed
+        self.audit = audit or (lambda *_: None)
+        self.home = Path(settings.home)
+        self.leadership = Leadership(store.engine, self.home)
+
+    # Receiving alerts (any worker).
+
+    async def receive(self, payload: IncomingPayload) -> list[LoopRun]:
+        """One decision per firing drift alert; resolved and unrelated alerts are acknowledged and ignored."""
+        decided = []
+        for alert in payload.alerts:
+            if alert.status != "firing" or alert.labels.alertname not in self.config.alertnames:
+                continue
+            alias = alert.labels.alias
+            if not alias:
+                continue
+            snapshot = self.adapters.snapshot
+            found = snapshot.aliases.get(alias)
+            production = snapshot.version(alias, found.production) if found else None
+            ids = [i for i in alert.annotations.get("request_ids", "").split(",") if i]
+            teacher_samples = min(len(ids), self.config.teacher.max_prompts) if self.config.teacher else 0
+            fingerprint = (
+                alert.fingerprint or hashlib.sha256(f"{alert.labels}{alert.starts_at}".encode()).hexdigest()[:16]
+            )
+            run = await asyncio.to_thread(
+                self.store.admit,
+                alias,
+                fingerprint,
+                self.config.policy(alias),
+                production=production.name if production else None,
+                request_ids=ids,
+                alert={"labels": msgspec.to_builtins(alert.labels), "annotations": alert.annotations},
+                teacher_samples=teacher_samples,
+            )
+            log.warning("loop %s for %s: %s (%s)", run.id, alias, run.status, run.reason)
+            metrics.LOOP_DECISIONS.labels(alias if found else "unknown", run.status).inc()
+            decided.append(run)
+        return decided
+
+    async def receive_payload(self, payload: WebhookPayload) -> None:
+        """The drift monitor's own alerts, handed over in-process in the same format as the webhook's."""
+        await self.receive(msgspec.json.decode(msgspec.json.encode(payload), type=IncomingPayload))
+
+    async def approve(self, run_id: str, who: str) -> LoopRun:
+        run = await self.run(run_id)
+        if run.status != "awaiting_approval":
+            raise OpenAIError(
+                409, f"Loop run {run_id} is {run.status}, not awaiting approval.", code="loop_state_conflict"
+            )
+        run.status = "queued"
+        run.note("approval", f"approved by {who}")
+        await asyncio.to_thread(self.store.save, run)
+        self.audit(who, "training.approved", f"loop:{run_id}", {"alias": run.alias})
+        return run
+
+    async def run(self, run_id: str) -> LoopRun:
+        run = await asyncio.to_thread(self.store.get, run_id)
+        if run is None:
+            raise OpenAIError(404, f"Loop run {run_id} does not exist.", code="not_found", param="run_id")
+        return run
+
+    # Driving runs (the leader only).
+
+    async def drive(self) -> None:
+        try:
+            while True:
+                if await asyncio.to_thread(self.leadership.held):
+                    for run in await asyncio.to_thread(self.store.active):
+                        await self.advance(run)
+                await asyncio.sleep(self.config.tick_s)
+        finally:
+            self.leadership.release()
+
+    async def advance(self, run: LoopRun) -> None:
+        """One step of one run; a failure ends the run (and its canary) with the reason, never the driver."""
+        step = {"queued": self._start_job, "training": self._check_job, "canary": self._check_canary}.get(run.status)
+        if step is None:
+            return
+        try:
+            await step(run, self.config.policy(run.alias))
+        except Exception as exc:
+            log.exception("loop run %s failed", run.id)
+            run.status, run.reason = "failed", f"{type(exc).__name__}: {exc}"[:500]
+            run.note("outcome", f"failed: {run.reason}")
+            if run.candidate and run.canary_started is not None:
+                with suppress(Exception):
+                    await self.adapters.rollback(run.alias)
+            metrics.LOOP_OUTCOMES.labels(run.alias, "failed").inc()
+        await asyncio.to_thread(self.store.save, run)
+
+    async def _start_job(self, run: LoopRun, policy: LoopPolicy) -> None:
+        production = self._production(run.alias)
+        out = self.home / "loop" / run.id
+        samples, used = await self._new_samples(run)
+        registered = Path(production.dataset) if production.dataset else None
+        assembled = await asyncio.to_thread(
+            dataset.assemble, out / "data", registered, samples, policy.train.holdout_share
+        )
+        run.dataset = assembled.train
+        run.note(
+            "data",
+            f"{assembled.counts['new']} new samples + {assembled.counts['registered']} registered",
+            **assembled.counts,
+        )
+        try:
+            job = await asyncio.to_thread(self.jobs.start, self._spec(production, policy, assembled, out))
+        except JobConflict as exc:
+            if not any(event.step == "job" for event in run.timeline):
+                run.note("job", f"waiting: {exc}")
+            return
+        await asyncio.to_thread(self.store.mark_used, used, run.id)
+        run.status, run.job_id = "training", job.id
+        run.note("job", f"training job {job.id} started", job=job.id)
+
+    async def _check_job(self, run: LoopRun, policy: LoopPolicy) -> None:
+        assert run.job_id is not None
+        job = await asyncio.to_thread(self.jobs.status, run.job_id)
+        if job.progress.state in JOB_ACTIVE:
+            return
+        if job.progress.state != "succeeded" or not job.progress.run_record:
+            run.status, run.reason = "failed", f"training job {job.id} {job.progress.state}: {job.progress.message}"
+            run.note("outcome", run.reason)
+            metrics.LOOP_OUTCOMES.labels(run.alias, "failed").inc()
+            return
+        record = msgspec.json.decode(Path(job.progress.run_record).read_bytes(), type=TrainedOutcome)
+        scores = {"candidate": record.candidate, "baseline": record.baseline, "gate": record.gate}
+        if not record.gate.passed:
+            run.status, run.reason = "rejected", "gate failed: " + "; ".join(record.gate.reasons)
+            run.note("eval", run.reason, **msgspec.to_builtins(scores))
+            run.note("outcome", "rejected by the offline gate; production unchanged")
+            metrics.LOOP_OUTCOMES.labels(run.alias, "rejected").inc()
+            return
+        run.note("eval", "gate passed", **msgspec.to_builtins(scores))
+        production = self._production(run.alias)
+        version = await self.adapters.register(
+            RegisterRequest(
+                alias=run.alias,
+                weights=record.adapter_dir,
+                base_model=production.base_model,
+                author=f"loop:{run.id}",
+                dataset=run.dataset,
+                training_run={"loop_run": run.id, "job": job.id, "run_record": job.progress.run_record},
+                eval_results=msgspec.to_builtins(scores),
+            )
+        )
+        run.candidate = version.name
+        run.note("register", f"registered {version.name} as a candidate", reference=version.reference_embeddings)
+        await self.adapters.canary(run.alias, version.number, policy.canary.share)
+        run.status, run.canary_started = "canary", time.time()
+        run.note("canary", f"{version.name} takes {policy.canary.share:.0%} of {run.alias}'s traffic")
+
+    async def _check_canary(self, run: LoopRun, policy: LoopPolicy) -> None:
+        assert run.candidate is not None and run.canary_started is not None
+        snapshot = self.adapters.snapshot
+        alias = snapshot.aliases.get(run.alias)
+        candidate = snapshot.versions.get(run.candidate)
+        if alias is None or candidate is None or snapshot.version(run.alias, alias.canary) != candidate:
+            run.status, run.reason = "failed", "the canary was changed by hand; the loop stops here"
+            run.note("outcome", run.reason)
+            return
+        production = self._production(run.alias)
+        records = await asyncio.to_thread(self.request_log.recent, run.alias, limit=50_000, since=run.canary_started)
+        ratings = await asyncio.to_thread(self.store.ratings, run.alias, run.canary_started)
+        ours = canary.signals(candidate.name, records, ratings.get(candidate.name, []))
+        theirs = canary.signals(production.name, records, ratings.get(production.name, []))
+        elapsed = time.time() - run.canary_started
+        if ours.requests < policy.canary.min_requests and elapsed < policy.canary.max_s:
+            return
+        fit = await asyncio.to_thread(self._fit, records, candidate, production)
+        verdict = canary.judge(policy.canary, ours, theirs, elapsed, fit)
+        if verdict is None:
+            return
+        evidence = {
+            "canary": ours,
+            "production": theirs,
+            "fit": fit,
+            "verdict": verdict,
+            "elapsed_s": round(elapsed, 1),
+        }
+        run.note("canary", "; ".join(verdict.reasons), **msgspec.to_builtins(evidence))
+        await asyncio.to_thread(
+            self.adapters.registry.annotate, run.alias, candidate.number, "canary", msgspec.to_builtins(evidence)
+        )
+        if verdict.promote:
+            await self.adapters.promote(run.alias, candidate.number)
+            run.status, run.reason = "promoted", f"{candidate.name} promoted"
+        else:
+            await self.adapters.rollback(run.alias)
+            run.status, run.reason = "rolled_back", f"{candidate.name} rolled back: " + "; ".join(verdict.reasons)
+        run.note("outcome", run.reason)
+        self.audit(
+            f"loop:{run.id}", f"adapter.{'promoted' if verdict.promote else 'rolled_back'}", candidate.name, None
+        )
+        metrics.LOOP_OUTCOMES.labels(run.alias, run.status).inc()
+
+    # Helpers.
+
+    def _production(self, alias: str) -> AdapterVersion:
+        snapshot = self.adapters.snapshot
+        found = snapshot.aliases.get(alias)
+        version = snapshot.version(alias, found.production) if found else None
+        if version is None:
+            raise RuntimeError(f"`{alias}` has no production version")
+        return version
+
+    async def _new_samples(self, run: LoopRun) -> tuple[list[dict[str, Any]], list[str]]:
+        """Corrected and up-voted answers from feedback, plus teacher answers to the drifted prompts."""
+        feedback = await asyncio.to_thread(self.store.unused_feedback, run.alias)
+        samples, used, seen = [], [], set()
+        for item in feedback:
+            record = await asyncio.to_thread(self.request_log.get, item.request_id)
+            if record is None or item.request_id in seen:
+                continue
+            sample = dataset.sample_from_log(record, item.correction)
+            if sample is not None:
+                samples.append(sample)
+                used.append(item.id)
+                seen.add(item.request_id)
+        if self.config.teacher is not None and run.request_ids:
+            records = [await asyncio.to_thread(self.request_log.get, i) for i in run.request_ids if i not in seen]
+            prompts = [dataset.sample_from_log(r, "?") for r in records if r is not None]
+            conversations = [
+                p["messages"][:-1] if "messages" in p else [{"role": "user", "content": p["prompt"]}]
+                for p in prompts
+                if p
+            ]
+            answers = await teacher.label(self.config.teacher, conversations)
+            for messages, answer in zip(conversations, answers, strict=False):
+                if answer:
+                    samples.append({"messages": [*messages, {"role": "assistant", "content": answer}]})
+        return samples, used
+
+    def _spec(self, production: AdapterVersion, policy: LoopPolicy, data: dataset.Assembled, out: Path) -> TrainSpec:
+        train = policy.train
+        route = self.adapters.route(production.base_model)
+        base = Path(train.base_path) if train.base_path else self.settings.models_dir / route.upstream_model
+        slices = {"new": train.new_loss_ratio}
+        if "old" in data.eval_sets:
+            slices["old"] = train.old_loss_ratio
+        return TrainSpec(
+            data=data.train,
+            base=str(base),
+            out=str(out / "train"),
+            method=train.method,
+            data_config=DataConfig(general_share=train.general_share),
+            lora=LoraConfig(rank=train.rank, alpha=2 * train.rank, dropout=0.0),
+            loop=TrainLoop(
+                steps=train.steps,
+                batch_size=train.batch_size,
+                learning_rate=train.learning_rate,
+                eval_every=train.eval_every,
+            ),
+            gate=Gate(slices=slices),
+            production_adapter=production.weights,
+            eval_sets=data.eval_sets,
+            task_eval_limit=0,
+        )
+
+    def _fit(self, records, candidate: AdapterVersion, production: AdapterVersion) -> canary.ReferenceFit | None:
+        if self.embed is None or not candidate.reference_embeddings or not production.reference_embeddings:
+            return None
+        prompts = canary.canary_prompts(records, candidate.name)
+        if not prompts:
+            return None
+        from monitor.reference import ReferenceSet
+
+        ours = ReferenceSet.load(Path(candidate.reference_embeddings)).embeddings
+        theirs = ReferenceSet.load(Path(production.reference_embeddings)).embeddings
+        return canary.reference_fit(self.embed(prompts[:1000]), ours, theirs)

@@ -1,0 +1,87 @@
+"""A loop run's training data: the alias's registered dataset plus the new samples, split into train and two
+held-out eval sets ("new": unseen new samples; "old": unseen records of the registered dataset).
+
+The split happens here, before training, so the gate can judge the candidate on each side separately; the
+training module's own checks (bad records, duplicates, PII, leakage against both eval sets) still run on
+what is written.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from monitor.request_log import RequestRecord
+
+CHAT_ROUTE = "/v1/chat/completions"
+
+
+class Assembled(msgspec.Struct, frozen=True):
+    train: str
+    eval_sets: dict[str, str]
+    counts: dict[str, int]
+
+
+def sample_from_log(record: RequestRecord, answer: str | None) -> dict[str, Any] | None:
+    """A training record from a logged (already redacted) request and the answer to teach; None if unusable."""
+    answer = answer if answer is not None else record.completion
+    if not record.prompt or not answer or not answer.strip():
+        return None
+    if record.route != CHAT_ROUTE:
+        return {"prompt": record.prompt, "completion": answer}
+    try:
+        messages = json.loads(record.prompt)
+    except json.JSONDecodeError:
+        return None
+    kept = [
+        {"role": m["role"], "content": m["content"]}
+        for m in messages
+        if isinstance(m, dict)
+        and m.get("role") in ("system", "user", "assistant")
+        and isinstance(m.get("content"), str)
+    ]
+    if not any(m["role"] == "user" for m in kept):
+        return None
+    return {"messages": [*kept, {"role": "assistant", "content": answer}]}
+
+
+def assemble(
+    out: Path, registered: Path | None, new: list[dict[str, Any]], holdout_share: float, seed: int = 0
+) -> Assembled:
+    """Write ``train.jsonl``, ``eval-new.jsonl`` and (with a registered dataset) ``eval-old.jsonl`` under ``out``."""
+    if len(new) < 4:
+        raise ValueError(f"{len(new)} new samples: at least 4 are needed (2 to train on, 2 to judge by)")
+    rng = random.Random(seed)
+    old = _lines(registered) if registered is not None else []
+    new_lines = [json.dumps(record, ensure_ascii=False) for record in new]
+    rng.shuffle(old)
+    rng.shuffle(new_lines)
+    new_held = max(2, round(holdout_share * len(new_lines)))
+    old_held = max(2, round(holdout_share * len(old))) if len(old) >= 8 else 0
+    out.mkdir(parents=True, exist_ok=True)
+    train = old[old_held:] + new_lines[new_held:]
+    rng.shuffle(train)
+    files = {"train": train, "eval-new": new_lines[:new_held], "eval-old": old[:old_held]}
+    for name, lines in files.items():
+        if lines:
+            (out / f"{name}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    eval_sets = {"new": str(out / "eval-new.jsonl")}
+    if old_held:
+        eval_sets["old"] = str(out / "eval-old.jsonl")
+    counts = {
+        "registered": len(old),
+        "new": len(new_lines),
+        "train": len(train),
+        "eval_new": new_held,
+        "eval_old": old_held,
+    }
+    return Assembled(str(out / "train.jsonl"), eval_sets, counts)
+
+
+def _lines(path: Path) -> list[str]:
+    # Bad lines travel on: the training module reports each one instead of this module dropping it silently.
+    return [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]

@@ -1,0 +1,129 @@
+"""What the loop controller may do for an alias, and the pure decision it takes when a drift alert arrives.
+
+The decision is a function of the policy, the alias's earlier loop runs and the samples available, so the
+same inputs always give the same verdict and the policy tests need no gateway.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+from training.config import Method
+
+Approval = Literal["auto", "manual"]
+DAY_S = 86_400.0
+
+
+class TrainSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The training job a loop run starts: small on purpose, it retrains from the production adapter's data."""
+
+    method: Method = "lora"
+    steps: int = 60
+    batch_size: int = 4
+    learning_rate: float = 1e-3
+    eval_every: int = 10
+    rank: int = 16
+    # Share of general data mixed into the train split, against forgetting.
+    general_share: float = 0.1
+    # Share of the new samples (and of the registered dataset) held out as the "new" and "old" eval sets.
+    holdout_share: float = 0.2
+    # Gate: on held-out new samples the candidate's loss must be at most production's x this ...
+    new_loss_ratio: float = 0.9
+    # ... and on held-out samples of the registered dataset at most production's x this.
+    old_loss_ratio: float = 1.1
+    # None: the base model directory under <home>/models named after the route's upstream model.
+    base_path: str | None = None
+
+
+class CanaryPolicy(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """How long a candidate serves a share of traffic, and what online signals send it back."""
+
+    share: float = 0.2
+    # Canary requests to see before deciding; at `max_s` the decision is taken on what arrived.
+    min_requests: int = 50
+    max_s: float = 3600.0
+    # Rollback when the canary's rate exceeds production's by more than these (absolute shares) ...
+    max_error_rate_increase: float = 0.02
+    max_block_rate_increase: float = 0.05
+    # ... or its p95 latency exceeds production's by this factor (plus 50 ms of slack for tiny samples) ...
+    max_latency_ratio: float = 2.0
+    # ... or its mean feedback rating falls this far below production's (when both have `min_ratings`).
+    max_rating_drop: float = 0.3
+    min_ratings: int = 5
+
+
+class LoopPolicy(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    approval: Approval = "auto"
+    # After a run started for the alias, alerts are skipped for this long.
+    cooldown_s: float = 3600.0
+    # Corrected or up-voted answers (plus teacher-labeled drifted prompts) needed to start a job.
+    min_new_samples: int = 20
+    max_jobs_per_day: int = 4
+    train: TrainSettings = msgspec.field(default_factory=TrainSettings)
+    canary: CanaryPolicy = msgspec.field(default_factory=CanaryPolicy)
+
+
+class TeacherConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """An OpenAI-compatible endpoint that answers drifted prompts, so they become training samples."""
+
+    url: str  # base URL, e.g. https://api.example.com/v1
+    model: str
+    # Environment variable holding the teacher's API key (never the key itself in the config).
+    api_key_env: str | None = None
+    max_prompts: int = 200
+    max_tokens: int = 256
+    timeout_s: float = 60.0
+
+
+class LoopConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The closed loop: on with `driftgate up`; aliases without their own policy use `default`."""
+
+    default: LoopPolicy = msgspec.field(default_factory=LoopPolicy)
+    aliases: dict[str, LoopPolicy] = msgspec.field(default_factory=dict)
+    teacher: TeacherConfig | None = None
+    # Alert names that may start a run (Prometheus' rule and the drift monitor both send EmbeddingDrift).
+    alertnames: tuple[str, ...] = ("EmbeddingDrift",)
+    # How often the worker driving runs looks at them.
+    tick_s: float = 2.0
+
+    def policy(self, alias: str) -> LoopPolicy:
+        return self.aliases.get(alias, self.default)
+
+
+class PastRun(msgspec.Struct, frozen=True):
+    """What a decision needs to know of an earlier run of the same alias."""
+
+    id: str
+    created: float
+    accepted: bool
+    active: bool
+    fingerprint: str
+
+
+class Decision(msgspec.Struct, frozen=True):
+    accepted: bool
+    reason: str
+
+
+def decide(policy: LoopPolicy, fingerprint: str, history: list[PastRun], new_samples: int, now: float) -> Decision:
+    """Whether a firing alert for an alias starts a run, and why (every branch names its reason)."""
+    for run in history:
+        if run.active:
+            same = " (the same alert)" if run.fingerprint == fingerprint else ""
+            return Decision(False, f"duplicate: run {run.id} is still in progress{same}")
+    accepted = sorted((run for run in history if run.accepted), key=lambda run: run.created)
+    if accepted and now - accepted[-1].created < policy.cooldown_s:
+        left = policy.cooldown_s - (now - accepted[-1].created)
+        return Decision(
+            False, f"cooldown: run {accepted[-1].id} started {now - accepted[-1].created:.0f} s ago ({left:.0f} s left)"
+        )
+    today = [run for run in accepted if now - run.created < DAY_S]
+    if len(today) >= policy.max_jobs_per_day:
+        return Decision(False, f"daily limit: {len(today)} runs in the last 24 h (max {policy.max_jobs_per_day})")
+    if new_samples < policy.min_new_samples:
+        return Decision(False, f"too few new samples: {new_samples} (the policy needs {policy.min_new_samples})")
+    if policy.approval == "manual":
+        return Decision(True, f"{new_samples} new samples; waiting for approval (manual mode)")
+    return Decision(True, f"{new_samples} new samples; starting (auto mode)")

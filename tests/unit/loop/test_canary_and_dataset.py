@@ -1,0 +1,116 @@
+"""The canary verdict from online signals, and how a loop run's training data is put together."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gateway.loop.canary import Signals, judge, reference_fit, signals
+from gateway.loop.dataset import assemble, sample_from_log
+from gateway.loop.policy import CanaryPolicy
+from monitor.request_log import GuardDecision, RequestRecord
+
+POLICY = CanaryPolicy(min_requests=10, max_s=600)
+
+
+def record(version: str, status: int = 200, latency: float = 100.0, blocked: bool = False) -> RequestRecord:
+    decisions = [GuardDecision("toxicity", "output", "toxic", "block")] if blocked else []
+    return RequestRecord(
+        id=f"{version}-{status}-{latency}-{blocked}",
+        time=0.0,
+        alias="support",
+        route="/v1/chat/completions",
+        status=status,
+        latency_ms=latency,
+        version=version,
+        guard_decisions=decisions,
+    )
+
+
+def healthy(version: str, n: int = 20) -> Signals:
+    return signals(version, [record(version, latency=100 + i) for i in range(n)], [1] * 6)
+
+
+def test_signals_per_version() -> None:
+    records = [record("s@2", 503), record("s@2", blocked=True), record("s@2"), record("s@2"), record("s@1")]
+    found = signals("s@2", records, [1, -1])
+    assert (found.requests, found.error_rate, found.block_rate, found.mean_rating) == (4, 0.25, 0.25, 0.0)
+
+
+def test_waits_for_enough_canary_requests_until_its_time_is_up() -> None:
+    few = healthy("s@2", n=5)
+    assert judge(POLICY, few, healthy("s@1"), elapsed_s=60) is None
+    late = judge(POLICY, few, healthy("s@1"), elapsed_s=601)
+    assert late is not None and not late.promote and "only 5 canary requests" in late.reasons[0]
+
+
+def test_healthy_canary_is_promoted() -> None:
+    verdict = judge(POLICY, healthy("s@2"), healthy("s@1"), elapsed_s=60)
+    assert verdict is not None and verdict.promote
+
+
+@pytest.mark.parametrize(
+    ("canary", "why"),
+    [
+        (signals("s@2", [record("s@2", 500)] * 2 + [record("s@2")] * 18, [1] * 6), "error rate 10.0%"),
+        (signals("s@2", [record("s@2", blocked=True)] * 3 + [record("s@2")] * 17, [1] * 6), "guard block rate 15.0%"),
+        (signals("s@2", [record("s@2", latency=900)] * 20, [1] * 6), "p95 latency 900 ms"),
+        (signals("s@2", [record("s@2")] * 20, [-1] * 6), "mean rating -1.00 vs production +1.00"),
+    ],
+)
+def test_each_bad_signal_rolls_back(canary: Signals, why: str) -> None:
+    verdict = judge(POLICY, canary, healthy("s@1"), elapsed_s=60)
+    assert verdict is not None and not verdict.promote and any(why in reason for reason in verdict.reasons), verdict
+
+
+def test_a_reference_that_fits_the_canary_traffic_worse_than_production_rolls_back() -> None:
+    traffic = np.array([[1.0, 0.0], [0.9, 0.1]])
+    near, far = np.array([[1.0, 0.0]]), np.array([[0.0, 1.0]])
+    good = judge(POLICY, healthy("s@2"), healthy("s@1"), 60, reference_fit(traffic, near, far))
+    bad = judge(POLICY, healthy("s@2"), healthy("s@1"), 60, reference_fit(traffic, far, near))
+    assert good is not None and good.promote
+    assert bad is not None and not bad.promote and "farther from its own reference" in bad.reasons[0]
+
+
+def test_sample_from_log_keeps_the_conversation_and_teaches_the_correction() -> None:
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi <EMAIL_1>"}]
+    logged = RequestRecord(
+        id="r", time=0, alias="a", route="/v1/chat/completions", status=200, latency_ms=1,
+        prompt=json.dumps(messages), completion="old answer",
+    )  # fmt: skip
+    assert sample_from_log(logged, "new answer") == {
+        "messages": [*messages, {"role": "assistant", "content": "new answer"}]
+    }
+    assert sample_from_log(logged, None)["messages"][-1]["content"] == "old answer"
+    completion = RequestRecord(
+        id="c", time=0, alias="a", route="/v1/completions", status=200, latency_ms=1, prompt="Once", completion=" upon"
+    )
+    assert sample_from_log(completion, None) == {"prompt": "Once", "completion": " upon"}
+    unlogged = RequestRecord(id="u", time=0, alias="a", route="/v1/chat/completions", status=200, latency_ms=1)
+    assert sample_from_log(unlogged, "x") is None
+
+
+def test_assemble_holds_out_new_and_old_samples_apart_from_train(tmp_path: Path) -> None:
+    registered = tmp_path / "registered.jsonl"
+    old = [{"prompt": f"old {i}", "completion": f"a{i}"} for i in range(20)]
+    registered.write_text("\n".join(json.dumps(r) for r in old) + "\n")
+    new = [{"prompt": f"new {i}", "completion": f"b{i}"} for i in range(10)]
+    assembled = assemble(tmp_path / "out", registered, new, holdout_share=0.2)
+
+    def read(path: str) -> list[str]:
+        return [json.loads(line)["prompt"] for line in Path(path).read_text().splitlines()]
+
+    train, held_new, held_old = (
+        read(assembled.train),
+        read(assembled.eval_sets["new"]),
+        read(assembled.eval_sets["old"]),
+    )
+    assert (len(train), len(held_new), len(held_old)) == (24, 2, 4)
+    assert not set(train) & (set(held_new) | set(held_old))
+    assert set(train) | set(held_new) | set(held_old) == {r["prompt"] for r in old + new}
+    assert assembled.counts == {"registered": 20, "new": 10, "train": 24, "eval_new": 2, "eval_old": 4}
+    with pytest.raises(ValueError, match="3 new samples"):
+        assemble(tmp_path / "few", registered, new[:3], holdout_share=0.2)
