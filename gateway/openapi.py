@@ -23,6 +23,7 @@ import msgspec
 from litestar import Response, get
 
 from gateway.errors import ErrorBody, ErrorDetail
+from gateway.feedback_routes import FeedbackReceipt, FeedbackRequest
 from gateway.health_routes import Readiness
 from gateway.openai_routes import OVERHEAD_HEADER, REQUEST_ID_HEADER
 from gateway.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, ModelList
@@ -68,11 +69,11 @@ class Health(msgspec.Struct):
 
 
 # Structs the gateway encodes itself: msgspec writes every field (defaults included), so all are required.
-_ALWAYS_COMPLETE = (ErrorBody, ErrorDetail, Readiness, Health)
+_ALWAYS_COMPLETE = (ErrorBody, ErrorDetail, Readiness, Health, FeedbackReceipt)
 _ERRORS = {
     "400": "Invalid request: malformed JSON, a field of the wrong type, over a limit, or blocked by a guard.",
     "401": "Missing or unknown API key (only when the gateway has keys).",
-    "404": "Unknown model, or one this key may not use.",
+    "404": "Unknown model or logged request, or one this key may not use.",
     "413": "Request body over the gateway's `max_body_bytes`.",
     "429": "Rate limit of this key reached; see Retry-After.",
     "500": "Unexpected gateway error.",
@@ -154,11 +155,17 @@ def document() -> dict[str, Any]:
         Readiness,
         StreamEvent,
         Health,
+        FeedbackRequest,
+        FeedbackReceipt,
     ]
     _, components = msgspec.json.schema_components(structs, ref_template=REF)
     for struct in _ALWAYS_COMPLETE:
         schema = components[struct.__name__]
         schema["required"] = list(schema["properties"])
+    # The one rule msgspec cannot express: feedback needs a non-null rating or correction (or both).
+    components["FeedbackRequest"]["anyOf"] = [
+        {"required": [field], "properties": {field: {"not": {"type": "null"}}}} for field in ("rating", "correction")
+    ]
     paths = {
         "/v1/chat/completions": _generation(
             "createChatCompletion", "Chat completion (streamed or not)", "ChatCompletionRequest", "ChatCompletion", True
@@ -180,6 +187,22 @@ def document() -> dict[str, Any]:
             {"200": _json("The models.", "ModelList"), **_error_responses("401", "429")},
             security=[{}, {"bearerAuth": []}],
         ),
+        "/v1/feedback": {
+            "post": {
+                "operationId": "createFeedback",
+                "summary": "A rating or corrected answer for a logged request (quote its x-request-id)",
+                "tags": ["feedback"],
+                "security": [{}, {"bearerAuth": []}],
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": {"$ref": REF.format(name="FeedbackRequest")}}},
+                },
+                "responses": {
+                    "201": _json("Stored.", "FeedbackReceipt"),
+                    **_error_responses("400", "401", "404", "413", "429", "500"),
+                },
+            }
+        },
         "/healthz": _get("healthz", "Liveness: the event loop answers", "ops", {"200": _json("Alive.", "Health")}),
         "/readyz": _get(
             "readyz",
