@@ -41,7 +41,7 @@ _usage_decoder = msgspec.json.Decoder(_WithUsage)
 class Observation:
     __slots__ = (
         "id", "time", "route", "model", "version", "key_id", "stream", "started", "upstream_s", "ttft_s", "usage",
-        "backend", "guards", "stream_events", "_tracer", "span", "_sink", "_release",
+        "backend", "guards", "stream_events", "_tracer", "span", "_sink", "_release", "_finished",
     )  # fmt: skip
 
     def __init__(
@@ -54,6 +54,7 @@ class Observation:
         self.model = "unknown"  # a configured model name or adapter alias once routed: labels stay bounded
         self.version: str | None = None  # the adapter version that answers, e.g. "support@3"
         self._release: list[Callable[[], None]] = []
+        self._finished = False
         self.stream = False
         self.started = time.perf_counter()
         self.upstream_s = 0.0
@@ -111,6 +112,10 @@ class Observation:
             pass
 
     def finish(self, status: int, overhead_ms: float | None = None) -> None:
+        """Record the request and let go of what it holds; only the first call counts."""
+        if self._finished:
+            return
+        self._finished = True
         elapsed = time.perf_counter() - self.started
         self.let_go()
         if self.span is not None:
@@ -172,9 +177,16 @@ class Observation:
                     self._usage_from_sse(chunk)
                 yield chunk
         finally:
-            if streaming is not None:
-                streaming.end()
-            self.finish(200)
+            try:
+                # Closed at a yield (the client left while a chunk was being sent), the chunks beneath are
+                # still open: close them now so the backend is given back at once, not when they are collected.
+                aclose = getattr(chunks, "aclose", None)
+                if aclose is not None:
+                    await aclose()
+            finally:
+                if streaming is not None:
+                    streaming.end()
+                self.finish(200)
 
     def _usage_from_sse(self, chunk: bytes) -> None:
         # An event split across two reads is not parsed: the usage count is best effort, the bytes are not.

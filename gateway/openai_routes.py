@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import suppress
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import msgspec
 from litestar import Request, Response, get, post
 from litestar.datastructures import State
 from litestar.response import Stream
+from litestar.types import Receive, Scope, Send
 from opentelemetry.trace import SpanKind
 
 from gateway import errors
@@ -269,8 +270,49 @@ async def _forward_stream(
     chunks = upstream_stream.__aiter__()
     if request_guards is not None:
         chunks = request_guards.filter_stream(path, chunks)
-    chunks = observation.watch_stream(chunks)
-    return Stream(chunks, media_type="text/event-stream", headers=headers)
+    return _ObservedStream(observation, observation.watch_stream(chunks), headers=headers)
+
+
+class _ObservedStream(Stream):
+    """A stream that ends its request however its response ends.
+
+    The chunks' own ``finally`` finishes the observation (in-flight place, key concurrency, adapter version) and
+    gives the backend back, but only once they are iterated: if the body never starts (the server's ``send``
+    raised on the headers because the client had left, or the response task was cancelled first) a generator
+    that never ran has nothing to clean up. Finishing is idempotent, so this adds no second count.
+    """
+
+    __slots__ = ("_chunks", "_observation")
+
+    def __init__(self, observation: Observation, chunks: AsyncGenerator[bytes, None], headers: dict[str, str]) -> None:
+        super().__init__(chunks, media_type="text/event-stream", headers=headers)
+        self._observation = observation
+        self._chunks = chunks
+
+    def to_asgi_response(self, *args: Any, **kwargs: Any) -> Any:
+        return _Ending(super().to_asgi_response(*args, **kwargs), self._end)
+
+    async def _end(self) -> None:
+        try:
+            await self._chunks.aclose()  # one left at a yield finishes now, not when collected
+        finally:
+            self._observation.finish(499)  # a no-op unless the stream never started
+
+
+class _Ending:
+    """An ASGI response followed, whatever happens to it, by ``end``."""
+
+    __slots__ = ("_end", "_response")
+
+    def __init__(self, response: Callable[[Scope, Receive, Send], Awaitable[None]], end: Callable[[], Awaitable[None]]):
+        self._response = response
+        self._end = end
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await self._response(scope, receive, send)
+        finally:
+            await self._end()
 
 
 async def _traced_upstream(
