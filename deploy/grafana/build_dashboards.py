@@ -26,11 +26,18 @@ class Panel:
     thresholds: list[float] = field(default_factory=list)
 
 
+@dataclass
+class Row:
+    """A collapsible row header: the panels after it, up to the next row, sit under it."""
+
+    title: str
+
+
 def quantile(q: float, metric: str, by: str = "model", selector: str = "") -> str:
     return f"histogram_quantile({q}, sum by (le, {by}) (rate({metric}_bucket{selector}[$__rate_interval])))"
 
 
-DASHBOARDS: dict[str, tuple[str, list[Panel]]] = {
+DASHBOARDS: dict[str, tuple[str, list[Panel | Row]]] = {
     "driftgate-overview": (
         "driftgate: traffic, latency and tokens",
         [
@@ -104,7 +111,7 @@ DASHBOARDS: dict[str, tuple[str, list[Panel]]] = {
         ],
     ),
     "driftgate-quality": (
-        "driftgate: guards, drift, adapters and the request log",
+        "driftgate: guards, drift, adapters, the request log and the closed loop",
         [
             Panel(
                 "Guard actions",
@@ -160,12 +167,35 @@ DASHBOARDS: dict[str, tuple[str, list[Panel]]] = {
                 },
                 "ops",
             ),
+            Row("Training jobs and the closed loop"),
+            Panel(
+                "Training jobs by state",
+                {"{{state}}": "sum by (state) (driftgate_training_jobs)"},
+                description="Jobs in each state (queued, running, succeeded, failed, cancelled), as each gateway "
+                "reads its own job directory every 5 s, summed over replicas.",
+            ),
+            # Loop events are rare: increase() over a window would hide the first of each series (born at 1),
+            # so these panels plot the counts themselves, and each step up is an event.
+            Panel(
+                "Loop decisions by status",
+                {"{{alias}} {{status}}": "sum by (alias, status) (driftgate_loop_decisions_total)"},
+                description="Drift alerts the loop controller decided on since each gateway started, by the run "
+                "status they led to: skipped (cooldown, too few new samples, daily cap, duplicate...), queued or "
+                "awaiting_approval. Each step up is a decision; `driftgate loop list` shows them.",
+            ),
+            Panel(
+                "Loop outcomes by alias",
+                {"{{alias}} {{outcome}}": "sum by (alias, outcome) (driftgate_loop_outcomes_total)"},
+                description="Loop runs finished since each gateway started: promoted, rolled_back (the canary "
+                "lost), rejected (the offline gate) or failed. Each step up is a run; 'Adapter versions serving "
+                "each alias' above shows the versions they left serving.",
+            ),
         ],
     ),
 }
 
 
-def panel_json(panel: Panel, index: int) -> dict:
+def panel_json(panel: Panel, index: int, x: int, y: int) -> dict:
     steps = [{"color": "green", "value": None}] + [{"color": "red", "value": value} for value in panel.thresholds]
     return {
         "id": index + 1,
@@ -173,7 +203,7 @@ def panel_json(panel: Panel, index: int) -> dict:
         "title": panel.title,
         "description": panel.description,
         "datasource": DATASOURCE,
-        "gridPos": {"h": 8, "w": 12, "x": (index % 2) * 12, "y": (index // 2) * 8},
+        "gridPos": {"h": 8, "w": 12, "x": x, "y": y},
         "fieldConfig": {
             "defaults": {
                 "unit": panel.unit,
@@ -189,7 +219,32 @@ def panel_json(panel: Panel, index: int) -> dict:
     }
 
 
-def dashboard_json(uid: str, title: str, panels: list[Panel]) -> dict:
+def row_json(row: Row, index: int, y: int) -> dict:
+    return {
+        "id": index + 1,
+        "type": "row",
+        "title": row.title,
+        "collapsed": False,
+        "gridPos": {"h": 1, "w": 24, "x": 0, "y": y},
+        "panels": [],
+    }
+
+
+def layout(items: list[Panel | Row]) -> list[dict]:
+    """Two panels a line, 8 high; a row starts on a new line and takes one unit of height."""
+    placed, y, column = [], 0, 0
+    for index, item in enumerate(items):
+        if isinstance(item, Row):
+            y += 8 if column else 0
+            placed.append(row_json(item, index, y))
+            y, column = y + 1, 0
+            continue
+        placed.append(panel_json(item, index, column * 12, y))
+        y, column = (y + 8, 0) if column else (y, 1)
+    return placed
+
+
+def dashboard_json(uid: str, title: str, panels: list[Panel | Row]) -> dict:
     return {
         "uid": uid,
         "title": title,
@@ -207,7 +262,7 @@ def dashboard_json(uid: str, title: str, panels: list[Panel]) -> dict:
                 ],
             ]
         },
-        "panels": [panel_json(panel, index) for index, panel in enumerate(panels)],
+        "panels": layout(panels),
     }
 
 

@@ -14,6 +14,7 @@ import pytest
 import yaml
 from kubernetes_validate import validate
 
+from deploy.grafana.build_dashboards import build as build_dashboards
 from gateway.config import load_settings
 from gateway.k8s_jobs import REQUIRED_RULES
 from tests.deploy.helm_render import CHART, helm, render
@@ -254,6 +255,15 @@ def test_chart_copies_equal_their_sources() -> None:
     assert sorted(p.name for p in (CHART / "files/dashboards").glob("*.json")) == sorted(s.name for s, _ in pairs[1:])
     for source, copy in pairs:
         assert copy.read_bytes() == source.read_bytes(), f"cp {source.relative_to(REPO)} {copy.relative_to(REPO)}"
+
+
+def test_dashboards_are_what_their_builder_writes(tmp_path: Path) -> None:
+    """deploy/grafana/dashboards/ is generated: an edit to build_dashboards.py must be followed by a rebuild."""
+    built = {path.name: path.read_bytes() for path in build_dashboards(tmp_path)}
+    committed = {p.name: p.read_bytes() for p in (REPO / "deploy/grafana/dashboards").glob("*.json")}
+    assert built.keys() == committed.keys()
+    for name, content in built.items():
+        assert committed[name] == content, f"{name} is stale: python deploy/grafana/build_dashboards.py"
 
 
 def test_helm_lint_finds_only_the_missing_vendored_dependency() -> None:
