@@ -3,7 +3,7 @@
     python -m bench.drift            # about 3 minutes on 2 cores
 
 Prints the tables with the machine, versions and command, and writes bench/results/drift.json. The prompts
-are the deterministic topic corpora of tests/unit/monitor/corpora.py: the reference is support-desk
+are the deterministic topic corpora of demo/corpora.py: the reference is support-desk
 traffic, "same topic" windows are a different draw of it, shifts go to programming or cooking.
 """
 
@@ -26,7 +26,7 @@ from monitor.drift_methods import CALIBRATED, METHODS, MethodConfig, drift_score
 from monitor.embedder import Embedder, EmbedderConfig
 from monitor.embedder_export import ensure_embedder
 from monitor.reference import ReferenceMeta, ReferenceSet
-from tests.unit.monitor.corpora import prompts
+from demo.corpora import prompts
 
 MODEL_DIR = Path(".driftgate/models/all-MiniLM-L6-v2-onnx")
 RESULTS = Path("bench/results/drift.json")

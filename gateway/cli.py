@@ -126,10 +126,11 @@ def up(
         # The embedded vLLM runs with LoRA enabled: adapters are on unless the config says otherwise.
         settings = msgspec.structs.replace(settings, adapters=AdaptersConfig())
     if settings.loop is None and settings.request_log is not None:
-        # The whole loop by default: adapters watched for drift, alerts turned into retraining under a policy.
-        settings = msgspec.structs.replace(
-            settings, loop=LoopConfig(), drift=msgspec.structs.replace(settings.drift, adapters=True)
-        )
+        # The whole loop by default: alerts turned into retraining under a policy.
+        settings = msgspec.structs.replace(settings, loop=LoopConfig())
+    if settings.loop is not None:
+        # The loop acts on drift of adapter aliases: watch them.
+        settings = msgspec.structs.replace(settings, drift=msgspec.structs.replace(settings.drift, adapters=True))
     settings = _bind_safely(settings)
     metrics_dir = share_metrics_across_workers(settings)
     try:

@@ -66,6 +66,8 @@ class Gate(msgspec.Struct, forbid_unknown_fields=True):
     # Per named eval set (``TrainSpec.eval_sets``): candidate loss may be at most baseline loss x this ratio.
     # The closed loop asks for 0.9 on the new traffic (win by 10%) and 1.1 on the old (lose at most 10%).
     slices: dict[str, float] = msgspec.field(default_factory=dict)
+    # ... plus this many nats per token: near zero loss, a ratio alone turns noise into a verdict.
+    slice_slack: float = 0.0
 
 
 class TrainSpec(msgspec.Struct, forbid_unknown_fields=True):

@@ -138,11 +138,12 @@ def check_gate(gate: Gate, candidate: ModelScores, baseline: ModelScores, base: 
         if name not in candidate.slices or name not in baseline.slices:
             reasons.append(f"no eval set named {name!r} was scored")
             continue
-        limit = baseline.slices[name] * ratio
+        limit = baseline.slices[name] * ratio + gate.slice_slack
         if candidate.slices[name] > limit:
+            slack = f" + {gate.slice_slack}" if gate.slice_slack else ""
             reasons.append(
                 f"{name}: loss {candidate.slices[name]:.4f} > {limit:.4f} "
-                f"({baseline.name} {baseline.slices[name]:.4f} x {ratio})"
+                f"({baseline.name} {baseline.slices[name]:.4f} x {ratio}{slack})"
             )
     if candidate.task is not None and baseline.task is not None:
         floor = baseline.task.rouge_l - gate.max_rouge_drop

@@ -33,6 +33,8 @@ class TrainSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     new_loss_ratio: float = 0.9
     # ... and on held-out samples of the registered dataset at most production's x this.
     old_loss_ratio: float = 1.1
+    # Both plus this many nats per token (losses near zero make a bare ratio noise).
+    loss_slack: float = 0.05
     # None: the base model directory under <home>/models named after the route's upstream model.
     base_path: str | None = None
 

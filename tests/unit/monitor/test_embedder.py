@@ -10,7 +10,7 @@ from rich.console import Console
 
 from monitor.embedder import MARKER, Embedder, EmbedderConfig
 from monitor.embedder_export import ExportError, ensure_embedder, fetch_model
-from tests.unit.monitor.corpora import prompts
+from demo.corpora import prompts
 
 QUIET = Console(quiet=True)
 

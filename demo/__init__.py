@@ -1,0 +1,1 @@
+"""The closed-loop demo and the topic corpora it (and the drift tests and benchmarks) send as traffic."""
