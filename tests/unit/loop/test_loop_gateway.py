@@ -18,7 +18,7 @@ import httpx
 import msgspec
 import pytest
 
-from gateway.loop.policy import CanaryPolicy, LoopConfig, LoopPolicy
+from gateway.loop.policy import CanaryPolicy, LoopConfig, LoopPolicy, TeacherConfig
 from guards import GuardsConfig, StageConfig, ToxicityConfig
 from monitor.request_log import RequestLogConfig
 from tests.conftest import running_gateway
@@ -73,12 +73,14 @@ def alert(alias: str = "helpdesk", status: str = "firing") -> dict:
 
 @asynccontextmanager
 async def loop_gateway(
-    tmp_path: Path, upstreams, jobs: StandInJobs, **policy: object
+    tmp_path: Path, upstreams, jobs: StandInJobs, teacher: TeacherConfig | None = None, **policy: object
 ) -> AsyncIterator[httpx.AsyncClient]:
     upstream = await upstreams()
     canary = CanaryPolicy(share=0.5, min_requests=8, max_s=60)
     loop = LoopConfig(
-        default=LoopPolicy(**{"cooldown_s": 0, "min_new_samples": 4, "canary": canary, **policy}), tick_s=0.05
+        default=LoopPolicy(**{"cooldown_s": 0, "min_new_samples": 4, "canary": canary, **policy}),
+        teacher=teacher,
+        tick_s=0.05,
     )
     settings = adapter_settings(
         tmp_path,
@@ -172,6 +174,27 @@ async def test_alert_to_promotion_through_the_gateways_own_api(tmp_path: Path, u
         # The corrections were used up: the next alert finds nothing new to learn from.
         again = (await client.post("/admin/alerts", json=alert())).json()["runs"][0]
         assert again["status"] == "skipped" and again["reason"] == "too few new samples: 0 (the policy needs 4)"
+
+
+async def test_a_teacher_labels_the_drifted_prompts_an_alert_names(tmp_path: Path, upstreams) -> None:
+    teacher_upstream = await upstreams("teacher")
+    jobs = StandInJobs()
+    teacher = TeacherConfig(url=f"{teacher_upstream.url}/v1", model="teacher")
+    async with loop_gateway(tmp_path, upstreams, jobs, teacher=teacher) as client:
+        drifted = [(await chat(client, f"Where do I catch ferry {i}?")).headers["x-request-id"] for i in range(5)]
+        payload = alert()
+        payload["alerts"][0]["annotations"]["request_ids"] = ",".join(drifted)
+        run = (await client.post("/admin/alerts", json=payload)).json()["runs"][0]
+        assert run["status"] == "queued" and run["reason"].startswith("5 new samples"), run["reason"]
+        await wait_for(client, run["id"], "canary")
+        spec = jobs.specs[0]
+        taught = [json.loads(line) for line in Path(spec.data).read_text().splitlines()]
+        taught += [json.loads(line) for line in Path(spec.eval_sets["new"]).read_text().splitlines()]
+        by_teacher = [r for r in taught if r.get("messages", [{}])[-1].get("content") == "Hello from teacher."]
+        asked = sorted(r["messages"][0]["content"] for r in by_teacher)
+        assert asked == sorted(f"Where do I catch ferry {i}?" for i in range(5))
+        sent = [json.loads(body) for body in teacher_upstream.observed.bodies]
+        assert {body["model"] for body in sent} == {"teacher"} and len(sent) == 5
 
 
 async def test_down_voted_canary_is_rolled_back(tmp_path: Path, upstreams) -> None:
