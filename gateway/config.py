@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 import yaml
@@ -121,6 +121,14 @@ class RequestLimits(msgspec.Struct, forbid_unknown_fields=True):
     max_messages: int | None = 1000
     # Inference requests one gateway worker holds at once; beyond it a fast 503 instead of a queue.
     max_in_flight: int | None = 1024
+    # Per-key rpm, tpm and concurrency counted in the state database, so they hold across workers and pods:
+    # true, false, or auto (shared when workers > 1 or the state database is PostgreSQL). YAML reads on/off
+    # as true/false.
+    shared: bool | Literal["auto"] = "auto"
+    # Longest wait on the state database for a shared check; past it the worker's own counters decide.
+    shared_timeout_s: float = 1.0
+    # A request's concurrency lease lapses this long after its worker last renewed it (a crashed worker's).
+    shared_lease_s: float = 30.0
 
 
 class ShutdownConfig(msgspec.Struct, forbid_unknown_fields=True):

@@ -84,7 +84,9 @@ async def _handle(
         key, ticket = await _admitted(request, gateway, observation)
         body = await request.body()
         parsed = decode_request(body, kind)
-        _within_limits(parsed, gateway.settings.limits, ticket)
+        tokens = _within_limits(parsed, gateway.settings.limits, ticket)
+        if tokens is not None:
+            await ticket.reserve(tokens)
         if key is not None:
             observation.key_id = key.id
             if not key.may_use(parsed.model):
@@ -133,7 +135,8 @@ async def _handle(
 
 def _within_limits(
     parsed: ChatCompletionRequest | CompletionRequest | EmbeddingRequest, limits: RequestLimits, ticket: Ticket
-) -> None:
+) -> int | None:
+    """Check the per-request caps; the tokens to count against the key's tokens per minute, if it has a limit."""
     if limits.max_messages is not None and len(getattr(parsed, "messages", ())) > limits.max_messages:
         raise errors.invalid_request(f"At most {limits.max_messages} messages per request.", param="messages")
     if limits.max_tokens is not None:
@@ -144,7 +147,8 @@ def _within_limits(
     if ticket.key is not None and ticket.key.tpm is not None:
         prompt = estimate_prompt_tokens(parsed)
         ticket.prompt_estimate = prompt
-        ticket.reserve_tokens(prompt + _completion_budget(parsed))
+        return prompt + _completion_budget(parsed)
+    return None
 
 
 def estimate_prompt_tokens(parsed: ChatCompletionRequest | CompletionRequest | EmbeddingRequest) -> int:
@@ -179,7 +183,7 @@ async def _caller(request: Request, gateway: Gateway) -> ApiKey | None:
         return None
     key = await gateway.auth.key_for(request.headers.get("authorization"))
     if key is not None:
-        gateway.limiter.check(key)
+        await gateway.limiter.check_shared(key)
     return key
 
 
@@ -193,7 +197,7 @@ async def _admitted(request: Request, gateway: Gateway, observation: Observation
         return None, ticket
     key = await gateway.auth.key_for(request.headers.get("authorization"))
     if key is not None:
-        ticket.admit(key)
+        await ticket.admit_key(key)
     return key, ticket
 
 

@@ -23,6 +23,7 @@ from gateway.request_log import running_request_log
 from gateway.security.audit import AuditLog
 from gateway.security.auth import Authenticator, RateLimiter
 from gateway.security.keys import KeyStore
+from gateway.security.shared_limits import SharedCounters, maintain, shared_mode
 from monitor import metrics
 from monitor.request_log_writer import RequestLogWriter
 from monitor.tracing import Tracing
@@ -131,8 +132,15 @@ class Gateway:
             keys = await asyncio.to_thread(KeyStore, url)
             self.auth = Authenticator(keys, self.settings.auth)
             self.audit = await asyncio.to_thread(AuditLog, url)
+            limits = self.settings.limits
+            shared: SharedCounters | None = None
+            if shared_mode(self.settings):
+                shared = await asyncio.to_thread(SharedCounters, url, limits.shared_timeout_s)
+                self.limiter.share(shared, limits.shared_timeout_s, limits.shared_lease_s)
             await self.pool.check_all(session, self.settings.health)
             checks = asyncio.create_task(self.pool.run_health_checks(session, self.settings.health))
+            if shared is not None:
+                leases = asyncio.create_task(maintain(shared, self.limiter.held_leases, limits.shared_lease_s))
             try:
                 async with (
                     running_adapters(self.settings, self.pool, session) as self.adapters,
@@ -143,6 +151,11 @@ class Gateway:
                 checks.cancel()
                 with suppress(asyncio.CancelledError):
                     await checks
+                if shared is not None:
+                    leases.cancel()
+                    with suppress(asyncio.CancelledError):
+                        await leases
+                    shared.close()
                 self._upstream = None
                 keys.close()
                 self.audit.close()

@@ -31,8 +31,11 @@ class SchemaError(RuntimeError):
     """The database holds a schema this code does not know."""
 
 
-def create_engine(url: str, sqlite_busy_timeout_ms: int = 5_000) -> sa.Engine:
-    """``hide_parameters``: a failed statement's error message would otherwise quote prompts into the logs."""
+def create_engine(url: str, sqlite_busy_timeout_ms: int = 5_000, pre_ping: bool = True) -> sa.Engine:
+    """``hide_parameters``: a failed statement's error message would otherwise quote prompts into the logs.
+
+    ``pre_ping=False`` saves a round trip per statement where one failed statement after a server restart is
+    acceptable (the failure invalidates the whole pool, so it happens once)."""
     parsed = sa.make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
@@ -52,7 +55,7 @@ def create_engine(url: str, sqlite_busy_timeout_ms: int = 5_000) -> sa.Engine:
         return engine
     connect_args = {} if "connect_timeout" in parsed.query else {"connect_timeout": 5}
     # pre_ping: after a server restart, pooled connections are dead; find out before the statement, not during it.
-    return sa.create_engine(parsed, hide_parameters=True, pool_pre_ping=True, connect_args=connect_args)
+    return sa.create_engine(parsed, hide_parameters=True, pool_pre_ping=pre_ping, connect_args=connect_args)
 
 
 def upsert_ignoring(engine: sa.Engine, table: sa.Table, key: str) -> sa.Insert:

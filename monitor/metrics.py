@@ -160,6 +160,11 @@ REJECTED_REQUESTS = Counter(
     "Requests turned away before reaching a backend, by reason (overloaded, circuit_open, rpm, tpm, concurrency).",
     ["reason"],
 )
+SHARED_LIMIT_FAILURES = Counter(
+    "driftgate_shared_limit_failures_total",
+    "Shared per-key limit checks the state database could not answer in time (the worker's own limits applied).",
+    ["op"],
+)
 IN_FLIGHT = Gauge(
     "driftgate_in_flight_requests",
     "Inference requests the gateway holds now (bounded by limits.max_in_flight per worker).",

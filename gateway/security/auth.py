@@ -7,20 +7,31 @@ key exists every /v1 and /admin request needs one. A revoked key stops working w
 Limits, in the order a request meets them: the worker's in-flight cap (503, before the key is even looked
 up), then per key the concurrency cap, requests per minute, and tokens per minute (429 with
 ``Retry-After``). Each inference request holds a :class:`Ticket` that is given back exactly once when its
-answer ends, however it ends (finished, failed, streamed, or its client gone).
+answer ends, however it ends (finished, failed, streamed, or its client gone). The per-key limits are counted
+in this worker's memory, or with ``limits.shared`` in the state database (:mod:`.shared_limits`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from gateway.errors import OpenAIError
 from gateway.security.keys import ApiKey, InvalidKey, KeyStore
 from gateway.security.settings import AuthConfig
 from monitor import metrics
+
+if TYPE_CHECKING:
+    from gateway.security.shared_limits import SharedCounters
+
+_log = logging.getLogger(__name__)
+# What a shared call returns when the state database did not answer (the worker's own counters decide).
+_UNANSWERED: Any = object()
 
 
 def unauthorized() -> OpenAIError:
@@ -101,8 +112,9 @@ class RateLimiter:
     """Per-worker limits: requests in flight, and per key concurrency, requests and tokens per minute.
 
     The per-minute limits are sliding 60 s windows (a deque per key and a clock read: a library would add a
-    dependency for less than this). With several workers each enforces the limits on its own share of the
-    traffic.
+    dependency for less than this). With :meth:`share` the per-key limits are counted in the state database
+    instead (:mod:`gateway.security.shared_limits`), so they hold across workers and pods; only keys that
+    have a limit cost a database statement, and the in-flight cap stays per worker.
     """
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
@@ -112,6 +124,98 @@ class RateLimiter:
         self._tokens: dict[str, deque[list[float]]] = {}
         self._active: dict[str, int] = {}
         self.in_flight = 0
+        self.shared: SharedCounters | None = None
+        self.shared_timeout_s = 1.0
+        self.lease_s = 30.0
+        self.wall_clock: Callable[[], float] = time.time
+        self._leases: set[str] = set()  # this worker's concurrency leases, renewed until released
+        self._warned_at = 0.0
+
+    def share(self, counters: SharedCounters, timeout_s: float, lease_s: float) -> None:
+        """Count per-key limits in ``counters`` (the state database) from now on."""
+        self.shared, self.shared_timeout_s, self.lease_s = counters, timeout_s, lease_s
+
+    def held_leases(self) -> list[str]:
+        return list(self._leases)
+
+    async def _shared_call(self, op: str, call: Callable[..., Any], *args: Any) -> Any:
+        """``call`` off the event loop; :data:`_UNANSWERED` when the store fails or is slower than
+        ``limits.shared_timeout_s``.
+
+        Failing open (to this worker's own counters) rather than closed: the limits share capacity fairly, they
+        are not what keeps callers out (keys are), and a store outage that refused every limited key would turn
+        a degraded database into an inference outage. The worker's counters still bound each key to its limit
+        per worker meanwhile; the warning (once a minute) and ``driftgate_shared_limit_failures_total`` say so.
+        """
+        try:
+            return await asyncio.wait_for(asyncio.to_thread(call, *args), self.shared_timeout_s)
+        except Exception as exc:  # noqa: BLE001 - any store failure (timeouts included) fails open, see above
+            metrics.SHARED_LIMIT_FAILURES.labels(op).inc()
+            now = time.monotonic()
+            if now - self._warned_at > 60:
+                self._warned_at = now
+                _log.warning(
+                    "shared limits: the state database did not answer (%s: %r); per-worker limits apply", op, exc
+                )
+            return _UNANSWERED
+
+    def _in_background(self, op: str, call: Callable[..., Any], *args: Any) -> None:
+        """A shared write whose result nobody waits for (releases, usage corrections)."""
+
+        def run() -> None:
+            try:
+                call(*args)
+            except Exception as exc:  # noqa: BLE001 - a lost release lapses with its lease; logged and counted
+                metrics.SHARED_LIMIT_FAILURES.labels(op).inc()
+                _log.warning("shared limits: %s failed: %r", op, exc)
+
+        try:
+            asyncio.get_running_loop().run_in_executor(None, run)
+        except RuntimeError:  # no event loop (a test, or shutdown): do it here
+            run()
+
+    async def check_shared(self, key: ApiKey) -> None:
+        """Requests per minute, counted in the state database when shared (else as :meth:`check`)."""
+        if self.shared is None or key.rpm is None:
+            return self.check(key)
+        wait = await self._shared_call("rpm", self.shared.admit, key.id, "rpm", 1, key.rpm, self.wall_clock())
+        if wait is _UNANSWERED:
+            return self.check(key)
+        if wait is not None:
+            metrics.REJECTED_REQUESTS.labels("rpm").inc()
+            raise rate_limited(f"key {key.id} ({key.rpm} requests per minute)", wait)
+        return None
+
+    async def _admit_shared(self, ticket: Ticket, key: ApiKey) -> None:
+        assert self.shared is not None
+        if key.max_concurrent is not None:
+            lease = uuid.uuid4().hex
+            got = await self._shared_call(
+                "concurrency", self.shared.acquire, key.id, lease, key.max_concurrent, self.wall_clock(), self.lease_s
+            )
+            if got is _UNANSWERED:
+                self._in_background("release", self.shared.release, [lease])  # in case it landed after all
+                return self._admit(ticket, key)
+            if not got:
+                metrics.REJECTED_REQUESTS.labels("concurrency").inc()
+                raise rate_limited(f"key {key.id} ({key.max_concurrent} concurrent requests)", 1)
+            ticket.lease = lease  # given back when the request ends, even if the rpm check below refuses it
+            self._leases.add(lease)
+        await self.check_shared(key)
+        ticket.key = key
+        return None
+
+    async def _reserve_shared(self, ticket: Ticket, key: ApiKey, estimate: int) -> None:
+        assert self.shared is not None
+        now = self.wall_clock()
+        wait = await self._shared_call("tpm", self.shared.admit, key.id, "tpm", estimate, key.tpm, now)
+        if wait is _UNANSWERED:
+            return self._reserve(ticket, key, estimate)
+        if wait is not None:
+            metrics.REJECTED_REQUESTS.labels("tpm").inc()
+            raise rate_limited(f"key {key.id} ({key.tpm} tokens per minute; this request needs about {estimate})", wait)
+        ticket.shared_tokens = (int(now // 60), estimate)
+        return None
 
     def check(self, key: ApiKey) -> None:
         """Requests per minute: count this request or refuse it."""
@@ -143,6 +247,7 @@ class RateLimiter:
         self.check(key)
         self._active[key.id] = active + 1
         ticket.key = key
+        ticket.counted = True
 
     def _reserve(self, ticket: Ticket, key: ApiKey, estimate: int) -> None:
         if key.tpm is None:
@@ -171,7 +276,7 @@ class RateLimiter:
     def _release(self, ticket: Ticket, used_tokens: int | None) -> None:
         self.in_flight -= 1
         metrics.IN_FLIGHT.dec()
-        if ticket.key is not None:
+        if ticket.counted:
             remaining = self._active[ticket.key.id] - 1
             if remaining:
                 self._active[ticket.key.id] = remaining
@@ -179,28 +284,53 @@ class RateLimiter:
                 del self._active[ticket.key.id]
         if ticket.tokens is not None and used_tokens is not None:
             ticket.tokens[1] = used_tokens
+        if ticket.lease is not None:
+            self._leases.discard(ticket.lease)
+            self._in_background("release", self.shared.release, [ticket.lease])
+        if ticket.shared_tokens is not None and used_tokens is not None:
+            bucket, estimate = ticket.shared_tokens
+            self._in_background("tpm", self.shared.adjust, ticket.key.id, "tpm", bucket, used_tokens - estimate)
 
 
 class Ticket:
     """One inference request's hold on the limits; :meth:`release` it when the answer ends."""
 
-    __slots__ = ("_limiter", "key", "tokens", "prompt_estimate", "_released")
+    __slots__ = ("_limiter", "key", "counted", "tokens", "lease", "shared_tokens", "prompt_estimate", "_released")
 
     def __init__(self, limiter: RateLimiter) -> None:
         self._limiter = limiter
         self.key: ApiKey | None = None
+        self.counted = False  # in this worker's per-key concurrency count
         self.tokens: list[float] | None = None  # this request's entry in its key's tokens-per-minute window
+        self.lease: str | None = None  # its shared concurrency lease
+        self.shared_tokens: tuple[int, int] | None = None  # (minute, estimate) counted in the shared tokens
         self.prompt_estimate = 0
         self._released = False
 
     def admit(self, key: ApiKey) -> None:
-        """The key's concurrency cap and requests-per-minute limit (429 beyond either)."""
+        """The key's concurrency cap and requests-per-minute limit in this worker (429 beyond either)."""
         self._limiter._admit(self, key)
 
+    async def admit_key(self, key: ApiKey) -> None:
+        """As :meth:`admit`, in the state database when limits are shared."""
+        if self._limiter.shared is None:
+            self._limiter._admit(self, key)
+        else:
+            await self._limiter._admit_shared(self, key)
+
     def reserve_tokens(self, estimate: int) -> None:
-        """Count ``estimate`` tokens against the key's tokens per minute (429 if they do not fit)."""
+        """Count ``estimate`` tokens against the key's tokens per minute in this worker (429 if they do not fit)."""
         if self.key is not None:
             self._limiter._reserve(self, self.key, estimate)
+
+    async def reserve(self, estimate: int) -> None:
+        """As :meth:`reserve_tokens`, in the state database when limits are shared."""
+        if self.key is None or self.key.tpm is None:
+            return
+        if self._limiter.shared is None:
+            self._limiter._reserve(self, self.key, estimate)
+        else:
+            await self._limiter._reserve_shared(self, self.key, estimate)
 
     def release(self, used_tokens: int | None = None) -> None:
         """End the hold; ``used_tokens`` (the backend's usage) replaces the estimate when known."""

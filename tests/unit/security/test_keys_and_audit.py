@@ -3,22 +3,12 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
 from gateway.security.audit import AuditLog, audit_head, audit_log
 from gateway.security.keys import InvalidKey, KeyStore, api_keys
-from tests.pg import PgCluster
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'gateway.db'}"
-    cluster: PgCluster = request.getfixturevalue("pg_cluster")
-    return cluster.create_database(f"security_{time.monotonic_ns()}")
 
 
 def test_a_key_is_shown_once_and_stored_only_as_a_hash(url: str) -> None:
