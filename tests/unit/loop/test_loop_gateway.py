@@ -221,6 +221,27 @@ async def test_failed_gate_leaves_the_registry_as_it_was(tmp_path: Path, upstrea
         assert after["aliases"] == before["aliases"]
 
 
+async def test_a_killed_training_job_fails_the_run_and_leaves_the_registry_as_it_was(tmp_path: Path, upstreams) -> None:
+    jobs = StandInJobs()
+    async with loop_gateway(tmp_path, upstreams, jobs) as client:
+        await correct(client, 6)
+        before = (await client.get("/admin/adapters/")).json()
+        original = jobs.start
+
+        def killed(spec: TrainSpec) -> JobStatus:
+            # What LocalJobRunner reports for a child that died without a result (tests/unit/training/test_jobs.py shows it for a real child).
+            job = original(spec)
+            message = "the training process exited without a result; see the logs"
+            jobs.jobs[job.id] = msgspec.structs.replace(job, progress=Progress(state="failed", message=message))
+            return jobs.jobs[job.id]
+
+        jobs.start = killed  # type: ignore[method-assign]
+        run = (await client.post("/admin/alerts", json=alert())).json()["runs"][0]
+        run = await wait_for(client, run["id"], "failed", "canary", "rejected")
+        assert run["status"] == "failed" and "exited without a result" in run["reason"], run["reason"]
+        assert (await client.get("/admin/adapters/")).json()["aliases"] == before["aliases"]
+
+
 async def test_manual_mode_waits_for_approval(tmp_path: Path, upstreams) -> None:
     jobs = StandInJobs()
     async with loop_gateway(tmp_path, upstreams, jobs, approval="manual") as client:
