@@ -229,7 +229,8 @@ async def test_a_killed_training_job_fails_the_run_and_leaves_the_registry_as_it
         original = jobs.start
 
         def killed(spec: TrainSpec) -> JobStatus:
-            # What LocalJobRunner reports for a child that died without a result (tests/unit/training/test_jobs.py shows it for a real child).
+            # What LocalJobRunner reports for a child that died without a result
+            # (tests/unit/training/test_jobs.py shows it for a real child).
             job = original(spec)
             message = "the training process exited without a result; see the logs"
             jobs.jobs[job.id] = msgspec.structs.replace(job, progress=Progress(state="failed", message=message))
