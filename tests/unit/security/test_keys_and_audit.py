@@ -18,7 +18,7 @@ def test_a_key_is_shown_once_and_stored_only_as_a_hash(url: str) -> None:
     assert store.verify(token) == key
     with store.engine.connect() as conn:
         row = conn.execute(sa.select(api_keys)).one()
-    secret = token.rsplit("_", 1)[1]
+    secret = token.removeprefix(f"dg_{key.id}_")  # the secret itself may hold "_"
     assert secret.encode() not in bytes(row.digest) + bytes(row.salt) and secret not in str(row._mapping)
     assert key.may_use("support") and key.may_use("support@3") and not key.may_use("billing")
     store.close()
