@@ -60,7 +60,7 @@ def alert_payload(
     labels = {"alertname": ALERTNAME, "alias": event.alias, "version": event.version, "severity": severity}
     window = event.windows[-1]
     annotations = {
-        "summary": f"Embedding drift on {event.alias}@{event.version}"
+        "summary": f"Embedding drift on {_served(event)}"
         + (" confirmed" if event.transition == "fired" else " cleared"),
         "description": (
             f"{event.method} score {event.score:.4g} vs threshold {event.threshold:.4g} "
@@ -98,6 +98,11 @@ def alert_payload(
         external_url=external_url,
         alerts=[alert],
     )
+
+
+def _served(event: DriftEvent) -> str:
+    """``support@3`` for an adapter version (its version already names the alias), ``model@base`` otherwise."""
+    return event.version if "@" in event.version else f"{event.alias}@{event.version}"
 
 
 def _rfc3339(timestamp: float) -> str:

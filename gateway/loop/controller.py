@@ -343,7 +343,7 @@ class LoopController:
                 learning_rate=train.learning_rate,
                 eval_every=train.eval_every,
             ),
-            gate=Gate(slices=slices, slice_slack=train.loss_slack),
+            gate=Gate(max_forgetting=train.max_forgetting, slices=slices, slice_slack=train.loss_slack),
             production_adapter=production.weights,
             eval_sets=data.eval_sets,
             task_eval_limit=0,

@@ -35,6 +35,9 @@ class TrainSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     old_loss_ratio: float = 1.1
     # Both plus this many nats per token (losses near zero make a bare ratio noise).
     loss_slack: float = 0.05
+    # General-set loss may rise by at most this share over the base model's (the training gate's forgetting
+    # check; looser than a hand-run's 0.1, since the old-topic slice already guards what the alias serves).
+    max_forgetting: float = 0.2
     # None: the base model directory under <home>/models named after the route's upstream model.
     base_path: str | None = None
 

@@ -27,13 +27,21 @@ MODEL = "SmolLM2-135M-Instruct"
 # The same vLLM model behind a second name whose input guards let e-mail addresses through, so a test can
 # make the model write one and watch the output guards catch it.
 RAW_INPUT_MODEL = "smol-raw-input"
-# The alias the closed-loop test retrains, and its policy (stated margins: win 10% on the new topic,
-# lose at most 10% on the old one).
+# The alias the closed-loop test retrains, and its policy (stated margins: win 10% on the new topic, lose at
+# most 10% on the old one, general-set loss at most 30% over the base model's: a 50-step run from the base
+# model measured 16% here, and the adapter it replaces already sat 4% over).
 LOOP_ALIAS = "desk"
 LOOP_POLICY = {
     "cooldown_s": 0,
     "min_new_samples": 16,
-    "train": {"steps": 50, "eval_every": 10, "learning_rate": 1e-3, "new_loss_ratio": 0.9, "old_loss_ratio": 1.1},
+    "train": {
+        "steps": 50,
+        "eval_every": 10,
+        "learning_rate": 1e-3,
+        "new_loss_ratio": 0.9,
+        "old_loss_ratio": 1.1,
+        "max_forgetting": 0.3,
+    },
     "canary": {"share": 0.5, "min_requests": 6, "max_s": 900, "min_ratings": 4},
 }
 # First run: pull (download + dequantize) and a cold vLLM start on 2 cores.
