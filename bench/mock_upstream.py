@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 
 from aiohttp import web
 
@@ -33,11 +34,11 @@ def _completion() -> bytes:
     ).encode()
 
 
-def _stream() -> bytes:
+def _events(stream_id: str = "chatcmpl-bench") -> list[bytes]:
     events = []
     for index in range(STREAM_CHUNKS):
         chunk = {
-            "id": "chatcmpl-bench",
+            "id": stream_id,
             "object": "chat.completion.chunk",
             "created": 0,
             "model": "bench-model",
@@ -45,7 +46,7 @@ def _stream() -> bytes:
         }
         events.append(b"data: " + json.dumps(chunk).encode() + b"\n\n")
     final = {
-        "id": "chatcmpl-bench",
+        "id": stream_id,
         "object": "chat.completion.chunk",
         "created": 0,
         "model": "bench-model",
@@ -53,10 +54,12 @@ def _stream() -> bytes:
     }
     events.append(b"data: " + json.dumps(final).encode() + b"\n\n")
     events.append(b"data: [DONE]\n\n")
-    return b"".join(events)
+    return events
 
 
-COMPLETION, STREAM = _completion(), _stream()
+COMPLETION, STREAM = _completion(), b"".join(_events())
+# Fault tests: streams paced this many seconds per event, with this process's pid in their id.
+CHUNK_DELAY_S = 0.0
 
 
 async def chat(request: web.Request) -> web.StreamResponse:
@@ -65,7 +68,12 @@ async def chat(request: web.Request) -> web.StreamResponse:
         return web.Response(body=COMPLETION, content_type="application/json")
     response = web.StreamResponse(headers={"content-type": "text/event-stream"})
     await response.prepare(request)
-    await response.write(STREAM)
+    if CHUNK_DELAY_S:
+        for event in _events(f"chatcmpl-{os.getpid()}"):
+            await response.write(event)
+            await asyncio.sleep(CHUNK_DELAY_S)
+    else:
+        await response.write(STREAM)
     await response.write_eof()
     return response
 
@@ -80,8 +88,11 @@ async def models(_: web.Request) -> web.Response:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
+    global CHUNK_DELAY_S
     parser.add_argument("--port", type=int, required=True)
-    port = parser.parse_args().port
+    parser.add_argument("--chunk-delay-ms", type=float, default=0.0, help="Pace streams (fault tests).")
+    arguments = parser.parse_args()
+    port, CHUNK_DELAY_S = arguments.port, arguments.chunk_delay_ms / 1000
     app = web.Application()
     app.router.add_post("/v1/chat/completions", chat)
     app.router.add_get("/health", health)
