@@ -311,12 +311,7 @@ class LoopController:
                 seen.add(item.request_id)
         if self.config.teacher is not None and run.request_ids:
             records = [await asyncio.to_thread(self.request_log.get, i) for i in run.request_ids if i not in seen]
-            prompts = [dataset.sample_from_log(r, "?") for r in records if r is not None]
-            conversations = [
-                p["messages"][:-1] if "messages" in p else [{"role": "user", "content": p["prompt"]}]
-                for p in prompts
-                if p
-            ]
+            conversations = [c for c in (dataset.conversation_of(r) for r in records if r is not None) if c]
             answers = await teacher.label(self.config.teacher, conversations)
             for messages, answer in zip(conversations, answers, strict=False):
                 if answer:

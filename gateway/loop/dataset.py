@@ -26,13 +26,12 @@ class Assembled(msgspec.Struct, frozen=True):
     counts: dict[str, int]
 
 
-def sample_from_log(record: RequestRecord, answer: str | None) -> dict[str, Any] | None:
-    """A training record from a logged (already redacted) request and the answer to teach; None if unusable."""
-    answer = answer if answer is not None else record.completion
-    if not record.prompt or not answer or not answer.strip():
+def conversation_of(record: RequestRecord) -> list[dict[str, str]] | None:
+    """The logged (already redacted) prompt as chat messages; None when nothing usable was logged."""
+    if not record.prompt:
         return None
     if record.route != CHAT_ROUTE:
-        return {"prompt": record.prompt, "completion": answer}
+        return [{"role": "user", "content": record.prompt}]
     try:
         messages = json.loads(record.prompt)
     except json.JSONDecodeError:
@@ -44,9 +43,18 @@ def sample_from_log(record: RequestRecord, answer: str | None) -> dict[str, Any]
         and m.get("role") in ("system", "user", "assistant")
         and isinstance(m.get("content"), str)
     ]
-    if not any(m["role"] == "user" for m in kept):
+    return kept if any(m["role"] == "user" for m in kept) else None
+
+
+def sample_from_log(record: RequestRecord, answer: str | None) -> dict[str, Any] | None:
+    """A training record from a logged request and the answer to teach (default: the logged answer)."""
+    answer = answer if answer is not None else record.completion
+    conversation = conversation_of(record)
+    if conversation is None or not answer or not answer.strip():
         return None
-    return {"messages": [*kept, {"role": "assistant", "content": answer}]}
+    if record.route != CHAT_ROUTE:
+        return {"prompt": record.prompt, "completion": answer}
+    return {"messages": [*conversation, {"role": "assistant", "content": answer}]}
 
 
 def assemble(
