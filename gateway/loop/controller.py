@@ -187,7 +187,7 @@ class LoopController:
         samples, used = await self._new_samples(run)
         registered = Path(production.dataset) if production.dataset else None
         assembled = await asyncio.to_thread(
-            dataset.assemble, out / "data", registered, samples, policy.train.holdout_share
+            dataset.assemble, out / "data", registered, samples, policy.train.holdout_share, policy.train.new_share
         )
         run.dataset = assembled.train
         run.note(

@@ -58,9 +58,19 @@ def sample_from_log(record: RequestRecord, answer: str | None) -> dict[str, Any]
 
 
 def assemble(
-    out: Path, registered: Path | None, new: list[dict[str, Any]], holdout_share: float, seed: int = 0
+    out: Path,
+    registered: Path | None,
+    new: list[dict[str, Any]],
+    holdout_share: float,
+    new_share: float = 0.5,
+    seed: int = 0,
 ) -> Assembled:
-    """Write ``train.jsonl``, ``eval-new.jsonl`` and (with a registered dataset) ``eval-old.jsonl`` under ``out``."""
+    """Write ``train.jsonl``, ``eval-new.jsonl`` and (with a registered dataset) ``eval-old.jsonl`` under ``out``.
+
+    The registered records in train are subsampled so the new samples make at least ``new_share`` of it: a
+    few dozen corrections beside a large registered set would otherwise barely move the adapter (repeating
+    them instead would only feed the deduplication check).
+    """
     if len(new) < 4:
         raise ValueError(f"{len(new)} new samples: at least 4 are needed (2 to train on, 2 to judge by)")
     rng = random.Random(seed)
@@ -71,7 +81,10 @@ def assemble(
     new_held = max(2, round(holdout_share * len(new_lines)))
     old_held = max(2, round(holdout_share * len(old))) if len(old) >= 8 else 0
     out.mkdir(parents=True, exist_ok=True)
-    train = old[old_held:] + new_lines[new_held:]
+    new_train = new_lines[new_held:]
+    old_cap = len(old) - old_held if new_share <= 0 else round(len(new_train) * (1 - new_share) / new_share)
+    old_train = old[old_held:][:old_cap]
+    train = old_train + new_train
     rng.shuffle(train)
     files = {"train": train, "eval-new": new_lines[:new_held], "eval-old": old[:old_held]}
     for name, lines in files.items():
@@ -84,6 +97,7 @@ def assemble(
         "registered": len(old),
         "new": len(new_lines),
         "train": len(train),
+        "registered_in_train": len(old_train),
         "eval_new": new_held,
         "eval_old": old_held,
     }

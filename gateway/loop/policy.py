@@ -29,6 +29,8 @@ class TrainSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     general_share: float = 0.1
     # Share of the new samples (and of the registered dataset) held out as the "new" and "old" eval sets.
     holdout_share: float = 0.2
+    # The registered dataset is subsampled in train so the new samples make at least this share of it.
+    new_share: float = 0.5
     # Gate: on held-out new samples the candidate's loss must be at most production's x this ...
     new_loss_ratio: float = 0.9
     # ... and on held-out samples of the registered dataset at most production's x this.

@@ -98,7 +98,7 @@ def test_assemble_holds_out_new_and_old_samples_apart_from_train(tmp_path: Path)
     old = [{"prompt": f"old {i}", "completion": f"a{i}"} for i in range(20)]
     registered.write_text("\n".join(json.dumps(r) for r in old) + "\n")
     new = [{"prompt": f"new {i}", "completion": f"b{i}"} for i in range(10)]
-    assembled = assemble(tmp_path / "out", registered, new, holdout_share=0.2)
+    assembled = assemble(tmp_path / "out", registered, new, holdout_share=0.2, new_share=0.0)
 
     def read(path: str) -> list[str]:
         return [json.loads(line)["prompt"] for line in Path(path).read_text().splitlines()]
@@ -111,6 +111,18 @@ def test_assemble_holds_out_new_and_old_samples_apart_from_train(tmp_path: Path)
     assert (len(train), len(held_new), len(held_old)) == (24, 2, 4)
     assert not set(train) & (set(held_new) | set(held_old))
     assert set(train) | set(held_new) | set(held_old) == {r["prompt"] for r in old + new}
-    assert assembled.counts == {"registered": 20, "new": 10, "train": 24, "eval_new": 2, "eval_old": 4}
+    assert assembled.counts == {
+        "registered": 20, "new": 10, "train": 24, "registered_in_train": 16, "eval_new": 2, "eval_old": 4
+    }  # fmt: skip
     with pytest.raises(ValueError, match="3 new samples"):
         assemble(tmp_path / "few", registered, new[:3], holdout_share=0.2)
+
+
+def test_a_few_new_samples_are_not_drowned_by_a_large_registered_set(tmp_path: Path) -> None:
+    registered = tmp_path / "registered.jsonl"
+    registered.write_text("".join(json.dumps({"prompt": f"old {i}", "completion": "a"}) + "\n" for i in range(100)))
+    new = [{"prompt": f"new {i}", "completion": "b"} for i in range(10)]
+    assembled = assemble(tmp_path / "out", registered, new, holdout_share=0.2, new_share=0.5)
+    train = [json.loads(line)["prompt"] for line in Path(assembled.train).read_text().splitlines()]
+    assert sum(p.startswith("new") for p in train) == 8 and sum(p.startswith("old") for p in train) == 8
+    assert assembled.counts["eval_old"] == 20  # the old topic is still judged on its full held-out share
