@@ -6,7 +6,7 @@
    "TRAVEL DESK: ..." style through ``POST /v1/feedback``.
 3. The drift monitor confirms the shift, the loop controller trains ``desk@2``, gates it, puts it on canary
    and promotes it, while this script keeps sending traffic. The timeline prints as it happens.
-4. Asks the same travel question of ``desk@1`` and ``desk``: the answer changed.
+4. Asks the travel question it asked at the start again: the answer changed.
 
 The e2e test (tests/e2e/test_closed_loop.py) drives the same client through the same story and asserts it.
 The gateway's loop policy for the alias decides how long each step takes; the small one in
@@ -197,6 +197,9 @@ async def tour(url: str, base: Path, work: Path, key: str | None) -> None:
         registered = (await http.post("/admin/adapters/", json=body)).raise_for_status().json()
         await http.post(f"/admin/adapters/{ALIAS}/promote", json={"version": registered["number"]})
         console.print(f"registered and promoted {ALIAS}@{registered['number']}")
+        question = "What should I pack for a weekend in Lisbon?"
+        _, version, before = await loop.ask(question, "tour")
+        console.print(f"[bold]{question}[/] ({version}): {before}")
 
         console.rule("2. traffic on topic A (support), then B (travel) with corrections")
         await loop.many(prompts("support", 30, 2), "a")
@@ -216,11 +219,9 @@ async def tour(url: str, base: Path, work: Path, key: str | None) -> None:
             run = await loop.canary(run["id"], show=printer)
         printer(run)
 
-        console.rule("4. the answers")
-        question = "What should I pack for a weekend in Lisbon?"
-        for model in (f"{ALIAS}@1", ALIAS):
-            _, version, answer = await loop.ask(question, "tour", model=model)
-            console.print(f"[bold]{model}[/] ({version}): {answer}")
+        console.rule("4. the answer, before and after")
+        _, version, after = await loop.ask(question, "tour")
+        console.print(f"before ({ALIAS}@{registered['number']}): {before}\nafter ({version}): {after}")
         console.print(f"{loop.sent} requests sent, {len(loop.failures)} failed")
 
 

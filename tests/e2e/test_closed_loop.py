@@ -46,53 +46,59 @@ async def test_drift_shift_retrains_canaries_and_promotes_and_a_poisoned_batch_n
         assert registered.status_code == 201, registered.text
         assert registered.json()["reference_embeddings"], "no drift reference was built from the dataset"
         assert (await client.post(f"/admin/adapters/{LOOP_ALIAS}/promote", json={"version": 1})).status_code == 200
-
-        # Topic A, as trained: one full window, no drift.
-        await loop.many(prompts("support", 30, 2), "a")
-        state = await loop.drift_state(lambda s: s["windows_checked"] >= 1)
-        assert state["status"] == "ok", state
-
-        # Topic B: users correct the answers as they come, then the rest of the shift.
-        travel = prompts("travel", 64, 3)
-        await loop.correct(travel[:20], NEW_STYLE, "b")
-        await loop.many(travel[20:], "b")
-        await loop.drift_state(lambda s: s["status"] == "drifting")
-        first = (await loop.runs(1))[0]
-        assert first["status"] not in ("skipped", "failed"), first["reason"]
-
-        first = await loop.wait_run(first["id"], ("canary", *ENDED), timeout_s=900)
-        assert first["status"] == "canary", first["timeline"]
-        gate = next(event for event in first["timeline"] if event["step"] == "eval")["data"]
-        candidate, production = gate["candidate"]["slices"], gate["baseline"]["slices"]
-        assert candidate["new"] <= production["new"] * 0.9 + 0.05, gate
-        assert candidate["old"] <= production["old"] * 1.1 + 0.05, gate
-
-        first = await loop.canary(first["id"])
-        assert first["status"] == "promoted", first["timeline"]
-        alias = (await client.get(f"/admin/adapters/{LOOP_ALIAS}")).json()
-        assert alias["production"] == f"{LOOP_ALIAS}@2"
-
-        # The answers changed: the promoted version answers travel questions in the corrected style.
-        question = "What should I pack for a weekend in Lisbon?"
-        _, _, new_answer = await loop.ask(question, "after")
-        _, _, old_answer = await loop.ask(question, "after", model=f"{LOOP_ALIAS}@1")
-        assert new_answer.startswith("TRAVEL DESK"), new_answer
-        assert not old_answer.startswith("TRAVEL DESK"), old_answer
-
-        # A poisoned batch of corrections, then an alert from Alertmanager: never a promotion.
-        await loop.correct(prompts("travel", 16, 4), POISON, "p")
-        received = await client.post("/admin/alerts", json=alertmanager_payload())
-        assert received.status_code == 200, received.text
-        second = received.json()["runs"][0]
-        assert second["status"] == "queued", second["reason"]
-        second = await loop.wait_run(second["id"], ("canary", *ENDED), timeout_s=900)
-        if second["status"] == "canary":
-            second = await loop.canary(second["id"], rate=True)
-        assert second["status"] in ("rejected", "rolled_back"), second["timeline"]
-        alias = (await client.get(f"/admin/adapters/{LOOP_ALIAS}")).json()
-        assert (alias["production"], alias["canary"]) == (f"{LOOP_ALIAS}@2", None)
-
+        try:
+            await closed_loop(client, loop)
+        finally:  # the other e2e tests share this gateway: leave its model list as it was
+            await client.delete(f"/admin/adapters/{LOOP_ALIAS}")
     assert loop.failures == [], f"{len(loop.failures)} of {loop.sent} client requests failed"
+
+
+async def closed_loop(client: httpx.AsyncClient, loop: LoopClient) -> None:
+    question = "What should I pack for a weekend in Lisbon?"
+    _, _, old_answer = await loop.ask(question, "before")
+
+    # Topic A, as trained: one full window, no drift.
+    await loop.many(prompts("support", 30, 2), "a")
+    state = await loop.drift_state(lambda s: s["windows_checked"] >= 1)
+    assert state["status"] == "ok", state
+
+    # Topic B: users correct the answers as they come, then the rest of the shift.
+    travel = prompts("travel", 64, 3)
+    await loop.correct(travel[:20], NEW_STYLE, "b")
+    await loop.many(travel[20:], "b")
+    await loop.drift_state(lambda s: s["status"] == "drifting")
+    first = (await loop.runs(1))[0]
+    assert first["status"] not in ("skipped", "failed"), first["reason"]
+
+    first = await loop.wait_run(first["id"], ("canary", *ENDED), timeout_s=900)
+    assert first["status"] == "canary", first["timeline"]
+    gate = next(event for event in first["timeline"] if event["step"] == "eval")["data"]
+    candidate, production = gate["candidate"]["slices"], gate["baseline"]["slices"]
+    assert candidate["new"] <= production["new"] * 0.9 + 0.05, gate
+    assert candidate["old"] <= production["old"] * 1.1 + 0.05, gate
+
+    first = await loop.canary(first["id"])
+    assert first["status"] == "promoted", first["timeline"]
+    alias = (await client.get(f"/admin/adapters/{LOOP_ALIAS}")).json()
+    assert alias["production"] == f"{LOOP_ALIAS}@2"
+
+    # The answers changed: the promoted version answers travel questions in the corrected style.
+    _, _, new_answer = await loop.ask(question, "after")
+    assert new_answer.startswith("TRAVEL DESK"), new_answer
+    assert not old_answer.startswith("TRAVEL DESK"), old_answer
+
+    # A poisoned batch of corrections, then an alert from Alertmanager: never a promotion.
+    await loop.correct(prompts("travel", 16, 4), POISON, "p")
+    received = await client.post("/admin/alerts", json=alertmanager_payload())
+    assert received.status_code == 200, received.text
+    second = received.json()["runs"][0]
+    assert second["status"] == "queued", second["reason"]
+    second = await loop.wait_run(second["id"], ("canary", *ENDED), timeout_s=900)
+    if second["status"] == "canary":
+        second = await loop.canary(second["id"], rate=True)
+    assert second["status"] in ("rejected", "rolled_back"), second["timeline"]
+    alias = (await client.get(f"/admin/adapters/{LOOP_ALIAS}")).json()
+    assert (alias["production"], alias["canary"]) == (f"{LOOP_ALIAS}@2", None)
 
 
 def alertmanager_payload() -> dict:

@@ -115,7 +115,7 @@ async def test_tokens_per_minute_estimate_first_then_charge_actual_usage(tmp_pat
 
 async def test_beyond_max_in_flight_is_a_fast_503_not_a_queue(upstreams) -> None:
     upstream = await upstreams()
-    upstream.behaviour.delay_s = 0.5
+    upstream.behaviour.delay_s = 3.0
     settings = settings_for(ModelRoute("m", [upstream.url]), limits=RequestLimits(max_in_flight=3))
     async with running_gateway(settings) as client:
         rejected_before = await sample(client, "driftgate_rejected_requests_total", {"reason": "overloaded"})
@@ -131,7 +131,8 @@ async def test_beyond_max_in_flight_is_a_fast_503_not_a_queue(upstreams) -> None
         assert len(served) == 3 and len(refused) == 7
         for response, elapsed in refused:
             assert_openai_error(response, 503, "server_overloaded")
-            assert elapsed < 0.3  # refused at once, not after waiting for a place
+            # Refused at once, not after waiting for a place (a bound loose enough for a loaded CI machine).
+            assert elapsed < min(served) / 2
         rejected = await sample(client, "driftgate_rejected_requests_total", {"reason": "overloaded"})
         assert rejected - rejected_before == 7
         # Places come back when requests end; health and metrics routes never count.
