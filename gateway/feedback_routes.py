@@ -17,6 +17,7 @@ from msgspec import Meta
 
 from gateway.errors import OpenAIError, invalid_request
 from gateway.guarding import CONTENT_FILTER
+from gateway.openai_routes import _caller  # the one place keys and rate limits are checked
 from gateway.runtime import Gateway
 from gateway.schemas import decode_request
 from guards import RedactionContext
@@ -46,8 +47,6 @@ class FeedbackReceipt(msgspec.Struct):
 
 @post("/v1/feedback", status_code=201)
 async def feedback(request: Request, state: State) -> FeedbackReceipt:
-    from gateway.openai_routes import _caller  # the one place keys and rate limits are checked
-
     gateway: Gateway = state.gateway
     key = await _caller(request, gateway)
     body = decode_request(await request.body(), FeedbackRequest)

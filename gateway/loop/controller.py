@@ -122,7 +122,11 @@ class LoopController:
                 self.config.policy(alias),
                 production=production.name if production else None,
                 request_ids=ids,
-                alert={"labels": msgspec.to_builtins(alert.labels), "annotations": alert.annotations},
+                # The drifted ids are kept once, on the run itself.
+                alert={
+                    "labels": msgspec.to_builtins(alert.labels),
+                    "annotations": {k: v for k, v in alert.annotations.items() if k != "request_ids"},
+                },
                 teacher_samples=teacher_samples,
             )
             log.warning("loop %s for %s: %s (%s)", run.id, alias, run.status, run.reason)
