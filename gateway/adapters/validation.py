@@ -33,6 +33,11 @@ def check_adapter(weights: str, route: ModelRoute, max_lora_rank: int) -> None:
     if not isinstance(config, dict) or config.get("peft_type") != "LORA":
         found = config.get("peft_type") if isinstance(config, dict) else None
         raise invalid_adapter(f"`{weights}` is a {found or 'non-peft'} adapter; only LoRA adapters can be served.")
+    if config.get("use_dora"):
+        raise invalid_adapter(
+            f"`{weights}` is a DoRA adapter (use_dora): vLLM serves plain LoRA only. Merge it into the base model"
+            " (peft's merge_and_unload) and serve that as a model, or train it with --method lora."
+        )
     if not any((directory / name).is_file() for name in WEIGHT_FILES):
         raise invalid_adapter(f"`{weights}` has no weights ({' or '.join(WEIGHT_FILES)}).")
     rank = config.get("r")

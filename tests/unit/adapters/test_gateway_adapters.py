@@ -102,6 +102,10 @@ async def test_bad_input_is_a_clear_4xx_and_changes_nothing(tmp_path: Path, upst
             ("/admin/adapters/", {"alias": "support", "weights": adapter_dir("big", r=64), "base_model": BASE}),
             (
                 "/admin/adapters/",
+                {"alias": "support", "weights": adapter_dir("dora", use_dora=True), "base_model": BASE},
+            ),
+            (
+                "/admin/adapters/",
                 {
                     "alias": "support",
                     "weights": adapter_dir("llama", base_model_name_or_path="meta/Llama-3"),
@@ -122,6 +126,8 @@ async def test_bad_input_is_a_clear_4xx_and_changes_nothing(tmp_path: Path, upst
         assert (await client.get("/admin/adapters/")).json() == before
         big = await client.post("/admin/adapters/", json=cases[1][1])
         assert "max-lora-rank 16" in big.json()["error"]["message"]
+        dora = await client.post("/admin/adapters/", json=cases[2][1])
+        assert "DoRA" in dora.json()["error"]["message"]
 
 
 async def test_promotion_waits_for_loads_and_in_flight_streams(tmp_path: Path, upstreams, adapter_dir) -> None:

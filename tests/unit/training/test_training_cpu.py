@@ -42,6 +42,10 @@ TOPICS = (
 )
 FORMS = ("Tell me about {}.", "Say something about {}.")
 MARGIN = 0.25
+RUN_SPEC_FROM_ARGV = (
+    "import sys, msgspec; from training.config import TrainSpec; from training.run import run;"
+    " run(msgspec.json.decode(sys.argv[1], type=TrainSpec))"
+)
 
 
 def pirate(topic: str) -> str:
@@ -108,3 +112,59 @@ def test_run_record_and_model_card_hold_the_measured_numbers(trained: RunResult)
     assert card.startswith("---\nbase_model: ") and "library_name: peft" in card
     assert f"{trained.candidate.eval_loss:.4f}" in card and f"{trained.baseline.eval_loss:.4f}" in card
     assert "Gate: **passed**" in card
+
+
+def test_a_killed_run_resumes_from_its_checkpoint_to_the_same_adapter(
+    tmp_path: Path, base_model: Path, trained: RunResult
+) -> None:
+    """SIGKILL after the first checkpoint, run again: it goes on from there and ends where an unbroken run ends."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    data = write_dataset(tmp_path / "pirate.jsonl")
+    out = tmp_path / "out"
+    spec = tiny_spec(data, base_model, out)
+    child = subprocess.Popen(
+        [sys.executable, "-c", RUN_SPEC_FROM_ARGV, msgspec.json.encode(spec).decode()],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=Path(__file__).resolve().parents[3],
+    )
+    try:
+        deadline = time.monotonic() + 600
+        while not (out / "checkpoint" / "state.pt").exists():
+            assert child.poll() is None, "the run ended before its first checkpoint"
+            assert time.monotonic() < deadline, "no checkpoint within 10 minutes"
+            time.sleep(0.05)
+        os.kill(child.pid, signal.SIGKILL)
+    finally:
+        child.kill()
+        child.wait()
+    assert not (out / "adapter" / "run.json").exists()  # it died mid-run
+
+    resumed = run(spec)
+    loop = msgspec.json.decode(Path(resumed.run_record).read_bytes())["loop"]
+    unbroken = msgspec.json.decode(Path(trained.run_record).read_bytes())["loop"]
+    assert loop["resumed_from"] == spec.loop.eval_every  # the first checkpoint, at the first evaluation
+    assert loop["steps_run"] == spec.loop.steps
+    assert [point["step"] for point in loop["history"]] == [point["step"] for point in unbroken["history"]]
+    # Same seed, same batches, optimizer and schedule restored: the same adapter as the unbroken run.
+    assert abs(resumed.candidate.eval_loss - trained.candidate.eval_loss) < 1e-3
+    assert not (out / "checkpoint").exists()
+
+
+def test_dora_trains_and_records_its_method(tmp_path: Path, base_model: Path) -> None:
+    from peft import PeftConfig
+    from safetensors.torch import load_file
+
+    spec = tiny_spec(write_dataset(tmp_path / "pirate.jsonl"), base_model, tmp_path / "out")
+    dora = run(msgspec.structs.replace(spec, method="dora"))
+    assert dora.candidate.eval_loss < dora.baseline.eval_loss * (1 - MARGIN)
+    adapter = Path(dora.adapter_dir)
+    assert PeftConfig.from_pretrained(adapter).use_dora
+    assert any("lora_magnitude_vector" in name for name in load_file(adapter / "adapter_model.safetensors"))
+    record = msgspec.json.decode(Path(dora.run_record).read_bytes())
+    assert record["method_requested"] == record["method_used"] == "dora"
