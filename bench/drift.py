@@ -21,12 +21,12 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.machine import describe
+from demo.corpora import prompts
 from monitor.drift import DriftMonitor, DriftSettings
 from monitor.drift_methods import CALIBRATED, METHODS, MethodConfig, drift_score, sample_rows
 from monitor.embedder import Embedder, EmbedderConfig
 from monitor.embedder_export import ensure_embedder
 from monitor.reference import ReferenceMeta, ReferenceSet
-from demo.corpora import prompts
 
 MODEL_DIR = Path(".driftgate/models/all-MiniLM-L6-v2-onnx")
 RESULTS = Path("bench/results/drift.json")

@@ -10,13 +10,13 @@ from pathlib import Path
 import msgspec
 from aiohttp import web
 
+from demo.corpora import prompts
 from gateway.config import DriftConfig, ModelRoute
 from guards import GuardsConfig
 from monitor.drift_types import DriftSettings
 from monitor.request_log import RequestLogConfig
 from tests.conftest import free_port, running_gateway, settings_for
 from tests.unit.monitor.conftest import MODEL_DIR
-from demo.corpora import prompts
 
 
 async def alert_receiver(received: list[dict]) -> tuple[web.AppRunner, str]:

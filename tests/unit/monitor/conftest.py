@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from demo.corpora import prompts
 from monitor.embedder import Embedder, EmbedderConfig, read_info
 from monitor.embedder_export import ensure_embedder
-from demo.corpora import prompts
 
 MODEL_DIR = Path(__file__).resolve().parents[3] / ".driftgate" / "models" / "all-MiniLM-L6-v2-onnx"
 # name: (topic, prompts, seed). Reference and production traffic of a topic come from different seeds.

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from rich.console import Console
 
+from demo.corpora import prompts
 from monitor.embedder import MARKER, Embedder, EmbedderConfig
 from monitor.embedder_export import ExportError, ensure_embedder, fetch_model
-from demo.corpora import prompts
 
 QUIET = Console(quiet=True)
 
