@@ -99,8 +99,13 @@ def main() -> None:
             table.add_row(row["method"], "error: " + row["error"][:80], *[""] * 6)
             continue
         table.add_row(
-            row["method"], row["ran_as"], f"{row['base_loss']:.4f}", f"{row['trainable_params']:,}",
-            f"{row['tokens_per_s']:.0f}", f"{row['s_per_step']:.2f}", f"{row['peak_rss_mib']:.0f}",
+            row["method"],
+            row["ran_as"],
+            f"{row['base_loss']:.4f}",
+            f"{row['trainable_params']:,}",
+            f"{row['tokens_per_s']:.0f}",
+            f"{row['s_per_step']:.2f}",
+            f"{row['peak_rss_mib']:.0f}",
             f"{row['load_s']:.1f}",
         )
     console.print(header)
