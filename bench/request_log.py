@@ -63,19 +63,12 @@ def main() -> int:
     change = medians["log"] / medians["bare"] - 1
     # Each round runs both sides back to back: the ratio within a round cancels the machine's slow drift.
     paired = statistics.median(on / off - 1 for on, off in zip(runs["log"], runs["bare"], strict=True))
-    table = Table(title=f"chat, {args.concurrency} concurrent, median of {args.rounds} alternating runs")
-    for column in ("request log", "median rps", "runs"):
-        table.add_column(column)
-    for name, values in runs.items():
-        table.add_row("on" if name == "log" else "off", f"{medians[name]:,.0f}", " ".join(f"{v:,.0f}" for v in values))
-    console.print(table)
+    console.print(
+        _table(f"chat, {args.concurrency} concurrent, median of {args.rounds} alternating runs", "median rps", runs)
+    )
     cpu = {name: statistics.median(values) for name, values in cpu_us.items()}
-    cpu_table = Table(title=f"gateway CPU per request at {args.rate:,.0f} requests/s, median of {args.rounds}")
-    for column in ("request log", "median µs CPU/request", "runs"):
-        cpu_table.add_column(column)
-    for name, values in cpu_us.items():
-        cpu_table.add_row("on" if name == "log" else "off", f"{cpu[name]:,.0f}", " ".join(f"{v:,.0f}" for v in values))
-    console.print(cpu_table)
+    title = f"gateway CPU per request at {args.rate:,.0f} requests/s, median of {args.rounds}"
+    console.print(_table(title, "median µs CPU/request", cpu_us))
     console.print(f"CPU per request with the log on: {cpu['log'] / cpu['bare'] - 1:+.1%}")
     console.print(f"throughput with the log on: {change:+.1%} by medians, {paired:+.1%} by per-round ratios")
     console.print("target: within 5%")
@@ -84,6 +77,17 @@ def main() -> int:
     results |= {"cpu_us_per_request": cpu_us, "cpu_change": cpu["log"] / cpu["bare"] - 1, "rate": args.rate}
     RESULTS.write_text(json.dumps(results, indent=2))
     return 0
+
+
+def _table(title: str, measure: str, rounds: dict[str, list[float]]) -> Table:
+    """One row per side (log off, log on): the median and every round."""
+    table = Table(title=title)
+    for column in ("request log", measure, "runs"):
+        table.add_column(column)
+    for name, values in rounds.items():
+        side = "on" if name == "log" else "off"
+        table.add_row(side, f"{statistics.median(values):,.0f}", " ".join(f"{v:,.0f}" for v in values))
+    return table
 
 
 def _listener(target) -> psutil.Process:
