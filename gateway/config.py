@@ -80,6 +80,9 @@ class EmbeddedVLLM(msgspec.Struct, forbid_unknown_fields=True):
     # adapter's first token took 1.2 s at 16 and 1.7 s at 64 (base model: 0.85 s). 16 is what driftgate
     # trains by default; raise it for larger adapters (registration names this limit when one is refused).
     max_lora_rank: int = 16
+    # vLLM's --dtype. ``auto`` is vLLM's choice, except on the CPU build without native bfloat16, where it
+    # is float32 (bfloat16 emulated in software made first tokens 3-4x slower; see gateway/embedded.py).
+    dtype: str = "auto"
     # GiB of KV cache on the CPU build (VLLM_CPU_KVCACHE_SPACE).
     cpu_kvcache_gib: int = 2
     extra_args: list[str] = msgspec.field(default_factory=list)

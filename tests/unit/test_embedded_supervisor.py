@@ -48,6 +48,28 @@ def test_vllm_command_enables_runtime_lora(tmp_path: Path) -> None:
     assert server.environment()["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] == "True"
 
 
+def test_auto_dtype_is_float32_on_a_cpu_without_native_bf16(tmp_path: Path, monkeypatch) -> None:
+    from gateway import embedded
+
+    avx2_only = tmp_path / "avx2"
+    avx2_only.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx avx2 fma\n")
+    sapphire = tmp_path / "amx"
+    sapphire.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16 amx_bf16\n")
+    assert not embedded.cpu_has_native_bf16(avx2_only) and embedded.cpu_has_native_bf16(sapphire)
+    assert not embedded.cpu_has_native_bf16(tmp_path / "missing")
+
+    monkeypatch.setattr(embedded, "is_cpu_build", lambda: True)
+    monkeypatch.setattr(embedded, "cpu_has_native_bf16", lambda: False)
+    assert embedded.vllm_dtype("auto") == "float32"
+    assert embedded.vllm_dtype("bfloat16") == "bfloat16"  # what the user asks for wins
+    command = VLLMServer(EmbeddedVLLM(port=8123), tmp_path / "m", tmp_path / "l").command()
+    assert command[command.index("--dtype") + 1] == "float32"
+    monkeypatch.setattr(embedded, "cpu_has_native_bf16", lambda: True)
+    assert embedded.vllm_dtype("auto") == "auto"
+    monkeypatch.setattr(embedded, "is_cpu_build", lambda: False)
+    assert embedded.vllm_dtype("auto") == "auto"  # a GPU build keeps vLLM's own choice
+
+
 def test_a_dead_child_is_restarted_until_stopped(tmp_path: Path) -> None:
     server = StandInServer(tmp_path)
     server.start()
