@@ -70,6 +70,48 @@ def test_auto_dtype_is_float32_on_a_cpu_without_native_bf16(tmp_path: Path, monk
     assert embedded.vllm_dtype("auto") == "auto"  # a GPU build keeps vLLM's own choice
 
 
+@pytest.mark.skipif(sys.platform != "linux", reason="PR_SET_PDEATHSIG is Linux's")
+def test_the_child_ends_when_the_gateway_is_killed_outright(tmp_path: Path) -> None:
+    """SIGKILL leaves no chance to stop vLLM in order: the kernel must end it with its parent."""
+    import subprocess
+
+    import psutil
+
+    port = free_port()
+    parent = subprocess.Popen(
+        [sys.executable, "-c", STARTS_A_CHILD_THEN_WAITS, str(port), str(tmp_path)],
+        stdout=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    try:
+        child = psutil.Process(int(parent.stdout.readline()))
+        assert child.is_running() and child.status() != psutil.STATUS_ZOMBIE
+        parent.kill()
+        parent.wait()
+        child.wait(timeout=20)  # raises psutil.TimeoutExpired if the child outlives its parent
+    finally:
+        parent.kill()
+
+
+STARTS_A_CHILD_THEN_WAITS = """
+import sys, time
+from pathlib import Path
+from gateway.config import EmbeddedVLLM
+from gateway.embedded import VLLMServer
+
+class StandIn(VLLMServer):
+    def command(self):
+        return [sys.executable, "-m", "tests.fake_upstream", "--port", str(self.config.port)]
+
+home = Path(sys.argv[2])
+server = StandIn(EmbeddedVLLM(port=int(sys.argv[1]), startup_timeout_s=20), home, home / "child.log")
+server.start()
+server.wait_healthy()
+print(server.pid, flush=True)
+time.sleep(600)
+"""
+
+
 def test_a_dead_child_is_restarted_until_stopped(tmp_path: Path) -> None:
     server = StandInServer(tmp_path)
     server.start()
