@@ -198,7 +198,11 @@ def _terminate_with_parent() -> None:
     and memory. Linux's PR_SET_PDEATHSIG does this in the kernel; no library wraps it for subprocess.
     """
     pr_set_pdeathsig = 1
-    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    _prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+# Looked up once here: after a fork in a threaded process the child must not load libraries.
+_prctl = ctypes.CDLL(None, use_errno=True).prctl if sys.platform == "linux" else None
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:
