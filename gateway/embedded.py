@@ -94,8 +94,7 @@ class VLLMServer:
             str(self.config.max_loras),
             "--max-lora-rank",
             str(self.config.max_lora_rank),
-            "--dtype",
-            vllm_dtype(self.config.dtype),
+            *([] if "--dtype" in self.config.extra_args else ["--dtype", vllm_dtype(self.config.dtype)]),
             *self.config.extra_args,
         ]
 
@@ -123,7 +122,7 @@ class VLLMServer:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,  # Ctrl-C reaches us, not vLLM: we stop it in order.
-                preexec_fn=_terminate_with_parent if sys.platform == "linux" else None,
+                preexec_fn=_terminate_with_parent if _prctl is not None else None,
             )
         log.info("vLLM started (pid %s), log at %s", self._process.pid, self.log_path)
 

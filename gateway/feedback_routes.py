@@ -17,7 +17,7 @@ from msgspec import Meta
 
 from gateway.errors import OpenAIError, invalid_request
 from gateway.guarding import CONTENT_FILTER
-from gateway.openai_routes import _caller  # the one place keys and rate limits are checked
+from gateway.openai_routes import caller_key
 from gateway.runtime import Gateway
 from gateway.schemas import decode_request
 from guards import RedactionContext
@@ -48,7 +48,7 @@ class FeedbackReceipt(msgspec.Struct):
 @post("/v1/feedback", status_code=201)
 async def feedback(request: Request, state: State) -> FeedbackReceipt:
     gateway: Gateway = state.gateway
-    key = await _caller(request, gateway)
+    key = await caller_key(request, gateway)
     body = decode_request(await request.body(), FeedbackRequest)
     if body.rating is None and body.correction is None:
         raise invalid_request("Give a `rating`, a `correction`, or both.", param="rating")

@@ -63,7 +63,7 @@ async def embeddings(request: Request, state: State) -> Response:
 @get("/v1/models")
 async def list_models(request: Request, state: State) -> ModelList:
     gateway: Gateway = state.gateway
-    key = await _caller(request, gateway)
+    key = await caller_key(request, gateway)
     cards = [ModelCard(id=route.name, created=gateway.started_at) for route in gateway.pool.routes]
     if gateway.adapters is not None:
         cards.extend(adapter_cards(gateway.adapters.snapshot))
@@ -177,7 +177,7 @@ def _completion_budget(parsed: ChatCompletionRequest | CompletionRequest | Embed
     return asked * (getattr(parsed, "n", None) or 1)
 
 
-async def _caller(request: Request, gateway: Gateway) -> ApiKey | None:
+async def caller_key(request: Request, gateway: Gateway) -> ApiKey | None:
     """The caller's API key (None while the gateway runs open), within its requests-per-minute limit."""
     if gateway.auth is None:
         return None
@@ -197,7 +197,7 @@ async def _admitted(request: Request, gateway: Gateway, observation: Observation
         return None, ticket
     key = await gateway.auth.key_for(request.headers.get("authorization"))
     if key is not None:
-        await ticket.admit_key(key)
+        await ticket.admit(key)
     return key, ticket
 
 

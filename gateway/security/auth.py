@@ -307,24 +307,17 @@ class Ticket:
         self.prompt_estimate = 0
         self._released = False
 
-    def admit(self, key: ApiKey) -> None:
-        """The key's concurrency cap and requests-per-minute limit in this worker (429 beyond either)."""
-        self._limiter._admit(self, key)
-
-    async def admit_key(self, key: ApiKey) -> None:
-        """As :meth:`admit`, in the state database when limits are shared."""
+    async def admit(self, key: ApiKey) -> None:
+        """The key's concurrency cap and requests-per-minute limit (429 beyond either); in the state database
+        when limits are shared, else in this worker."""
         if self._limiter.shared is None:
             self._limiter._admit(self, key)
         else:
             await self._limiter._admit_shared(self, key)
 
-    def reserve_tokens(self, estimate: int) -> None:
-        """Count ``estimate`` tokens against the key's tokens per minute in this worker (429 if they do not fit)."""
-        if self.key is not None:
-            self._limiter._reserve(self, self.key, estimate)
-
     async def reserve(self, estimate: int) -> None:
-        """As :meth:`reserve_tokens`, in the state database when limits are shared."""
+        """Count ``estimate`` tokens against the key's tokens per minute (429 if they do not fit); in the state
+        database when limits are shared, else in this worker."""
         if self.key is None or self.key.tpm is None:
             return
         if self._limiter.shared is None:

@@ -9,13 +9,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
+from bench.gateway import wait_http
 from gateway.config import ModelRoute
 from tests.conftest import free_port, running_gateway, settings_for
 
@@ -34,13 +33,7 @@ def replicas() -> Iterator[list[tuple[str, subprocess.Popen[bytes]]]]:
         )
         started.append((f"http://127.0.0.1:{port}", process))
     for url, _ in started:
-        for _ in range(100):
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
+        wait_http(f"{url}/health", timeout_s=20)
     yield started
     for _, process in started:
         process.kill()

@@ -49,6 +49,8 @@ async def test_concurrency_cap_is_released_by_streams_errors_and_departures(tmp_
     _, other = keys.create("other", "inference")
     keys.close()
     async with running_gateway(settings) as client:
+        # The gauge is process-wide: other tests in this process may have left tickets held.
+        in_flight_before = await sample(client, "driftgate_in_flight_requests")
         # A stream holds the key's only slot from its first byte to its last.
         async with client.stream("POST", "/v1/chat/completions", json=STREAM, headers=bearer(token)) as first:
             chunks = first.aiter_raw()
@@ -83,7 +85,7 @@ async def test_concurrency_cap_is_released_by_streams_errors_and_departures(tmp_
         assert (await client.post("/v1/chat/completions", json=CHAT, headers=bearer(token))).status_code == 500
         upstream.behaviour.error_status = None
         assert (await client.post("/v1/chat/completions", json=CHAT, headers=bearer(token))).status_code == 200
-        assert await sample(client, "driftgate_in_flight_requests") == 0
+        assert await sample(client, "driftgate_in_flight_requests") == in_flight_before
         assert await sample(client, "driftgate_rejected_requests_total", {"reason": "concurrency"}) >= 1
 
 
@@ -119,6 +121,7 @@ async def test_beyond_max_in_flight_is_a_fast_503_not_a_queue(upstreams) -> None
     settings = settings_for(ModelRoute("m", [upstream.url]), limits=RequestLimits(max_in_flight=3))
     async with running_gateway(settings) as client:
         rejected_before = await sample(client, "driftgate_rejected_requests_total", {"reason": "overloaded"})
+        in_flight_before = await sample(client, "driftgate_in_flight_requests")  # process-wide, as above
 
         async def timed() -> tuple[httpx.Response, float]:
             started = time.perf_counter()
@@ -136,7 +139,7 @@ async def test_beyond_max_in_flight_is_a_fast_503_not_a_queue(upstreams) -> None
         rejected = await sample(client, "driftgate_rejected_requests_total", {"reason": "overloaded"})
         assert rejected - rejected_before == 7
         # Places come back when requests end; health and metrics routes never count.
-        assert await sample(client, "driftgate_in_flight_requests") == 0
+        assert await sample(client, "driftgate_in_flight_requests") == in_flight_before
         upstream.behaviour.delay_s = 0
         again = await asyncio.gather(*(client.post("/v1/chat/completions", json=CHAT) for _ in range(3)))
         assert [r.status_code for r in again] == [200, 200, 200]

@@ -44,6 +44,7 @@ def test_vllm_command_enables_runtime_lora(tmp_path: Path) -> None:
     command = server.command()
     assert command[1:3] == ["-m", "vllm.entrypoints.openai.api_server"]
     assert "--enable-lora" in command and command[-2:] == ["--dtype", "float32"]
+    assert command.count("--dtype") == 1  # the user's --dtype, not a second one of ours
     assert command[command.index("--port") + 1] == "8123"
     assert server.environment()["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] == "True"
 

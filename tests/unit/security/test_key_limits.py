@@ -37,21 +37,27 @@ def refused(call, *args) -> OpenAIError:
     return caught.value
 
 
-def test_concurrency_cap_counts_requests_until_they_are_released(store: KeyStore) -> None:
+async def refused_async(pending) -> OpenAIError:
+    with pytest.raises(OpenAIError) as caught:
+        await pending
+    return caught.value
+
+
+async def test_concurrency_cap_counts_requests_until_they_are_released(store: KeyStore) -> None:
     limiter = RateLimiter()
     key, _ = store.create("two-at-once", "inference", max_concurrent=2)
     first, second = limiter.enter(None), limiter.enter(None)
-    first.admit(key)
-    second.admit(key)
+    await first.admit(key)
+    await second.admit(key)
     third = limiter.enter(None)
-    error = refused(third.admit, key)
+    error = await refused_async(third.admit(key))
     assert error.status == 429 and error.body.error.code == "rate_limit_exceeded" and error.headers["retry-after"]
     third.release()
     first.release()
     first.release()  # a second release changes nothing
     fourth = limiter.enter(None)
-    fourth.admit(key)
-    assert refused(limiter.enter(None).admit, key).status == 429
+    await fourth.admit(key)
+    assert (await refused_async(limiter.enter(None).admit(key))).status == 429
 
 
 def test_in_flight_cap_is_a_fast_503_and_frees_on_release() -> None:
@@ -64,30 +70,30 @@ def test_in_flight_cap_is_a_fast_503_and_frees_on_release() -> None:
     assert limiter.in_flight == 2
 
 
-def test_tokens_per_minute_charge_the_estimate_then_actual_usage(store: KeyStore) -> None:
+async def test_tokens_per_minute_charge_the_estimate_then_actual_usage(store: KeyStore) -> None:
     clock = Clock()
     limiter = RateLimiter(clock)
     key, _ = store.create("tpm", "inference", tpm=100)
     first = limiter.enter(None)
-    first.admit(key)
-    first.reserve_tokens(60)
+    await first.admit(key)
+    await first.reserve(60)
     second = limiter.enter(None)
-    second.admit(key)
-    error = refused(second.reserve_tokens, 60)  # 60 reserved + 60 > 100
+    await second.admit(key)
+    error = await refused_async(second.reserve(60))  # 60 reserved + 60 > 100
     assert error.status == 429 and int(error.headers["retry-after"]) == 60
     first.release(used_tokens=10)  # it used far less than it could have
     clock.now += 15
-    second.reserve_tokens(60)
+    await second.reserve(60)
     second.release(used_tokens=70)
     third = limiter.enter(None)
-    third.admit(key)
-    error = refused(third.reserve_tokens, 30)  # 10 + 70 + 30 > 100: wait until the first 10 age out
+    await third.admit(key)
+    error = await refused_async(third.reserve(30))  # 10 + 70 + 30 > 100: wait until the first 10 age out
     assert int(error.headers["retry-after"]) == 45
     clock.now += 45
-    third.reserve_tokens(30)
+    await third.reserve(30)
     too_big = limiter.enter(None)
-    too_big.admit(key)
-    assert refused(too_big.reserve_tokens, 101).status == 429
+    await too_big.admit(key)
+    assert (await refused_async(too_big.reserve(101))).status == 429
 
 
 def test_a_version_1_keys_table_is_migrated_in_place(tmp_path: Path) -> None:

@@ -136,30 +136,30 @@ async def test_two_workers_share_a_keys_limits(counters: SharedCounters) -> None
     admitted = []
     for worker in (worker_a, worker_b, worker_a, worker_b):
         admitted.append(tickets.enter(worker))
-        await admitted[-1].admit_key(key)
+        await admitted[-1].admit(key)
         admitted[-1].release()
     fifth = tickets.enter(worker_b)
-    error = await refused(fifth.admit_key(key))
+    error = await refused(fifth.admit(key))
     assert error.status == 429 and "requests per minute" in error.body.error.message
     fifth.release()  # its concurrency lease too (the route releases every ticket when its request ends)
 
     capped = ApiKey("k2", "capped", "inference", max_concurrent=2)
     first, second = tickets.enter(worker_a), tickets.enter(worker_b)
-    await first.admit_key(capped)
-    await second.admit_key(capped)
-    error = await refused(tickets.enter(worker_a).admit_key(capped))
+    await first.admit(capped)
+    await second.admit(capped)
+    error = await refused(tickets.enter(worker_a).admit(capped))
     assert error.status == 429 and "concurrent" in error.body.error.message
     assert sorted(worker_a.held_leases() + worker_b.held_leases()) == sorted([first.lease, second.lease])
     second.release()
     await asyncio.sleep(0.2)  # the release runs off the event loop
     third = tickets.enter(worker_a)
-    await third.admit_key(capped)
+    await third.admit(capped)
 
     metered = ApiKey("k3", "metered", "inference", tpm=100)
     one, two = tickets.enter(worker_a), tickets.enter(worker_b)
-    await one.admit_key(metered)
+    await one.admit(metered)
     await one.reserve(60)
-    await two.admit_key(metered)
+    await two.admit(metered)
     assert (await refused(two.reserve(60))).status == 429
     one.release(used_tokens=10)
     await asyncio.sleep(0.2)
@@ -177,8 +177,8 @@ async def test_an_unanswering_store_fails_open_to_the_workers_own_limits(tmp_pat
     key = ApiKey("k", "limited", "inference", rpm=2, max_concurrent=5)
     tickets = Tickets()
     for _ in range(2):
-        await tickets.enter(limiter).admit_key(key)
-    error = await refused(tickets.enter(limiter).admit_key(key))  # the worker's own window still holds
+        await tickets.enter(limiter).admit(key)
+    error = await refused(tickets.enter(limiter).admit(key))  # the worker's own window still holds
     tickets.release_all()
     assert error.status == 429
     assert metrics.SHARED_LIMIT_FAILURES.labels("concurrency")._value.get() >= 3
