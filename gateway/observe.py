@@ -170,9 +170,11 @@ class Observation:
             ttft_ms=None if self.ttft_s is None else self.ttft_s * 1000,
             prompt_tokens=self.usage.prompt_tokens if self.usage else None,
             completion_tokens=self.usage.completion_tokens if self.usage else None,
-            guard_decisions=[GuardDecision(d.guard, d.stage, d.entity, d.action, d.count) for d in guards.decisions]
+            guard_decisions=tuple(
+                GuardDecision(d.guard, d.stage, d.entity, d.action, d.count) for d in guards.decisions
+            )
             if guards
-            else [],
+            else (),
             # Only text the guards have seen and redacted is ever logged.
             prompt=guards.prompt_text if guards else None,
             completion=guards.answer_text if guards else None,

@@ -57,7 +57,7 @@ request_log = sa.Table(
     sa.Index("ix_request_log_alias_time", "alias", "time"),
 )
 
-_decisions_decoder = msgspec.json.Decoder(list[GuardDecision])
+_decisions_decoder = msgspec.json.Decoder(tuple[GuardDecision, ...])
 _json_encoder = msgspec.json.Encoder()
 
 

@@ -17,7 +17,7 @@ POLICY = CanaryPolicy(min_requests=10, max_s=600)
 
 
 def record(version: str, status: int = 200, latency: float = 100.0, blocked: bool = False) -> RequestRecord:
-    decisions = [GuardDecision("toxicity", "output", "toxic", "block")] if blocked else []
+    decisions = (GuardDecision("toxicity", "output", "toxic", "block"),) if blocked else ()
     return RequestRecord(
         id=f"{version}-{status}-{latency}-{blocked}",
         time=0.0,
