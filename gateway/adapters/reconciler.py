@@ -3,8 +3,9 @@
 Needed on a backend = the production and canary versions of every alias whose base model it serves, the
 versions an alias left moments ago (other gateway workers may still send them traffic until their next
 registry poll), and pinned versions used recently. What the registry knows but nobody needs is unloaded
-once this worker has no request in flight on it; adapters loaded by someone else are left alone. When a
-backend is full, the least recently used pinned version with nothing in flight makes room.
+once no worker has a request in flight on it (this worker's count, and the others' on the shared
+:class:`InflightBoard`); adapters loaded by someone else are left alone. When a backend is full, the least
+recently used pinned version with nothing in flight makes room.
 
 What a backend holds is read from its ``GET /v1/models`` (LoRA cards carry a ``parent``) whenever it is
 checked, so a backend that restarted or joined late is filled again on the next pass.
@@ -21,6 +22,7 @@ from collections.abc import Callable
 import aiohttp
 
 from gateway import errors
+from gateway.adapters.inflight import InflightBoard
 from gateway.adapters.models import AdapterVersion, Snapshot
 from gateway.backends import Backend, BackendPool
 from gateway.config import AdaptersConfig, Settings
@@ -51,7 +53,12 @@ def no_room(version: AdapterVersion, backend: str) -> OpenAIError:
 
 class Reconciler:
     def __init__(
-        self, pool: BackendPool, settings: Settings, session: aiohttp.ClientSession, snapshot: Callable[[], Snapshot]
+        self,
+        pool: BackendPool,
+        settings: Settings,
+        session: aiohttp.ClientSession,
+        snapshot: Callable[[], Snapshot],
+        board: InflightBoard,
     ) -> None:
         assert settings.adapters is not None
         self.config: AdaptersConfig = settings.adapters
@@ -68,6 +75,10 @@ class Reconciler:
         self._pinned_at: dict[str, float] = {}
         self._left_at: dict[str, float] = {}
         self._wake = asyncio.Event()
+        self.board = board
+        # Versions other workers have requests running on, and when that was read; None: not read yet.
+        self._elsewhere: set[str] | None = None
+        self._elsewhere_at = 0.0
 
     # The request path: cheap checks first, a load only when a backend lacks the version.
 
@@ -112,6 +123,30 @@ class Reconciler:
     def wake(self) -> None:
         self._wake.set()
 
+    def busy(self, name: str) -> bool:
+        """Whether any worker may have a request running on ``name``: if the others' counts are unknown or
+        too old to trust (the state database is unreachable), assume they do."""
+        if self.inflight.get(name):
+            return True
+        fresh = time.monotonic() - self._elsewhere_at <= 2 * self.config.reconcile_s
+        return self._elsewhere is None or not fresh or name in self._elsewhere
+
+    async def share(self) -> None:
+        """Publish this worker's in-flight counts and read the others' every ``reconcile_s``, until cancelled."""
+        try:
+            while True:
+                try:
+                    self._elsewhere = await asyncio.to_thread(self.board.exchange, dict(self.inflight))
+                    self._elsewhere_at = time.monotonic()
+                except Exception as exc:
+                    log.warning("cannot share in-flight counts (nothing is unloaded meanwhile): %r", exc)
+                await asyncio.sleep(self.config.reconcile_s)
+        finally:
+            try:
+                await asyncio.to_thread(self.board.withdraw)
+            except Exception as exc:  # the rows expire on their own after the board's stale_s
+                log.warning("cannot withdraw in-flight counts: %r", exc)
+
     async def run(self) -> None:
         """Reconcile every ``reconcile_s`` or as soon as :meth:`wake` is called, until cancelled."""
         while True:
@@ -139,7 +174,9 @@ class Reconciler:
     def needed(self, backend: Backend, snapshot: Snapshot) -> set[str]:
         served_here = {route.name for route in self._pool.routes if backend.url in _urls(route.backends)}
         now = time.monotonic()
-        keep_left = 2 * self.config.poll_s + self.config.reconcile_s
+        # Another worker may start a request on a version it has not yet seen leave (up to poll_s late); its
+        # count reaches the board at its next share (reconcile_s) and this worker reads it at its own next one.
+        keep_left = 2 * self.config.poll_s + 2 * self.config.reconcile_s
         names = {version.name for version in snapshot.served() if version.base_model in served_here}
         for name, since in list(self._left_at.items()):
             if now - since > keep_left:
@@ -164,7 +201,7 @@ class Reconciler:
         async with self._lock(backend):
             await self._read(backend)
             for name in sorted(self.loaded[backend.url] - needed):
-                if name in snapshot.versions and not self.inflight.get(name):
+                if name in snapshot.versions and not self.busy(name):
                     await self._unload(backend, snapshot.versions[name])
         # Production and canary first: they take room before pinned versions do.
         served = {version.name for version in snapshot.served()}
@@ -217,7 +254,7 @@ class Reconciler:
         snapshot = self._snapshot()
         served = {v.name for v in snapshot.served()}
         while len(held) >= self.budget(backend):
-            cold = [n for n in held if n in snapshot.versions and n not in served and not self.inflight.get(n)]
+            cold = [n for n in held if n in snapshot.versions and n not in served and not self.busy(n)]
             if not cold:
                 raise no_room(version, backend.url)
             victim = min(cold, key=lambda n: self.last_used.get(n, 0.0))

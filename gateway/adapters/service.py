@@ -2,7 +2,7 @@
 
 A move (promote, canary, rollback) loads what the alias will need on every backend first, then changes the
 registry in one transaction and swaps this worker's snapshot; the other workers swap theirs at their next
-revision poll. The version an alias leaves stays loaded until this worker has nothing in flight on it (and
+revision poll. The version an alias leaves stays loaded until no worker has anything in flight on it (and
 the other workers have had time to notice), then the reconciler unloads it. A rollback only needs the
 weights it returns to, so it works when the current version's weights are broken.
 """
@@ -18,6 +18,7 @@ from pathlib import Path
 import aiohttp
 import msgspec
 
+from gateway.adapters.inflight import InflightBoard
 from gateway.adapters.models import AdapterVersion, RegisterRequest, Snapshot
 from gateway.adapters.reconciler import Reconciler
 from gateway.adapters.registry import Registry, conflict, not_found
@@ -37,11 +38,18 @@ def registry_url(settings: Settings) -> str:
 
 
 class Adapters:
-    def __init__(self, settings: Settings, pool: BackendPool, registry: Registry, session: aiohttp.ClientSession):
+    def __init__(
+        self,
+        settings: Settings,
+        pool: BackendPool,
+        registry: Registry,
+        session: aiohttp.ClientSession,
+        board: InflightBoard,
+    ):
         self.settings = settings
         self.registry = registry
         self.resolver = Resolver()
-        self.reconciler = Reconciler(pool, settings, session, lambda: self.resolver.snapshot)
+        self.reconciler = Reconciler(pool, settings, session, lambda: self.resolver.snapshot, board)
         self._pool = pool
         # One move at a time in this worker; the registry's transaction serialises workers.
         self._moving = asyncio.Lock()
@@ -175,9 +183,15 @@ async def running_adapters(
         yield None
         return
     registry = await asyncio.to_thread(Registry, registry_url(settings))
-    adapters = Adapters(settings, pool, registry, session)
+    # Rows of a worker that died stop counting after ten missed publications (20 s at the default).
+    board = await asyncio.to_thread(InflightBoard, registry.engine, stale_s=10 * settings.adapters.reconcile_s)
+    adapters = Adapters(settings, pool, registry, session, board)
     await adapters.refresh()
-    tasks = [asyncio.create_task(adapters.follow()), asyncio.create_task(adapters.reconciler.run())]
+    tasks = [
+        asyncio.create_task(adapters.follow()),
+        asyncio.create_task(adapters.reconciler.run()),
+        asyncio.create_task(adapters.reconciler.share()),
+    ]
     try:
         yield adapters
     finally:

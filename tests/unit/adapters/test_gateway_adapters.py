@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import sqlalchemy as sa
 
 from tests.conftest import running_gateway
 from tests.fake_upstream import FakeUpstream
@@ -229,3 +230,56 @@ async def test_other_workers_follow_the_registry(tmp_path: Path, upstreams, adap
         while (await two.post("/v1/chat/completions", json=chat("support"))).status_code != 200:
             assert asyncio.get_running_loop().time() - started < 2
             await asyncio.sleep(0.05)
+
+
+async def test_a_version_stays_loaded_while_another_worker_streams_on_it(
+    tmp_path: Path, upstreams, adapter_dir
+) -> None:
+    fake = await upstreams(BASE)
+    fake.behaviour.stream_gap_s = 0.05
+    fake.behaviour.stream_chunks = 40  # a 2 s answer: many times the grace a left version gets (0.4 s here)
+    settings = adapter_settings(tmp_path, fake.url)
+    async with running_gateway(settings) as one, running_gateway(settings) as two:
+        await register(one, adapter_dir("one"))
+        await register(one, adapter_dir("two"))
+        await one.post("/admin/adapters/support/promote", json={"version": 1})
+        async with asyncio.timeout(5):  # worker two has seen the promotion
+            while (await two.post("/v1/chat/completions", json=chat("support"))).status_code != 200:
+                await asyncio.sleep(0.05)
+
+        async def stream_on_two() -> set[str]:
+            async with two.stream("POST", "/v1/chat/completions", json=chat("support", stream=True)) as reply:
+                assert reply.status_code == 200
+                events = [line async for line in reply.aiter_lines() if line.startswith("data: {")]
+            return {json.loads(event[6:])["model"] for event in events}
+
+        streaming = asyncio.create_task(stream_on_two())
+        await asyncio.sleep(0.2)
+        assert (await one.post("/admin/adapters/support/promote", json={"version": 2})).status_code == 200
+        await asyncio.sleep(1.2)  # worker one has nothing in flight on support@1 and its grace is long over
+        assert "support@1" in fake.observed.loras, "unloaded under another worker's stream"
+        assert await streaming == {"support@1"}
+        await eventually(lambda: "support@1" not in fake.observed.loras)  # then it goes
+
+
+async def test_nothing_is_unloaded_while_the_other_workers_counts_are_unknown(
+    tmp_path: Path, upstreams, adapter_dir
+) -> None:
+    fake = await upstreams(BASE)
+    async with running_gateway(adapter_settings(tmp_path, fake.url)) as client:
+        await register(client, adapter_dir("one"))
+        await register(client, adapter_dir("two"))
+        await client.post("/admin/adapters/support/promote", json={"version": 1})
+        board = client.app.state.gateway.adapters.reconciler.board
+        exchange = board.exchange
+
+        def unreachable(*args: object, **kwargs: object) -> set[str]:
+            raise sa.exc.OperationalError("SELECT", {}, Exception("could not connect to server"))
+
+        board.exchange = unreachable  # the state database goes away
+        await asyncio.sleep(0.5)
+        await client.post("/admin/adapters/support/promote", json={"version": 2})
+        await asyncio.sleep(1.2)  # well past the grace a left version gets (0.4 s here)
+        assert "support@1" in fake.observed.loras
+        board.exchange = exchange
+        await eventually(lambda: "support@1" not in fake.observed.loras)

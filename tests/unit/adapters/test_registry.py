@@ -4,24 +4,17 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 
 from gateway.adapters.models import RegisterRequest
 from gateway.adapters.registry import Registry
 from gateway.errors import OpenAIError
-from tests.pg import PgCluster
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def registry(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Registry]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'driftgate.db'}"
-    else:
-        cluster: PgCluster = request.getfixturevalue("pg_cluster")
-        url = cluster.create_database(f"adapters_{uuid.uuid4().hex[:12]}")
-    store = Registry(url)
+@pytest.fixture
+def registry(state_db_url: str) -> Iterator[Registry]:
+    store = Registry(state_db_url)
     yield store
     store.close()
 
