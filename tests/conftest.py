@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 
@@ -29,6 +30,15 @@ def pg_cluster() -> Iterator[PgCluster]:
     """A real PostgreSQL server (Debian's package, see tests/pg.py); each test creates its own database in it."""
     with running_cluster() as cluster:
         yield cluster
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path) -> str:
+    """A fresh, empty database: a SQLite file in the test's directory, then one on the real PostgreSQL server."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'driftgate.db'}"
+    cluster: PgCluster = request.getfixturevalue("pg_cluster")
+    return cluster.create_database(f"test_{uuid.uuid4().hex[:12]}")
 
 
 def free_port() -> int:

@@ -4,7 +4,6 @@ settings for a test gateway with adapters on over SQLite in the test's own direc
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,7 +11,6 @@ import pytest
 
 from gateway.config import AdaptersConfig, ModelRoute, Settings
 from tests.conftest import settings_for
-from tests.pg import PgCluster
 
 BASE = "smol"
 
@@ -31,15 +29,6 @@ def write_adapter(directory: Path, **overrides: object) -> str:
     (directory / "adapter_config.json").write_text(json.dumps(config))
     (directory / "adapter_model.safetensors").write_bytes(b"\0" * 16)
     return str(directory)
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def state_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A fresh state database: SQLite in the test's directory, or a database on the real PostgreSQL server."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'driftgate.db'}"
-    cluster: PgCluster = request.getfixturevalue("pg_cluster")
-    return cluster.create_database(f"state_{uuid.uuid4().hex[:12]}")
 
 
 @pytest.fixture

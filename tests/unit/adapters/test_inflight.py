@@ -12,8 +12,8 @@ from monitor.database import create_engine
 
 
 @pytest.fixture
-def engine(state_db_url: str) -> Iterator[sa.Engine]:
-    opened = create_engine(state_db_url)
+def engine(db_url: str) -> Iterator[sa.Engine]:
+    opened = create_engine(db_url)
     yield opened
     opened.dispose()
 

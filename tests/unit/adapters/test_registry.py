@@ -13,8 +13,8 @@ from gateway.errors import OpenAIError
 
 
 @pytest.fixture
-def registry(state_db_url: str) -> Iterator[Registry]:
-    store = Registry(state_db_url)
+def registry(db_url: str) -> Iterator[Registry]:
+    store = Registry(db_url)
     yield store
     store.close()
 

@@ -40,14 +40,6 @@ def stored_ids(store: RequestLogStore) -> set[str]:
         return set(conn.execute(sa.select(request_log.c.id)).scalars())
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest, tmp_path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/driftgate.db"
-    cluster: PgCluster = request.getfixturevalue("pg_cluster")
-    return cluster.create_database(f"log_{uuid.uuid4().hex[:12]}")
-
-
 @pytest.fixture
 def store(db_url: str) -> Iterator[RequestLogStore]:
     opened = RequestLogStore(db_url, sqlite_busy_timeout_ms=100)
