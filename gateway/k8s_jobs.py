@@ -99,7 +99,8 @@ class KubernetesJobRunner:
 
     def __init__(self, settings: K8sJobSettings, api: client.ApiClient | None = None) -> None:
         self.settings = settings
-        self.root = Path(settings.shared_path) / "jobs"
+        self.workspace = Path(settings.shared_path)
+        self.root = self.workspace / "jobs"
         self.root.mkdir(parents=True, exist_ok=True)
         api = api or client.ApiClient()
         self._batch = client.BatchV1Api(api)

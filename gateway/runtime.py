@@ -16,6 +16,7 @@ from gateway.backends import BackendPool
 from gateway.config import Settings, state_url
 from gateway.drift_watch import DriftWatch, running_drift_watch
 from gateway.guarding import GuardSet
+from gateway.job_runners import job_runner
 from gateway.loop.controller import LoopController
 from gateway.loop.store import LoopStore
 from gateway.proxy import Upstream
@@ -27,10 +28,10 @@ from gateway.security.shared_limits import SharedCounters, maintain, shared_mode
 from monitor import metrics
 from monitor.request_log_writer import RequestLogWriter
 from monitor.tracing import Tracing
-from training.jobs import LocalJobRunner
+from training.jobs import JobRunner
 
 
-async def _publish_job_states(jobs: LocalJobRunner, every_s: float = 5.0) -> None:
+async def _publish_job_states(jobs: JobRunner, every_s: float = 5.0) -> None:
     """Training jobs by state, for the dashboards (reads each job's status file: cheap, and off the loop)."""
     while True:
         try:
@@ -62,8 +63,7 @@ class Gateway:
         self.auth: Authenticator | None = None
         self.audit: AuditLog | None = None
         self.limiter = RateLimiter()
-        # Training jobs run as child processes of this machine, each in <home>/jobs/<id>/.
-        self.jobs = LocalJobRunner(Path(settings.home) / "jobs")
+        self.jobs = job_runner(settings)
         self.loop_store: LoopStore | None = None
         self.loop: LoopController | None = None
 

@@ -1,8 +1,9 @@
 """Training jobs the gateway can start, watch and cancel: :class:`JobRunner` is the interface,
 :class:`LocalJobRunner` the embedded implementation (a child process on this machine).
 
-A Kubernetes implementation would create a Job from the same :class:`~training.config.TrainSpec` and read
-the same :class:`~training.status.Progress` from shared storage. Each local job lives in ``root/<id>/``:
+The Kubernetes implementation (``gateway/k8s_jobs.py``) creates a Job from the same
+:class:`~training.config.TrainSpec` and reads the same :class:`~training.status.Progress` from shared
+storage. Each local job lives in ``<workspace>/jobs/<id>/``:
 ``spec.json``, ``status.json`` (written by the child), ``job.json`` (pid, base model) and ``train.log``.
 """
 
@@ -41,6 +42,10 @@ class JobStatus(msgspec.Struct):
 
 
 class JobRunner(Protocol):
+    # A folder the jobs can read and write (a job's data and its adapter go under it): this machine's home for
+    # local jobs, the storage shared with the trainer pods for Kubernetes Jobs.
+    workspace: Path
+
     def start(self, spec: TrainSpec) -> JobStatus: ...
     def status(self, job_id: str) -> JobStatus: ...
     def list(self) -> list[JobStatus]: ...
@@ -80,8 +85,9 @@ def new_job_folder(
 class LocalJobRunner:
     """One child process per job (``python -m training.cli run --spec``), in its own process group."""
 
-    def __init__(self, root: str | Path, python: str = sys.executable) -> None:
-        self.root = Path(root)
+    def __init__(self, workspace: str | Path, python: str = sys.executable) -> None:
+        self.workspace = Path(workspace)
+        self.root = self.workspace / "jobs"
         self.root.mkdir(parents=True, exist_ok=True)
         self._python = python
         self._children: dict[str, subprocess.Popen[bytes]] = {}

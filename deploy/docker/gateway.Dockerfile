@@ -10,8 +10,9 @@ COPY gateway gateway
 COPY guards guards
 COPY monitor monitor
 COPY training training
-# Core dependencies only: no [vllm], no [train] (torch would triple the image).
-RUN pip install . && rm -rf /src
+# Core dependencies and the Kubernetes client (the Helm chart runs training as Jobs): no [vllm], no [train]
+# (torch would triple the image).
+RUN pip install ".[cluster]" && rm -rf /src
 
 # The default toxicity model is exported to ONNX here, once per image, not at start: every replica then
 # starts without scikit-learn work or a writable model directory (the chart runs a read-only root

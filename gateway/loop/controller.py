@@ -187,7 +187,7 @@ class LoopController:
 
     async def _start_job(self, run: LoopRun, policy: LoopPolicy) -> None:
         production = self._production(run.alias)
-        out = self.home / "loop" / run.id
+        out = self.jobs.workspace / "loop" / run.id  # where the job can read its data and write its adapter
         samples, used = await self._new_samples(run)
         registered = Path(production.dataset) if production.dataset else None
         assembled = await asyncio.to_thread(

@@ -4,16 +4,20 @@ builds and sends the real requests; the fake plays the cluster. Status is polled
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from kubernetes_validate import validate
 
+from gateway.config import ModelRoute
+from gateway.job_runners import job_runner
 from gateway.k8s_jobs import REQUIRED_RULES, K8sJobSettings, KubernetesJobRunner, job_name
+from tests.conftest import settings_for
 from tests.deploy.fake_k8s import FakeKubernetes
 from training.config import TrainSpec
-from training.jobs import JobConflict
+from training.jobs import JobConflict, LocalJobRunner
 from training.status import Progress, write_json_atomic
 
 RUNNING = {"phase": "Running", "containerStatuses": [{"name": "trainer", "state": {"running": {}}}]}
@@ -197,3 +201,36 @@ def test_settings_from_the_charts_environment() -> None:
     }
     settings = K8sJobSettings.from_env(env)
     assert (settings.gpus, settings.ttl_seconds, settings.resources["limits"]["memory"]) == (2, 60, "8Gi")
+
+
+def test_the_gateway_trains_with_kubernetes_jobs_where_the_chart_says_so(cluster, tmp_path: Path) -> None:
+    """The chart's K8S_JOBS_* variables switch the gateway's runner; outside a pod it reads $KUBECONFIG."""
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "fake", "cluster": {"server": cluster.api_client().configuration.host}}],
+                "users": [{"name": "fake", "user": {"token": "unused"}}],
+                "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "fake"}}],
+                "current-context": "fake",
+            }
+        )
+    )
+    chart_env = {
+        "K8S_JOBS_NAMESPACE": "ml",
+        "K8S_JOBS_IMAGE": "ghcr.io/driftgate/trainer:0.1.0",
+        "K8S_JOBS_SERVICE_ACCOUNT": "dg-trainer",
+        "K8S_JOBS_SHARED_CLAIM": "dg-adapters",
+        "K8S_JOBS_SHARED_PATH": str(tmp_path / "shared"),
+        "KUBECONFIG": str(kubeconfig),
+    }
+    settings = settings_for(ModelRoute("smol", ["http://127.0.0.1:9"]), home=str(tmp_path / "home"))
+    in_cluster = job_runner(settings, chart_env)
+    assert isinstance(in_cluster, KubernetesJobRunner) and in_cluster.workspace == tmp_path / "shared"
+    started = in_cluster.start(spec())
+    assert job_name(started.id) in cluster.jobs
+    assert (tmp_path / "shared" / "jobs" / started.id / "spec.json").exists()
+    on_one_machine = job_runner(settings, {})
+    assert isinstance(on_one_machine, LocalJobRunner) and on_one_machine.workspace == tmp_path / "home"

@@ -36,6 +36,7 @@ class StandInJobs:
 
     def __init__(self, passes: bool = True) -> None:
         self.passes = passes
+        self.workspace = Path()  # set to the gateway's home by loop_gateway
         self.specs: list[TrainSpec] = []
         self.jobs: dict[str, JobStatus] = {}
 
@@ -90,6 +91,7 @@ async def loop_gateway(
         loop=loop,
     )
     async with running_gateway(settings) as client:
+        jobs.workspace = Path(settings.home)
         client.app.state.gateway.loop.jobs = jobs
         registered = tmp_path / "registered.jsonl"
         registered.write_text(

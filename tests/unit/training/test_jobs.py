@@ -22,7 +22,7 @@ def wait_for(check, timeout_s: float = 180.0):
 
 
 def test_start_progress_one_per_base_model_and_cancel(tmp_path: Path, base_model: Path) -> None:
-    runner = LocalJobRunner(tmp_path / "jobs")
+    runner = LocalJobRunner(tmp_path)
     data = write_dataset(tmp_path / "pirate.jsonl")
     job = runner.start(tiny_spec(data, base_model, tmp_path / "out", steps=500))
     assert job.progress.state in ("queued", "running")
@@ -42,7 +42,7 @@ def test_start_progress_one_per_base_model_and_cancel(tmp_path: Path, base_model
 
 
 def test_a_crash_is_reported_as_failed_with_logs(tmp_path: Path, base_model: Path) -> None:
-    runner = LocalJobRunner(tmp_path / "jobs")
+    runner = LocalJobRunner(tmp_path)
     job = runner.start(tiny_spec(tmp_path / "missing.jsonl", base_model, tmp_path / "out"))
     failed = wait_for(lambda: (s := runner.status(job.id)).progress.state == "failed" and s)
     assert "missing.jsonl" in failed.progress.message
