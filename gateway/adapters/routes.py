@@ -1,17 +1,12 @@
 """``/admin/adapters``: register versions and move aliases between them.
 
-Every route here sits behind :func:`require_admin_scope`, the one place the admin-scope key check goes.
+Every route here sits behind :func:`~gateway.admin_access.require_admin_scope`.
 """
 
 from __future__ import annotations
 
-from typing import TypeVar
-
-import msgspec
 from litestar import Request, Router, delete, get, post
-from litestar.connection import ASGIConnection
 from litestar.datastructures import State
-from litestar.handlers import BaseRouteHandler
 from litestar.params import FromPath
 
 from gateway.adapters.models import (
@@ -26,33 +21,8 @@ from gateway.adapters.models import (
 )
 from gateway.adapters.registry import not_found
 from gateway.adapters.service import Adapters
-from gateway.errors import OpenAIError, invalid_request
-from gateway.security.auth import admin_only
-
-T = TypeVar("T")
-
-
-async def require_admin_scope(connection: ASGIConnection, handler: BaseRouteHandler) -> None:
-    """Every /admin route: an admin-scope key once any key exists (before that the gateway is localhost-only)."""
-    gateway = connection.app.state.gateway
-    if gateway.auth is None:
-        return
-    key = await gateway.auth.key_for(connection.headers.get("authorization"))
-    if key is not None and key.scope != "admin":
-        raise admin_only()
-    connection.state.admin = key.id if key is not None else "local"
-
-
-def _audit(request: Request, action: str, subject: str, details: dict | None = None) -> None:
-    """Only changes that took effect are recorded: the calls above raise before this on any refusal."""
-    request.app.state.gateway.record(f"key:{request.state.admin}", action, subject, details)
-
-
-def decode_request(body: bytes, kind: type[T]) -> T:
-    try:
-        return msgspec.json.decode(body, type=kind)
-    except msgspec.DecodeError as exc:  # a ValidationError is a DecodeError too
-        raise invalid_request(f"Invalid request: {exc}") from exc
+from gateway.admin_access import audit, decode_request, require_admin_scope
+from gateway.errors import OpenAIError
 
 
 def _adapters(state: State) -> Adapters:
@@ -82,7 +52,7 @@ async def list_adapters(state: State) -> AdapterList:
 @post("/", status_code=201)
 async def register(request: Request, state: State) -> AdapterVersion:
     version = await _adapters(state).register(decode_request(await request.body(), RegisterRequest))
-    _audit(request, "adapter.registered", version.name, {"weights": version.weights})
+    audit(request, "adapter.registered", version.name, {"weights": version.weights})
     return version
 
 
@@ -95,7 +65,7 @@ async def show(alias: FromPath[str], state: State) -> AliasView:
 async def promote(alias: FromPath[str], request: Request, state: State) -> AliasView:
     body = decode_request(await request.body(), PromoteRequest)
     view = _one(await _adapters(state).promote(alias, body.version), alias)
-    _audit(request, "adapter.promoted", f"{alias}@{body.version}")
+    audit(request, "adapter.promoted", f"{alias}@{body.version}")
     return view
 
 
@@ -103,21 +73,21 @@ async def promote(alias: FromPath[str], request: Request, state: State) -> Alias
 async def canary(alias: FromPath[str], request: Request, state: State) -> AliasView:
     body = decode_request(await request.body(), CanaryRequest)
     view = _one(await _adapters(state).canary(alias, body.version, body.share), alias)
-    _audit(request, "adapter.canary", f"{alias}@{body.version}", {"share": body.share})
+    audit(request, "adapter.canary", f"{alias}@{body.version}", {"share": body.share})
     return view
 
 
 @post("/{alias:str}/rollback", status_code=200)
 async def rollback(alias: FromPath[str], request: Request, state: State) -> AliasView:
     view = _one(await _adapters(state).rollback(alias), alias)
-    _audit(request, "adapter.rolled_back", alias)
+    audit(request, "adapter.rolled_back", alias)
     return view
 
 
 @delete("/{alias:str}", status_code=200)
 async def retire(alias: FromPath[str], request: Request, state: State) -> AdapterList:
     listing = _listing(await _adapters(state).retire(alias))
-    _audit(request, "adapter.retired", alias)
+    audit(request, "adapter.retired", alias)
     return listing
 
 

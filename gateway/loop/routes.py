@@ -10,7 +10,7 @@ from litestar import Request, Router, get, post
 from litestar.datastructures import State
 from litestar.params import FromPath, FromQuery
 
-from gateway.adapters.routes import decode_request, require_admin_scope
+from gateway.admin_access import decode_request, require_admin_scope
 from gateway.errors import OpenAIError
 from gateway.loop.controller import IncomingPayload, LoopController
 from gateway.loop.store import LoopRun
