@@ -26,6 +26,7 @@ from gateway.openai_routes import (
 )
 from gateway.openapi import openapi_json
 from gateway.runtime import Gateway
+from gateway.security.key_routes import key_router
 from monitor.tracing import Tracing
 from monitor.tracing import from_settings as tracing_from_settings
 
@@ -61,6 +62,7 @@ def create_app(settings: Settings | None = None, tracing: Tracing | None = None)
             feedback,
             loop_router,
             training_router,
+            key_router,
         ],
         lifespan=[lifespan],
         exception_handlers={

@@ -72,7 +72,7 @@ class Authenticator:
     """Checks bearer tokens; one per gateway worker."""
 
     def __init__(self, store: KeyStore, config: AuthConfig) -> None:
-        self._store = store
+        self.store = store
         self._config = config
         self._cache: dict[str, tuple[float, ApiKey | None]] = {}
         self._open_until = 0.0
@@ -82,9 +82,18 @@ class Authenticator:
         """Whether keys are required (any usable key exists); re-checked every ``cache_ttl_s``."""
         now = time.monotonic()
         if now >= self._open_until:
-            self._open = not await asyncio.to_thread(self._store.any_usable)
+            self._open = not await asyncio.to_thread(self.store.any_usable)
             self._open_until = now + self._config.cache_ttl_s
         return not self._open
+
+    def forget(self, key_id: str | None = None) -> None:
+        """After a key changed here: check again whether keys are required, and drop the cached tokens of
+        ``key_id``, so this worker sees the change at once (the others within ``cache_ttl_s``)."""
+        self._open_until = 0.0
+        if key_id is not None:
+            for token, (_, key) in list(self._cache.items()):
+                if key is not None and key.id == key_id:
+                    del self._cache[token]
 
     async def key_for(self, authorization: str | None) -> ApiKey | None:
         """The caller's key; None when the gateway runs open. Raises 401 for a missing or bad key."""
@@ -97,7 +106,7 @@ class Authenticator:
         cached = self._cache.get(token)
         if cached is None or now - cached[0] > self._config.cache_ttl_s:
             try:
-                key: ApiKey | None = await asyncio.to_thread(self._store.verify, token)
+                key: ApiKey | None = await asyncio.to_thread(self.store.verify, token)
             except InvalidKey:
                 key = None
             if len(self._cache) > 10_000:

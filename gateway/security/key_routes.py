@@ -1,0 +1,91 @@
+"""``/admin/keys``: API keys over HTTP, the same operations as ``driftgate keys`` (admin scope).
+
+A new key's token is in the creation response and nowhere else: the store keeps a salted digest. A change
+takes effect in the worker that made it at once, and in the others within ``auth.cache_ttl_s``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Literal
+
+import msgspec
+from litestar import Request, Router, delete, get, post
+from litestar.datastructures import State
+from litestar.params import FromPath
+
+from gateway.admin_access import audit, decode_request, require_admin_scope
+from gateway.errors import OpenAIError, invalid_request
+from gateway.security.auth import Authenticator
+from gateway.security.keys import ApiKey
+
+Limit = Annotated[int, msgspec.Meta(ge=1)]
+
+
+class CreateKeyRequest(msgspec.Struct, forbid_unknown_fields=True):
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+    scope: Literal["inference", "admin"] = "inference"
+    # Models and adapter aliases the key may use (the others answer 404 to it); None: every model.
+    adapters: Annotated[list[Annotated[str, msgspec.Meta(min_length=1)]], msgspec.Meta(min_length=1)] | None = None
+    rpm: Limit | None = None
+    tpm: Limit | None = None
+    max_concurrent: Limit | None = None
+    expires_in_days: Annotated[float, msgspec.Meta(gt=0)] | None = None
+
+
+class CreatedKey(msgspec.Struct):
+    key: ApiKey
+    # ``Authorization: Bearer <token>``. Shown once: only a salted digest is stored.
+    token: str
+
+
+class KeyList(msgspec.Struct):
+    data: list[ApiKey]
+
+
+def _auth(state: State) -> Authenticator:
+    auth: Authenticator | None = state.gateway.auth
+    if auth is None:
+        raise OpenAIError(503, "The gateway is starting.", type="service_unavailable_error", code="starting")
+    return auth
+
+
+@get("/")
+async def list_keys(state: State) -> KeyList:
+    return KeyList(await asyncio.to_thread(_auth(state).store.list))
+
+
+@post("/", status_code=201)
+async def create_key(request: Request, state: State) -> CreatedKey:
+    body = decode_request(await request.body(), CreateKeyRequest)
+    auth = _auth(state)
+    try:
+        key, token = await asyncio.to_thread(
+            auth.store.create,
+            body.name,
+            body.scope,
+            adapters=body.adapters,
+            rpm=body.rpm,
+            tpm=body.tpm,
+            max_concurrent=body.max_concurrent,
+            expires_in_s=None if body.expires_in_days is None else body.expires_in_days * 86_400,
+        )
+    except ValueError as exc:
+        raise invalid_request(str(exc)) from exc
+    auth.forget()  # the first key turns authentication on
+    audit(request, "key.created", f"key:{key.id}", {"scope": key.scope, "name": key.name})
+    return CreatedKey(key, token)
+
+
+@delete("/{key_id:str}", status_code=200)
+async def revoke_key(key_id: FromPath[str], request: Request, state: State) -> ApiKey:
+    auth = _auth(state)
+    if not await asyncio.to_thread(auth.store.revoke, key_id):
+        raise OpenAIError(404, f"No active key `{key_id}`.", param="key_id", code="key_not_found")
+    auth.forget(key_id)
+    audit(request, "key.revoked", f"key:{key_id}")
+    keys = await asyncio.to_thread(auth.store.list)
+    return next(key for key in keys if key.id == key_id)
+
+
+key_router = Router("/admin/keys", route_handlers=[list_keys, create_key, revoke_key], guards=[require_admin_scope])
