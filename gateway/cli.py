@@ -200,6 +200,20 @@ def drift_report(
     report_command(_settings(config), model, output, limit)
 
 
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def bench(
+    ctx: typer.Context,
+    name: Annotated[Optional[str], typer.Argument(help="Which benchmark; none lists them.")] = None,
+) -> None:
+    """Run a benchmark from bench/ (from a source checkout's root); arguments after NAME go to it.
+
+    Its own --help needs a -- first: driftgate bench guards -- --help.
+    """
+    from gateway.bench_cli import run_bench
+
+    raise typer.Exit(run_bench(name, ctx.args, console))
+
+
 def _state_url(config: Path | None) -> str:
     """The gateway's own database (registry, keys, audit): the same one `serve` and `up` use."""
     from gateway.config import state_url
