@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from litestar import Litestar
 from litestar.exceptions import HTTPException
 
-from gateway import errors
+from gateway import errors, process_guard
 from gateway.adapters.routes import adapter_router
 from gateway.admin_routes import drift_state
 from gateway.config import SETTINGS_ENV, Settings, decode_settings, load_settings
@@ -36,7 +36,8 @@ def create_app(settings: Settings | None = None, tracing: Tracing | None = None)
 
     ``tracing`` defaults to what the settings ask for (nothing, or an OTLP exporter).
     """
-    if settings is None:
+    if settings is None:  # in a granian worker (or a plain ASGI server given the factory)
+        process_guard.follow_supervisor()
         handed_over = os.environ.get(SETTINGS_ENV)
         settings = decode_settings(handed_over) if handed_over else load_settings(os.environ.get("DRIFTGATE_CONFIG"))
     gateway = Gateway(settings, tracing if tracing is not None else tracing_from_settings(settings.tracing))

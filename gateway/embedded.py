@@ -6,7 +6,6 @@ unhealthy and ``/readyz`` says so until the supervisor has it back.
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 import signal
@@ -19,6 +18,7 @@ import urllib.request
 from importlib import metadata
 from pathlib import Path
 
+from gateway import process_guard
 from gateway.config import EmbeddedVLLM
 
 log = logging.getLogger(__name__)
@@ -122,7 +122,8 @@ class VLLMServer:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,  # Ctrl-C reaches us, not vLLM: we stop it in order.
-                preexec_fn=_terminate_with_parent if _prctl is not None else None,
+                # SIGTERM from the kernel if the gateway dies outright (SIGKILL, OOM): no orphaned vLLM.
+                preexec_fn=process_guard.terminate_with_parent if process_guard.available() else None,
             )
         log.info("vLLM started (pid %s), log at %s", self._process.pid, self.log_path)
 
@@ -187,21 +188,6 @@ class VLLMServer:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return ""
-
-
-def _terminate_with_parent() -> None:
-    """In the child before exec: SIGTERM it when the gateway process dies, however it dies.
-
-    Why: ``stop`` runs only when ``driftgate up`` unwinds; a gateway killed outright (SIGKILL, the OOM
-    killer, a signal sent to every process named "driftgate up") would otherwise leave vLLM holding its port
-    and memory. Linux's PR_SET_PDEATHSIG does this in the kernel; no library wraps it for subprocess.
-    """
-    pr_set_pdeathsig = 1
-    _prctl(pr_set_pdeathsig, signal.SIGTERM)
-
-
-# Looked up once here: after a fork in a threaded process the child must not load libraries.
-_prctl = ctypes.CDLL(None, use_errno=True).prctl if sys.platform == "linux" else None
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:

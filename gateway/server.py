@@ -16,6 +16,7 @@ from granian import Granian
 from granian.constants import Interfaces
 
 from gateway.config import SETTINGS_ENV, Settings, encode_settings
+from gateway.process_guard import SUPERVISOR_ENV
 
 
 def share_metrics_across_workers(settings: Settings) -> str | None:
@@ -34,6 +35,7 @@ def share_metrics_across_workers(settings: Settings) -> str | None:
 def serve(settings: Settings, metrics_dir: str | None = None) -> None:
     """Serve until SIGINT/SIGTERM; every worker process builds its app from the same settings."""
     os.environ[SETTINGS_ENV] = encode_settings(settings).decode()
+    os.environ[SUPERVISOR_ENV] = str(os.getpid())  # workers stop if this process is killed outright
     try:
         Granian(
             "gateway.app:create_app",

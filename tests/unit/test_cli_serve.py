@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -12,6 +13,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -117,3 +119,30 @@ def test_without_keys_serve_binds_to_localhost_only(tmp_path: Path) -> None:
     finally:
         process.send_signal(signal.SIGINT)
         process.wait(20)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="PR_SET_PDEATHSIG is Linux's")
+async def test_workers_stop_when_serve_is_killed_outright(tmp_path: Path, upstreams) -> None:
+    upstream = await upstreams()
+    port = free_port()
+    env = {**os.environ, "DRIFTGATE_PORT": str(port)}
+    config = write_config(tmp_path, upstream.url, workers=2)
+    process = subprocess.Popen([*DRIFTGATE, "serve", "--config", str(config)], env=env)
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as client:
+            for _ in range(600):
+                with contextlib.suppress(httpx.TransportError):
+                    if (await client.get("/readyz")).status_code == 200:
+                        break
+                await asyncio.sleep(0.1)
+            workers = psutil.Process(process.pid).children()
+            assert len(workers) == 2
+            process.kill()  # SIGKILL: no signal handler, no shutdown of its own
+            process.wait()
+            _, alive = await asyncio.to_thread(psutil.wait_procs, workers, timeout=15)
+            assert not alive, "granian workers outlived the killed server process"
+            with pytest.raises(httpx.TransportError):
+                await client.get("/readyz")
+    finally:
+        if process.poll() is None:
+            process.kill()
