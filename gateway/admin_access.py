@@ -1,18 +1,13 @@
-"""What every ``/admin`` route shares: the admin-scope check, strict body decoding, and the audit record."""
+"""What every ``/admin`` route shares: the admin-scope check and the audit record (bodies are decoded with
+:func:`gateway.schemas.decode_request`, like the OpenAI routes)."""
 
 from __future__ import annotations
 
-from typing import TypeVar
-
-import msgspec
 from litestar import Request
 from litestar.connection import ASGIConnection
 from litestar.handlers import BaseRouteHandler
 
-from gateway.errors import invalid_request
 from gateway.security.auth import admin_only
-
-T = TypeVar("T")
 
 
 async def require_admin_scope(connection: ASGIConnection, handler: BaseRouteHandler) -> None:
@@ -29,10 +24,3 @@ async def require_admin_scope(connection: ASGIConnection, handler: BaseRouteHand
 def audit(request: Request, action: str, subject: str, details: dict | None = None) -> None:
     """Record a change made by the calling admin. Call it after the change took effect, never before."""
     request.app.state.gateway.record(f"key:{request.state.admin}", action, subject, details)
-
-
-def decode_request(body: bytes, kind: type[T]) -> T:
-    try:
-        return msgspec.json.decode(body, type=kind)
-    except msgspec.DecodeError as exc:  # a ValidationError is a DecodeError too
-        raise invalid_request(f"Invalid request: {exc}") from exc

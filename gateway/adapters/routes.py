@@ -21,8 +21,9 @@ from gateway.adapters.models import (
 )
 from gateway.adapters.registry import not_found
 from gateway.adapters.service import Adapters
-from gateway.admin_access import audit, decode_request, require_admin_scope
+from gateway.admin_access import audit, require_admin_scope
 from gateway.errors import OpenAIError
+from gateway.schemas import decode_request
 
 
 def _adapters(state: State) -> Adapters:

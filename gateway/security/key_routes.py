@@ -14,8 +14,9 @@ from litestar import Request, Router, delete, get, post
 from litestar.datastructures import State
 from litestar.params import FromPath
 
-from gateway.admin_access import audit, decode_request, require_admin_scope
+from gateway.admin_access import audit, require_admin_scope
 from gateway.errors import OpenAIError, invalid_request
+from gateway.schemas import decode_request
 from gateway.security.auth import Authenticator
 from gateway.security.keys import ApiKey
 
@@ -45,8 +46,7 @@ class KeyList(msgspec.Struct):
 
 def _auth(state: State) -> Authenticator:
     auth: Authenticator | None = state.gateway.auth
-    if auth is None:
-        raise OpenAIError(503, "The gateway is starting.", type="service_unavailable_error", code="starting")
+    assert auth is not None  # set by the lifespan before the first request is served
     return auth
 
 
@@ -80,12 +80,12 @@ async def create_key(request: Request, state: State) -> CreatedKey:
 @delete("/{key_id:str}", status_code=200)
 async def revoke_key(key_id: FromPath[str], request: Request, state: State) -> ApiKey:
     auth = _auth(state)
-    if not await asyncio.to_thread(auth.store.revoke, key_id):
+    revoked = await asyncio.to_thread(auth.store.revoke, key_id)
+    if revoked is None:
         raise OpenAIError(404, f"No active key `{key_id}`.", param="key_id", code="key_not_found")
     auth.forget(key_id)
     audit(request, "key.revoked", f"key:{key_id}")
-    keys = await asyncio.to_thread(auth.store.list)
-    return next(key for key in keys if key.id == key_id)
+    return revoked
 
 
 key_router = Router("/admin/keys", route_handlers=[list_keys, create_key, revoke_key], guards=[require_admin_scope])

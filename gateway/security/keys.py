@@ -177,14 +177,17 @@ class KeyStore:
             raise InvalidKey
         return key
 
-    def revoke(self, key_id: str) -> bool:
+    def revoke(self, key_id: str) -> ApiKey | None:
+        """Stop ``key_id`` from working; the key as revoked, or None if no active key has that id."""
         with self.engine.begin() as conn:
             done = conn.execute(
                 sa.update(api_keys)
                 .where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
                 .values(revoked_at=time.time())
             )
-        return done.rowcount == 1
+            if done.rowcount != 1:
+                return None
+            return _row_to_key(conn.execute(sa.select(api_keys).where(api_keys.c.id == key_id)).one())
 
     def list(self) -> list[ApiKey]:
         with self.engine.connect() as conn:

@@ -237,7 +237,7 @@ async def test_a_version_stays_loaded_while_another_worker_streams_on_it(
 ) -> None:
     fake = await upstreams(BASE)
     fake.behaviour.stream_gap_s = 0.05
-    fake.behaviour.stream_chunks = 40  # a 2 s answer: many times the grace a left version gets (0.4 s here)
+    fake.behaviour.stream_chunks = 40  # a 2 s answer: many times the grace a left version gets (0.6 s here)
     settings = adapter_settings(tmp_path, fake.url)
     async with running_gateway(settings) as one, running_gateway(settings) as two:
         await register(one, adapter_dir("one"))
@@ -279,7 +279,7 @@ async def test_nothing_is_unloaded_while_the_other_workers_counts_are_unknown(
         board.exchange = unreachable  # the state database goes away
         await asyncio.sleep(0.5)
         await client.post("/admin/adapters/support/promote", json={"version": 2})
-        await asyncio.sleep(1.2)  # well past the grace a left version gets (0.4 s here)
+        await asyncio.sleep(1.2)  # well past the grace a left version gets (0.6 s here)
         assert "support@1" in fake.observed.loras
         board.exchange = exchange
         await eventually(lambda: "support@1" not in fake.observed.loras)

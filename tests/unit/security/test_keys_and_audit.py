@@ -45,7 +45,7 @@ def test_revoked_and_expired_keys_are_refused(url: str) -> None:
     store = KeyStore(url)
     revoked, revoked_token = store.create("old", "inference")
     _, expiring_token = store.create("temp", "inference", expires_in_s=60)
-    assert store.revoke(revoked.id) and not store.revoke(revoked.id)
+    assert store.revoke(revoked.id).revoked_at is not None and store.revoke(revoked.id) is None
     with pytest.raises(InvalidKey):
         store.verify(revoked_token)
     store.verify(expiring_token)
