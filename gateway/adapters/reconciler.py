@@ -24,7 +24,7 @@ import aiohttp
 from gateway import errors
 from gateway.adapters.inflight import InflightBoard
 from gateway.adapters.models import AdapterVersion, Snapshot
-from gateway.backends import Backend, BackendPool
+from gateway.upstream.backends import Backend, BackendPool
 from gateway.config import AdaptersConfig, Settings
 from gateway.errors import OpenAIError
 from monitor import metrics

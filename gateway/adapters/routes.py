@@ -1,6 +1,6 @@
 """``/admin/adapters``: register versions and move aliases between them.
 
-Every route here sits behind :func:`~gateway.admin_access.require_admin_scope`.
+Every route here sits behind :func:`~gateway.edge.admin_access.require_admin_scope`.
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from gateway.adapters.models import (
 )
 from gateway.adapters.registry import not_found
 from gateway.adapters.service import Adapters
-from gateway.admin_access import audit, require_admin_scope
+from gateway.edge.admin_access import audit, require_admin_scope
 from gateway.errors import OpenAIError
-from gateway.schemas import decode_request
+from gateway.edge.schemas import decode_request
 
 
 def _adapters(state: State) -> Adapters:

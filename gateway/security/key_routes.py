@@ -14,9 +14,9 @@ from litestar import Request, Router, delete, get, post
 from litestar.datastructures import State
 from litestar.params import FromPath
 
-from gateway.admin_access import audit, require_admin_scope
+from gateway.edge.admin_access import audit, require_admin_scope
 from gateway.errors import OpenAIError, invalid_request
-from gateway.schemas import decode_request
+from gateway.edge.schemas import decode_request
 from gateway.security.auth import Authenticator
 from gateway.security.keys import ApiKey
 

@@ -1,4 +1,4 @@
-"""A fake Kubernetes API server: just the endpoints gateway/k8s_jobs.py calls, in a thread.
+"""A fake Kubernetes API server: just the endpoints training/k8s_jobs.py calls, in a thread.
 
 Jobs and pods are plain dicts the test edits to play the cluster's part (a pod starts, a container is
 OOM-killed...). Every request is recorded as (API group, resource, verb) so a test can compare what the

@@ -16,7 +16,7 @@ from kubernetes_validate import validate
 
 from deploy.grafana.build_dashboards import build as build_dashboards
 from gateway.config import load_settings
-from gateway.k8s_jobs import REQUIRED_RULES
+from training.k8s_jobs import REQUIRED_RULES
 from tests.deploy.helm_render import CHART, helm, render
 
 REPO = CHART.parents[1]

@@ -1,4 +1,4 @@
-"""gateway/k8s_jobs.py against a fake Kubernetes API (tests/deploy/fake_k8s.py): the official client
+"""training/k8s_jobs.py against a fake Kubernetes API (tests/deploy/fake_k8s.py): the official client
 builds and sends the real requests; the fake plays the cluster. Status is polled (the runner never watches).
 """
 
@@ -12,8 +12,8 @@ import pytest
 from kubernetes_validate import validate
 
 from gateway.config import ModelRoute
-from gateway.job_runners import job_runner
-from gateway.k8s_jobs import REQUIRED_RULES, K8sJobSettings, KubernetesJobRunner, job_name
+from gateway.host.job_runners import job_runner
+from training.k8s_jobs import REQUIRED_RULES, K8sJobSettings, KubernetesJobRunner, job_name
 from tests.conftest import settings_for
 from tests.deploy.fake_k8s import FakeKubernetes
 from training.config import TrainSpec

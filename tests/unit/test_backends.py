@@ -1,4 +1,4 @@
-from gateway.backends import BackendPool
+from gateway.upstream.backends import BackendPool
 from gateway.config import ModelRoute
 
 

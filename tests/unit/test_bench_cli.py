@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from gateway.bench_cli import BENCHES
+from gateway.host.bench_cli import BENCHES
 from gateway.cli import app
 
 ROOT = Path(__file__).resolve().parents[2]

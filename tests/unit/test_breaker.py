@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gateway.backends import Backend, BackendPool
+from gateway.upstream.backends import Backend, BackendPool
 from gateway.config import BreakerConfig, ModelRoute
 from monitor import metrics
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from gateway.config import EmbeddedVLLM
-from gateway.embedded import VLLMServer, VLLMStartError
+from gateway.host.embedded import VLLMServer, VLLMStartError
 from tests.conftest import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -50,7 +50,7 @@ def test_vllm_command_enables_runtime_lora(tmp_path: Path) -> None:
 
 
 def test_auto_dtype_is_float32_on_a_cpu_without_native_bf16(tmp_path: Path, monkeypatch) -> None:
-    from gateway import embedded
+    from gateway.host import embedded
 
     avx2_only = tmp_path / "avx2"
     avx2_only.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx avx2 fma\n")
@@ -98,7 +98,7 @@ STARTS_A_CHILD_THEN_WAITS = """
 import sys, time
 from pathlib import Path
 from gateway.config import EmbeddedVLLM
-from gateway.embedded import VLLMServer
+from gateway.host.embedded import VLLMServer
 
 class StandIn(VLLMServer):
     def command(self):

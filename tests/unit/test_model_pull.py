@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.model_pull import MARKER, PullError, pull, resolve
+from gateway.host.model_pull import MARKER, PullError, pull, resolve
 from tests.conftest import free_port
 
 

@@ -6,7 +6,7 @@ import json
 
 from gateway.app import create_app
 from gateway.config import ModelRoute
-from gateway.openapi import document
+from gateway.edge.openapi import document
 from tests.conftest import running_gateway, settings_for
 
 UNDOCUMENTED = {"/metrics", "/openapi.json"}  # Prometheus text and the document itself
@@ -27,7 +27,7 @@ def test_every_public_route_is_described() -> None:
         route.path for route in app.routes if not route.path.startswith("/admin") and route.path not in UNDOCUMENTED
     }
     missing = public - set(document()["paths"])
-    assert not missing, f"add these routes to gateway/openapi.py: {sorted(missing)}"
+    assert not missing, f"add these routes to gateway/edge/openapi.py: {sorted(missing)}"
 
 
 def test_references_resolve_and_errors_have_all_four_fields() -> None:

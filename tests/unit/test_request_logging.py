@@ -78,7 +78,7 @@ def test_request_ids_are_uuid7_and_ordered_by_time() -> None:
     import time
     import uuid
 
-    from gateway.observe import new_request_id
+    from gateway.edge.observe import new_request_id
 
     earlier = [new_request_id() for _ in range(500)]
     time.sleep(0.002)

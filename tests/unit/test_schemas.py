@@ -2,7 +2,7 @@ import msgspec
 import pytest
 
 from gateway.errors import OpenAIError
-from gateway.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, decode_request
+from gateway.edge.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, decode_request
 
 
 def error_of(body: bytes, kind=ChatCompletionRequest) -> OpenAIError:

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.model_pull import DEFAULT_MODEL, pull
+from gateway.host.model_pull import DEFAULT_MODEL, pull
 
 MODELS = Path(__file__).resolve().parents[3] / ".driftgate" / "models"
 

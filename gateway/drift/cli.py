@@ -44,8 +44,8 @@ def show_state(settings: Settings) -> None:
 
 def write_report(settings: Settings, model: str, output: Path, limit: int) -> None:
     """Recent logged prompts of ``model`` against its reference, as Evidently's HTML report."""
-    from gateway.drift_watch import reference_dir
-    from gateway.request_log import store_url
+    from gateway.drift.watch import reference_dir
+    from gateway.edge.request_log import store_url
     from monitor.drift_report import write_html_report
     from monitor.embedder import Embedder, EmbedderConfig
     from monitor.embedder_export import DEFAULT_DIR_NAME, ensure_embedder
@@ -83,7 +83,7 @@ def write_report(settings: Settings, model: str, output: Path, limit: int) -> No
 
 def _user_text(route: str, logged_prompt: str) -> str:
     """What drift judged a logged request by: the log keeps chat messages as JSON, prompts as they came."""
-    from gateway.guarding import user_words
+    from gateway.edge.guarding import user_words
 
     if route == "/v1/chat/completions":
         return user_words(route, {"messages": json.loads(logged_prompt)})

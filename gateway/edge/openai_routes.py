@@ -18,11 +18,11 @@ from gateway import errors
 from gateway.adapters.models import adapter_cards
 from gateway.config import ModelRoute, RequestLimits
 from gateway.errors import OpenAIError
-from gateway.guarding import CONTENT_FILTER, RequestGuards, user_words
-from gateway.observe import Observation
-from gateway.proxy import upstream_error
+from gateway.edge.guarding import CONTENT_FILTER, RequestGuards, user_words
+from gateway.edge.observe import Observation
+from gateway.upstream.proxy import upstream_error
 from gateway.runtime import Gateway
-from gateway.schemas import (
+from gateway.edge.schemas import (
     ChatCompletionRequest,
     CompletionRequest,
     EmbeddingRequest,
@@ -78,7 +78,7 @@ async def _handle(
     path: str,
     kind: type[ChatCompletionRequest] | type[CompletionRequest] | type[EmbeddingRequest],
 ) -> Response | Stream:
-    sink = gateway.request_log.submit if gateway.request_log is not None else None
+    sink = gateway.edge.request_log.submit if gateway.edge.request_log is not None else None
     observation = Observation(path, gateway.tracer, request.headers, sink)
     try:
         key, ticket = await _admitted(request, gateway, observation)

@@ -18,7 +18,7 @@ import urllib.request
 from importlib import metadata
 from pathlib import Path
 
-from gateway import process_guard
+from gateway.host import process_guard
 from gateway.config import EmbeddedVLLM
 
 log = logging.getLogger(__name__)

@@ -1,5 +1,5 @@
 """What every ``/admin`` route shares: the admin-scope check and the audit record (bodies are decoded with
-:func:`gateway.schemas.decode_request`, like the OpenAI routes)."""
+:func:`gateway.edge.schemas.decode_request`, like the OpenAI routes)."""
 
 from __future__ import annotations
 

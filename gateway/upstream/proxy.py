@@ -21,7 +21,7 @@ import aiohttp
 import msgspec
 
 from gateway import errors
-from gateway.backends import Backend, BackendPool
+from gateway.upstream.backends import Backend, BackendPool
 from gateway.config import Timeouts
 from gateway.errors import OpenAIError
 from monitor import metrics

@@ -19,7 +19,7 @@ from monitor import metrics
 from monitor.request_log import GuardDecision, RequestRecord
 
 if TYPE_CHECKING:
-    from gateway.guarding import RequestGuards
+    from gateway.edge.guarding import RequestGuards
 
 RecordSink = Callable[[RequestRecord], bool]
 

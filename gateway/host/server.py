@@ -16,7 +16,7 @@ from granian import Granian
 from granian.constants import Interfaces
 
 from gateway.config import SETTINGS_ENV, Settings, encode_settings
-from gateway.process_guard import SUPERVISOR_ENV
+from gateway.host.process_guard import SUPERVISOR_ENV
 
 
 def share_metrics_across_workers(settings: Settings) -> str | None:

@@ -1,7 +1,7 @@
 """Which :class:`~training.jobs.JobRunner` a gateway worker trains with: Kubernetes Jobs in a cluster, child
 processes on one machine.
 
-The Helm chart sets the ``K8S_JOBS_*`` variables (``gateway/k8s_jobs.py`` reads them) when training is
+The Helm chart sets the ``K8S_JOBS_*`` variables (``training/k8s_jobs.py`` reads them) when training is
 enabled; their presence is the switch, so the same image and settings file serve both modes.
 """
 
@@ -23,7 +23,7 @@ def job_runner(settings: Settings, environ: Mapping[str, str] | None = None) -> 
     # Imported here: the kubernetes client is only needed (and only installed) for cluster mode.
     from kubernetes import client, config
 
-    from gateway.k8s_jobs import K8sJobSettings, KubernetesJobRunner
+    from training.k8s_jobs import K8sJobSettings, KubernetesJobRunner
 
     if "KUBERNETES_SERVICE_HOST" in env:
         config.load_incluster_config()  # in a pod: the gateway's service account

@@ -6,7 +6,7 @@ import msgspec
 from litestar import get
 from litestar.datastructures import State
 
-from gateway.admin_access import require_admin_scope
+from gateway.edge.admin_access import require_admin_scope
 from gateway.runtime import Gateway
 from monitor.drift_types import AliasState, DriftEvent
 

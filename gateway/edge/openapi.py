@@ -23,10 +23,10 @@ import msgspec
 from litestar import Response, get
 
 from gateway.errors import ErrorBody, ErrorDetail
-from gateway.feedback_routes import FeedbackReceipt, FeedbackRequest
-from gateway.health_routes import Readiness
-from gateway.openai_routes import OVERHEAD_HEADER, REQUEST_ID_HEADER
-from gateway.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, ModelList
+from gateway.edge.feedback_routes import FeedbackReceipt, FeedbackRequest
+from gateway.edge.health_routes import Readiness
+from gateway.edge.openai_routes import OVERHEAD_HEADER, REQUEST_ID_HEADER
+from gateway.edge.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, ModelList
 
 REF = "#/components/schemas/{name}"
 

@@ -1,0 +1,1 @@
+"""The drift watch: prompts embedded per alias, windows scored against references, alerts."""

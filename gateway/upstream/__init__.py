@@ -1,0 +1,1 @@
+"""The upstream: backend pool, health checks, circuit breaker and the proxy to vLLM."""
