@@ -10,13 +10,11 @@ from litestar import Litestar
 from litestar.exceptions import HTTPException
 
 from gateway import errors
-from gateway.host import process_guard
 from gateway.adapters.routes import adapter_router
-from gateway.drift.routes import drift_state
 from gateway.config import SETTINGS_ENV, Settings, decode_settings, load_settings
+from gateway.drift.routes import drift_state
 from gateway.edge.feedback_routes import feedback
 from gateway.edge.health_routes import healthz, prometheus_metrics, readyz
-from gateway.loop.routes import loop_router, training_router
 from gateway.edge.openai_routes import (
     ClientDisconnected,
     chat_completions,
@@ -26,6 +24,8 @@ from gateway.edge.openai_routes import (
     list_models,
 )
 from gateway.edge.openapi import openapi_json
+from gateway.host import process_guard
+from gateway.loop.routes import loop_router, training_router
 from gateway.runtime import Gateway
 from gateway.security.key_routes import key_router
 from monitor.tracing import Tracing

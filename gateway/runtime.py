@@ -12,19 +12,19 @@ from pathlib import Path
 import aiohttp
 
 from gateway.adapters.service import Adapters, running_adapters
-from gateway.upstream.backends import BackendPool
 from gateway.config import Settings, state_url
 from gateway.drift.watch import DriftWatch, running_drift_watch
 from gateway.edge.guarding import GuardSet
+from gateway.edge.request_log import running_request_log
 from gateway.host.job_runners import job_runner
 from gateway.loop.controller import LoopController
 from gateway.loop.store import LoopStore
-from gateway.upstream.proxy import Upstream
-from gateway.edge.request_log import running_request_log
 from gateway.security.audit import AuditLog
 from gateway.security.auth import Authenticator, RateLimiter
 from gateway.security.keys import KeyStore
 from gateway.security.shared_limits import SharedCounters, maintain, shared_mode
+from gateway.upstream.backends import BackendPool
+from gateway.upstream.proxy import Upstream
 from monitor import metrics
 from monitor.request_log_writer import RequestLogWriter
 from monitor.tracing import Tracing

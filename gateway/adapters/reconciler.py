@@ -24,9 +24,9 @@ import aiohttp
 from gateway import errors
 from gateway.adapters.inflight import InflightBoard
 from gateway.adapters.models import AdapterVersion, Snapshot
-from gateway.upstream.backends import Backend, BackendPool
 from gateway.config import AdaptersConfig, Settings
 from gateway.errors import OpenAIError
+from gateway.upstream.backends import Backend, BackendPool
 from monitor import metrics
 
 log = logging.getLogger(__name__)

@@ -22,8 +22,8 @@ from gateway.adapters.models import (
 from gateway.adapters.registry import not_found
 from gateway.adapters.service import Adapters
 from gateway.edge.admin_access import audit, require_admin_scope
-from gateway.errors import OpenAIError
 from gateway.edge.schemas import decode_request
+from gateway.errors import OpenAIError
 
 
 def _adapters(state: State) -> Adapters:

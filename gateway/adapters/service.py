@@ -24,9 +24,9 @@ from gateway.adapters.reconciler import Reconciler
 from gateway.adapters.registry import Registry, conflict, not_found
 from gateway.adapters.resolver import Resolver
 from gateway.adapters.validation import check_adapter
-from gateway.upstream.backends import BackendPool
 from gateway.config import ModelRoute, Settings, state_url
 from gateway.errors import OpenAIError, invalid_request, model_not_found
+from gateway.upstream.backends import BackendPool
 from monitor import metrics
 
 log = logging.getLogger(__name__)

@@ -15,11 +15,11 @@ from litestar import Request, post
 from litestar.datastructures import State
 from msgspec import Meta
 
-from gateway.errors import OpenAIError, invalid_request
 from gateway.edge.guarding import CONTENT_FILTER
 from gateway.edge.openai_routes import caller_key
-from gateway.runtime import Gateway
 from gateway.edge.schemas import decode_request
+from gateway.errors import OpenAIError, invalid_request
+from gateway.runtime import Gateway
 from guards import RedactionContext
 from monitor.request_log import RequestRecord
 

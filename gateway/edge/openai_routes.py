@@ -17,11 +17,8 @@ from opentelemetry.trace import SpanKind
 from gateway import errors
 from gateway.adapters.models import adapter_cards
 from gateway.config import ModelRoute, RequestLimits
-from gateway.errors import OpenAIError
 from gateway.edge.guarding import CONTENT_FILTER, RequestGuards, user_words
 from gateway.edge.observe import Observation
-from gateway.upstream.proxy import upstream_error
-from gateway.runtime import Gateway
 from gateway.edge.schemas import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -30,8 +27,11 @@ from gateway.edge.schemas import (
     ModelList,
     decode_request,
 )
+from gateway.errors import OpenAIError
+from gateway.runtime import Gateway
 from gateway.security.auth import Ticket
 from gateway.security.keys import ApiKey
+from gateway.upstream.proxy import upstream_error
 from monitor import metrics
 
 OVERHEAD_HEADER = "x-driftgate-overhead-ms"

@@ -22,11 +22,11 @@ from typing import Any, Literal
 import msgspec
 from litestar import Response, get
 
-from gateway.errors import ErrorBody, ErrorDetail
 from gateway.edge.feedback_routes import FeedbackReceipt, FeedbackRequest
 from gateway.edge.health_routes import Readiness
 from gateway.edge.openai_routes import OVERHEAD_HEADER, REQUEST_ID_HEADER
 from gateway.edge.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, ModelList
+from gateway.errors import ErrorBody, ErrorDetail
 
 REF = "#/components/schemas/{name}"
 

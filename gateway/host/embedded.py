@@ -18,8 +18,8 @@ import urllib.request
 from importlib import metadata
 from pathlib import Path
 
-from gateway.host import process_guard
 from gateway.config import EmbeddedVLLM
+from gateway.host import process_guard
 
 log = logging.getLogger(__name__)
 

@@ -11,11 +11,11 @@ from litestar.datastructures import State
 from litestar.params import FromPath, FromQuery
 
 from gateway.edge.admin_access import require_admin_scope
+from gateway.edge.schemas import decode_request
 from gateway.errors import OpenAIError
 from gateway.loop.controller import IncomingPayload, LoopController
 from gateway.loop.store import LoopRun
 from gateway.runtime import Gateway
-from gateway.edge.schemas import decode_request
 from training.config import TrainSpec
 from training.jobs import JobConflict, JobStatus
 

@@ -15,8 +15,8 @@ from litestar.datastructures import State
 from litestar.params import FromPath
 
 from gateway.edge.admin_access import audit, require_admin_scope
-from gateway.errors import OpenAIError, invalid_request
 from gateway.edge.schemas import decode_request
+from gateway.errors import OpenAIError, invalid_request
 from gateway.security.auth import Authenticator
 from gateway.security.keys import ApiKey
 

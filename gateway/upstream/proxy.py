@@ -21,9 +21,9 @@ import aiohttp
 import msgspec
 
 from gateway import errors
-from gateway.upstream.backends import Backend, BackendPool
 from gateway.config import Timeouts
 from gateway.errors import OpenAIError
+from gateway.upstream.backends import Backend, BackendPool
 from monitor import metrics
 
 log = logging.getLogger(__name__)

@@ -16,8 +16,8 @@ from kubernetes_validate import validate
 
 from deploy.grafana.build_dashboards import build as build_dashboards
 from gateway.config import load_settings
-from training.k8s_jobs import REQUIRED_RULES
 from tests.deploy.helm_render import CHART, helm, render
+from training.k8s_jobs import REQUIRED_RULES
 
 REPO = CHART.parents[1]
 K8S_VERSION = "1.30.0"

@@ -13,11 +13,11 @@ from kubernetes_validate import validate
 
 from gateway.config import ModelRoute
 from gateway.host.job_runners import job_runner
-from training.k8s_jobs import REQUIRED_RULES, K8sJobSettings, KubernetesJobRunner, job_name
 from tests.conftest import settings_for
 from tests.deploy.fake_k8s import FakeKubernetes
 from training.config import TrainSpec
 from training.jobs import JobConflict, LocalJobRunner
+from training.k8s_jobs import REQUIRED_RULES, K8sJobSettings, KubernetesJobRunner, job_name
 from training.status import Progress, write_json_atomic
 
 RUNNING = {"phase": "Running", "containerStatuses": [{"name": "trainer", "state": {"running": {}}}]}

@@ -1,5 +1,5 @@
-from gateway.upstream.backends import BackendPool
 from gateway.config import ModelRoute
+from gateway.upstream.backends import BackendPool
 
 
 def pool() -> BackendPool:

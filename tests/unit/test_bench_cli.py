@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from gateway.host.bench_cli import BENCHES
 from gateway.cli import app
+from gateway.host.bench_cli import BENCHES
 
 ROOT = Path(__file__).resolve().parents[2]
 

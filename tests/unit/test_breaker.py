@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from gateway.upstream.backends import Backend, BackendPool
 from gateway.config import BreakerConfig, ModelRoute
+from gateway.upstream.backends import Backend, BackendPool
 from monitor import metrics
 
 

@@ -1,8 +1,8 @@
 import msgspec
 import pytest
 
-from gateway.errors import OpenAIError
 from gateway.edge.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, decode_request
+from gateway.errors import OpenAIError
 
 
 def error_of(body: bytes, kind=ChatCompletionRequest) -> OpenAIError:
