@@ -52,7 +52,7 @@ async def feedback(request: Request, state: State) -> FeedbackReceipt:
     body = decode_request(await request.body(), FeedbackRequest)
     if body.rating is None and body.correction is None:
         raise invalid_request("Give a `rating`, a `correction`, or both.", param="rating")
-    if gateway.loop_store is None or gateway.edge.request_log is None:
+    if gateway.loop_store is None or gateway.request_log is None:
         raise OpenAIError(404, "Feedback needs the request log, which is off in this gateway.", code="not_found")
     record = await _logged(gateway, body.request_id)
     if record is None or (key is not None and key.scope != "admin" and record.key_id != key.id):
@@ -72,7 +72,7 @@ async def feedback(request: Request, state: State) -> FeedbackReceipt:
 
 
 async def _logged(gateway: Gateway, request_id: str) -> RequestRecord | None:
-    writer = gateway.edge.request_log
+    writer = gateway.request_log
     assert writer is not None
     found = await asyncio.to_thread(writer.store.get, request_id)
     if found is None:

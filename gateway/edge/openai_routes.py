@@ -78,7 +78,7 @@ async def _handle(
     path: str,
     kind: type[ChatCompletionRequest] | type[CompletionRequest] | type[EmbeddingRequest],
 ) -> Response | Stream:
-    sink = gateway.edge.request_log.submit if gateway.edge.request_log is not None else None
+    sink = gateway.request_log.submit if gateway.request_log is not None else None
     observation = Observation(path, gateway.tracer, request.headers, sink)
     try:
         key, ticket = await _admitted(request, gateway, observation)
