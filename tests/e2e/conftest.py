@@ -55,6 +55,12 @@ class Embedded:
     vllm_url: str
     log_path: Path
     vllm_log: Path
+    # An admin key made with `driftgate keys create` before the start: the gateway enforces keys, as deployed.
+    key: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"authorization": f"Bearer {self.key}"}
 
     def vllm_process(self) -> psutil.Process | None:
         for child in psutil.Process(self.process.pid).children(recursive=True):
@@ -77,6 +83,16 @@ class Embedded:
                 pass
             time.sleep(1)
         raise AssertionError(f"not ready after {timeout_s} s:\n{self.vllm_log.read_text()[-4000:]}")
+
+
+def create_admin_key(config: Path, env: dict[str, str]) -> str:
+    """The operator's first step, as typed: `driftgate keys create --scope admin`; the token is its last line."""
+    made = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "keys", "create", "--name", "e2e-admin", "--scope", "admin",
+         "--config", str(config)],
+        env=env, capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    return made.stdout.strip().splitlines()[-1]
 
 
 @pytest.fixture(scope="session")
@@ -120,6 +136,7 @@ def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Embedded]:
         "DRIFTGATE_EMBEDDED__PORT": str(vllm_port),
         "DRIFTGATE_EMBEDDED__CPU_KVCACHE_GIB": "1",
     }
+    key = create_admin_key(config, env)
     log_path = home / "up.log"
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(
@@ -130,7 +147,12 @@ def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Embedded]:
             cwd=REPO,
         )
     server = Embedded(
-        process, f"http://127.0.0.1:{port}", f"http://127.0.0.1:{vllm_port}", log_path, home / "logs" / "vllm.log"
+        process,
+        f"http://127.0.0.1:{port}",
+        f"http://127.0.0.1:{vllm_port}",
+        log_path,
+        home / "logs" / "vllm.log",
+        key,
     )
     try:
         server.wait_ready(START_TIMEOUT_S)

@@ -26,7 +26,7 @@ WORDS = {f"{ALIAS}@1": "ALPHA", f"{ALIAS}@2": "BRAVO"}
 @pytest.fixture
 def alias(embedded: Embedded) -> Iterator[str]:
     weights = [str(adapter("ALPHA")), str(adapter("BRAVO"))]
-    with httpx.Client(base_url=f"{embedded.url}/admin/adapters", timeout=120) as admin:
+    with httpx.Client(base_url=f"{embedded.url}/admin/adapters", headers=embedded.headers, timeout=120) as admin:
         for path in weights:
             reply = admin.post("/", json={"alias": ALIAS, "weights": path, "base_model": MODEL, "author": "e2e"})
             assert reply.status_code == 201, reply.text
@@ -72,7 +72,7 @@ async def stream(client: httpx.AsyncClient, user: str, started: asyncio.Event) -
 
 
 async def test_promote_under_streaming_load_then_roll_back(embedded: Embedded, alias: str) -> None:
-    async with httpx.AsyncClient(base_url=embedded.url, timeout=300) as client:
+    async with httpx.AsyncClient(base_url=embedded.url, headers=embedded.headers, timeout=300) as client:
         promoted = await client.post(f"/admin/adapters/{alias}/promote", json={"version": 1})
         assert promoted.status_code == 200, promoted.text
         model, text = await answer(client)

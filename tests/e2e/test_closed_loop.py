@@ -38,7 +38,7 @@ async def test_drift_shift_retrains_canaries_and_promotes_and_a_poisoned_batch_n
     embedded: Embedded, desk_v1: tuple[str, str]
 ) -> None:
     weights, dataset = desk_v1
-    async with httpx.AsyncClient(base_url=embedded.url, timeout=300) as client:
+    async with httpx.AsyncClient(base_url=embedded.url, headers=embedded.headers, timeout=300) as client:
         loop = LoopClient(client, LOOP_ALIAS)
         registered = await client.post(
             "/admin/adapters/", json={"alias": LOOP_ALIAS, "weights": weights, "base_model": MODEL, "dataset": dataset}

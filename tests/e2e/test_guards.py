@@ -29,22 +29,22 @@ def test_pii_in_the_prompt_reaches_vllm_redacted(embedded: Embedded) -> None:
         "max_tokens": 2,
         "return_token_ids": True,
     }
-    response = httpx.post(f"{embedded.url}/v1/completions", json=body, timeout=120).json()
+    response = httpx.post(f"{embedded.url}/v1/completions", json=body, headers=embedded.headers, timeout=120).json()
     seen = prompt_seen_by_vllm(response)
     assert seen == "Customer <EMAIL_1> paid with <CREDIT_CARD_1>. Summary:"
 
 
 def test_toxic_prompt_is_blocked_before_vllm(embedded: Embedded) -> None:
-    client = openai.OpenAI(base_url=f"{embedded.url}/v1", api_key="unused", max_retries=0)
+    client = openai.OpenAI(base_url=f"{embedded.url}/v1", api_key=embedded.key, max_retries=0)
     prompt = "You are a worthless idiot, you stupid moron, I hate you"
     with pytest.raises(openai.BadRequestError) as caught:
         client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": prompt}], max_tokens=5)
     assert caught.value.body["code"] == "content_filter"
 
 
-def stream_text(url: str, body: dict) -> tuple[str, list[str]]:
+def stream_text(url: str, body: dict, headers: dict[str, str] | None = None) -> tuple[str, list[str]]:
     pieces = []
-    with httpx.stream("POST", url, json=body, timeout=120) as response:
+    with httpx.stream("POST", url, json=body, headers=headers, timeout=120) as response:
         for line in response.iter_lines():
             if line.startswith("data: {"):
                 choices = json.loads(line[6:])["choices"]
@@ -66,7 +66,9 @@ def test_an_email_the_model_streams_across_chunks_arrives_redacted(embedded: Emb
     assert emails, f"the model did not write an e-mail address: {direct_text!r}"
     assert not any(emails[0] in piece for piece in direct_pieces), "the address came in one chunk: no split to test"
 
-    gateway_text, _ = stream_text(f"{embedded.url}/v1/completions", {**body, "model": RAW_INPUT_MODEL})
+    gateway_text, _ = stream_text(
+        f"{embedded.url}/v1/completions", {**body, "model": RAW_INPUT_MODEL}, embedded.headers
+    )
     assert EMAIL_PATTERN.search(gateway_text) is None
     assert "<EMAIL_1>" in gateway_text
     assert gateway_text == EMAIL_PATTERN.sub("<EMAIL_1>", direct_text)

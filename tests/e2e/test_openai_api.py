@@ -18,11 +18,19 @@ USER = [{"role": "user", "content": "Name three colours."}]
 
 @pytest.fixture
 def client(embedded: Embedded) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{embedded.url}/v1", api_key="unused", max_retries=0, timeout=120)
+    return openai.OpenAI(base_url=f"{embedded.url}/v1", api_key=embedded.key, max_retries=0, timeout=120)
 
 
 def test_models_lists_the_base_model(client: openai.OpenAI) -> None:
     assert [model.id for model in client.models.list()] == [MODEL, RAW_INPUT_MODEL]
+
+
+def test_keys_are_enforced(embedded: Embedded) -> None:
+    for token in (None, "dg_nope_wrong"):
+        anonymous = openai.OpenAI(base_url=f"{embedded.url}/v1", api_key=token or "", max_retries=0, timeout=30)
+        with pytest.raises(openai.AuthenticationError) as caught:
+            anonymous.chat.completions.create(model=MODEL, messages=USER, max_tokens=2)
+        assert caught.value.status_code == 401
 
 
 def test_chat_completion(client: openai.OpenAI) -> None:
@@ -50,7 +58,9 @@ def test_chat_stream_with_usage(client: openai.OpenAI) -> None:
 
 def test_stream_is_sse_as_openai_sends_it(embedded: Embedded) -> None:
     body = {"model": MODEL, "messages": USER, "max_tokens": 5, "stream": True}
-    with httpx.stream("POST", f"{embedded.url}/v1/chat/completions", json=body, timeout=120) as response:
+    with httpx.stream(
+        "POST", f"{embedded.url}/v1/chat/completions", json=body, headers=embedded.headers, timeout=120
+    ) as response:
         raw = b"".join(response.iter_raw())
     assert response.headers["content-type"].startswith("text/event-stream")
     events = raw.decode().split("\n\n")
@@ -98,7 +108,9 @@ def test_vllm_rejection_comes_back_in_openai_shape(client: openai.OpenAI) -> Non
 
 
 def test_malformed_json_is_400(embedded: Embedded) -> None:
-    response = httpx.post(f"{embedded.url}/v1/chat/completions", content=b'{"model": ', timeout=10)
+    response = httpx.post(
+        f"{embedded.url}/v1/chat/completions", content=b'{"model": ', headers=embedded.headers, timeout=10
+    )
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "invalid_json"
 
@@ -111,7 +123,9 @@ def test_embeddings_on_a_generation_model_is_404(client: openai.OpenAI) -> None:
 def test_leaving_a_stream_aborts_the_generation_in_vllm(embedded: Embedded) -> None:
     before = generated_tokens(embedded)
     body = {"model": MODEL, "messages": USER, "max_tokens": 1500, "ignore_eos": True, "stream": True}
-    with httpx.stream("POST", f"{embedded.url}/v1/chat/completions", json=body, timeout=120) as response:
+    with httpx.stream(
+        "POST", f"{embedded.url}/v1/chat/completions", json=body, headers=embedded.headers, timeout=120
+    ) as response:
         next(response.iter_raw())  # generation has started; now hang up
     # Once the gateway drops the upstream connection vLLM aborts: its token count stops well short of 1,500.
     previous, deadline = -1.0, time.monotonic() + 30
