@@ -63,23 +63,15 @@ def _prepare_guards(settings: Settings) -> None:
             ensure_toxicity_model(guard_models_dir(settings))
 
 
-def _bind_safely(settings: Settings) -> Settings:
-    """With no API key configured the gateway is open: it then listens on localhost only, and says so."""
-    from gateway.config import state_url
-    from gateway.security.keys import KeyStore
+def _settle_access(settings: Settings) -> None:
+    """Token files, the admin key file's key and the bind rule, before any port or child process opens."""
+    from gateway.security.bootstrap import StartRefused, settle_access
 
-    if settings.host in ("127.0.0.1", "localhost", "::1"):
-        return settings
-    store = KeyStore(state_url(settings))
-    has_keys = store.any_usable()
-    store.close()
-    if has_keys:
-        return settings
-    console.print(
-        f"[yellow]![/] no API keys yet: binding to 127.0.0.1 instead of {settings.host} "
-        "(create one with `driftgate keys create --scope admin`)"
-    )
-    return msgspec.structs.replace(settings, host="127.0.0.1")
+    try:
+        settle_access(settings)
+    except StartRefused as exc:
+        console.print(f"[red]error:[/] {exc}", soft_wrap=True)  # one line in a log, however long
+        raise typer.Exit(2) from exc
 
 
 def _setup_logging() -> None:
@@ -102,7 +94,7 @@ def serve(
     if not settings.models:
         console.print("[red]error:[/] no models configured: add a `models:` list to the config file")
         raise typer.Exit(2)
-    settings = _bind_safely(settings)
+    _settle_access(settings)
     metrics_dir = share_metrics_across_workers(settings)
     _prepare_guards(settings)
     run_server(settings, metrics_dir)
@@ -119,6 +111,7 @@ def up(
     from gateway.host.model_pull import PullError, pull
     from gateway.host.server import serve as run_server
     from gateway.host.server import share_metrics_across_workers
+    from gateway.security.bootstrap import is_loopback
 
     _setup_logging()
     settings = _settings(config, host=host, port=port)
@@ -131,7 +124,7 @@ def up(
     if settings.loop is not None:
         # The loop acts on drift of adapter aliases: watch them.
         settings = msgspec.structs.replace(settings, drift=msgspec.structs.replace(settings.drift, adapters=True))
-    settings = _bind_safely(settings)
+    _settle_access(settings)
     metrics_dir = share_metrics_across_workers(settings)
     try:
         model_dir = pull(settings.embedded.model, settings.models_dir, console=console)
@@ -153,8 +146,8 @@ def up(
             f"[green]✓[/] vLLM ready; gateway on [bold]http://{settings.host}:{settings.port}/v1[/] "
             f"serving {', '.join(route.name for route in settings.models)}"
         )
-        if settings.host in ("127.0.0.1", "localhost", "::1"):
-            console.print("  bound to localhost only; set --host or DRIFTGATE_HOST to expose it")
+        if is_loopback(settings.host):
+            console.print("  bound to localhost only; to expose it, add an admin key and set --host or DRIFTGATE_HOST")
         run_server(settings, metrics_dir)
     except VLLMStartError as exc:
         console.print(f"[red]error:[/] {exc}")

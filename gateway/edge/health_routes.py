@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import msgspec
-from litestar import Response, get
+from litestar import Request, Response, get
 from litestar.datastructures import State
 
 from gateway.runtime import Gateway
@@ -33,7 +33,11 @@ async def readyz(state: State) -> Response[Readiness]:
 
 
 @get("/metrics")
-async def prometheus_metrics() -> Response[bytes]:
-    """Prometheus exposition of every ``driftgate_`` metric (all workers merged)."""
+async def prometheus_metrics(request: Request) -> Response[bytes]:
+    """Prometheus exposition of every ``driftgate_`` metric (all workers merged); with
+    ``auth.metrics_token_file``, only for the scrape token or an admin key (it names every alias and version)."""
+    auth = request.app.state.gateway.auth
+    if auth is not None:
+        await auth.check_scrape(request.headers.get("authorization"))
     body, content_type = metrics.render()
     return Response(body, media_type=content_type)

@@ -1,8 +1,10 @@
 """Who is calling, and how much it may ask: the API key on a request, checked against the key store through a
 short-lived cache, and the limits it runs under.
 
-With no usable key in the store the gateway runs open, and `serve`/`up` then bind to localhost only; once a
-key exists every /v1 and /admin request needs one. A revoked key stops working within ``cache_ttl_s``.
+With no usable key in the store the gateway runs open (`serve`/`up` then refuse a non-loopback address unless
+``auth.allow_open``, see :mod:`.bootstrap`); once a key exists every /v1 and /admin request needs one. A revoked
+key stops working within ``cache_ttl_s``. /metrics needs the scrape token or an admin key once
+``auth.metrics_token_file`` is set.
 
 Limits, in the order a request meets them: the worker's in-flight cap (503, before the key is even looked
 up), then per key the concurrency cap, requests per minute, and tokens per minute (429 with
@@ -14,6 +16,7 @@ in this worker's memory, or with ``limits.shared`` in the state database (:mod:`
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import time
 import uuid
@@ -22,6 +25,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from gateway.errors import OpenAIError
+from gateway.security.bootstrap import read_token_file
 from gateway.security.keys import ApiKey, InvalidKey, KeyStore
 from gateway.security.settings import AuthConfig
 from monitor import metrics
@@ -38,6 +42,17 @@ def unauthorized() -> OpenAIError:
     return OpenAIError(
         401,
         "Incorrect or missing API key: send `Authorization: Bearer dg_...`.",
+        type="invalid_request_error",
+        code="invalid_api_key",
+        headers={"www-authenticate": "Bearer"},
+    )
+
+
+def scrape_unauthorized() -> OpenAIError:
+    return OpenAIError(
+        401,
+        "Missing or incorrect token for /metrics: send `Authorization: Bearer <token>` with the scrape token "
+        "(auth.metrics_token_file) or an admin key.",
         type="invalid_request_error",
         code="invalid_api_key",
         headers={"www-authenticate": "Bearer"},
@@ -77,6 +92,9 @@ class Authenticator:
         self._cache: dict[str, tuple[float, ApiKey | None]] = {}
         self._open_until = 0.0
         self._open = False
+        self._scrape_token: bytes | None = None
+        if config.metrics_token_file:  # checked at start by `serve`/`up`; read again by each worker
+            self._scrape_token = read_token_file(config.metrics_token_file, "auth.metrics_token_file").encode()
 
     async def required(self) -> bool:
         """Whether keys are required (any usable key exists); re-checked every ``cache_ttl_s``."""
@@ -99,9 +117,30 @@ class Authenticator:
         """The caller's key; None when the gateway runs open. Raises 401 for a missing or bad key."""
         if not await self.required():
             return None
-        if not authorization or not authorization.lower().startswith("bearer "):
+        token = _bearer(authorization)
+        key = None if token is None else await self._usable_key(token)
+        if key is None:
             raise unauthorized()
-        token = authorization[7:].strip()
+        return key
+
+    async def check_scrape(self, authorization: str | None) -> None:
+        """/metrics: open without ``auth.metrics_token_file``; else the scrape token or an admin key (401 for
+        anything else, 403 for a key of another scope, as on /admin)."""
+        if self._scrape_token is None:
+            return
+        token = _bearer(authorization)
+        if token is None:
+            raise scrape_unauthorized()
+        if hmac.compare_digest(token.encode(), self._scrape_token):
+            return
+        key = await self._usable_key(token)
+        if key is None:
+            raise scrape_unauthorized()
+        if key.scope != "admin":
+            raise admin_only()
+
+    async def _usable_key(self, token: str) -> ApiKey | None:
+        """The usable key ``token`` names, looked up through the cache; None for any other token."""
         now = time.monotonic()
         cached = self._cache.get(token)
         if cached is None or now - cached[0] > self._config.cache_ttl_s:
@@ -113,8 +152,14 @@ class Authenticator:
                 self._cache.clear()
             cached = self._cache[token] = (now, key)
         if cached[1] is None or not cached[1].usable(time.time()):
-            raise unauthorized()
+            return None
         return cached[1]
+
+
+def _bearer(authorization: str | None) -> str | None:
+    if not authorization or not authorization.lower().startswith("bearer "):
+        return None
+    return authorization[7:].strip()
 
 
 class RateLimiter:

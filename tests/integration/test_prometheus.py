@@ -1,5 +1,8 @@
 """A real Prometheus scrapes a running gateway; every rule and dashboard expression is checked against it.
 
+The gateway protects /metrics with a scrape token (``auth.metrics_token_file``) and Prometheus presents it
+from a file (``authorization: {credentials_file: ...}``), as a deployment should.
+
 Needs Debian's `prometheus` package (scripts/test.sh installs it).
 """
 
@@ -26,6 +29,8 @@ REPO = Path(__file__).resolve().parents[2]
 RULES = REPO / "deploy" / "prometheus" / "rules" / "driftgate.yml"
 RULE_TESTS = Path(__file__).parent / "prometheus_rules_test.yml"
 CHAT = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+SCRAPE_TOKEN = "prometheus-scrape-token-0123456789abcdef"
+SCRAPE = {"authorization": f"Bearer {SCRAPE_TOKEN}"}
 # A drift alert for an alias with no production version: the loop (on in this gateway) decides to skip it.
 DRIFT_ALERT = {
     "version": "4",
@@ -73,9 +78,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
         pytest.fail("Debian's prometheus package is missing: run scripts/test.sh, which installs it")
     tmp = tmp_path_factory.mktemp("prom")
     upstream_port, gateway_port, prom_port = free_port(), free_port(), free_port()
+    scrape_token = tmp / "scrape-token"
+    scrape_token.write_text(SCRAPE_TOKEN + "\n")
     config = tmp / "driftgate.yaml"
     config.write_text(
-        f"port: {gateway_port}\nhome: {tmp / 'home'}\n"
+        f"port: {gateway_port}\nhome: {tmp / 'home'}\nauth: {{metrics_token_file: {scrape_token}}}\n"
         f"models:\n  - name: m\n    backends: ['http://127.0.0.1:{upstream_port}']\n"
         "adapters: {}\nloop: {}\n"  # the closed loop's metrics: decisions, outcomes, training jobs
     )
@@ -86,7 +93,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
                 "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
                 "rule_files": [str(RULES)],
                 "scrape_configs": [
-                    {"job_name": "driftgate", "static_configs": [{"targets": [f"127.0.0.1:{gateway_port}"]}]}
+                    {
+                        "job_name": "driftgate",
+                        "authorization": {"credentials_file": str(scrape_token)},
+                        "static_configs": [{"targets": [f"127.0.0.1:{gateway_port}"]}],
+                    }
                 ],
             }
         )
@@ -128,7 +139,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
 
 def exported_names(gateway: str) -> set[str]:
     names = set()
-    for family in text_string_to_metric_families(httpx.get(f"{gateway}/metrics").text):
+    for family in text_string_to_metric_families(httpx.get(f"{gateway}/metrics", headers=SCRAPE).text):
         names.add(family.name)
         names.update(f"{family.name}_{suffix}" for suffix in ("bucket", "count", "sum", "total", "created"))
     return names
@@ -168,9 +179,10 @@ def test_alerts_fire_when_they_should() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_prometheus_scrapes_the_gateway(stack: dict) -> None:
+def test_prometheus_scrapes_the_gateway_with_its_token(stack: dict) -> None:
     up = instant(stack["prometheus"], 'up{job="driftgate"}')
     assert [float(sample["value"][1]) for sample in up] == [1.0]
+    assert httpx.get(f"{stack['gateway']}/metrics").status_code == 401  # so the token is what let it in
 
 
 @pytest.mark.parametrize(
