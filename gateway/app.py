@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -38,7 +39,7 @@ def create_app(settings: Settings | None = None, tracing: Tracing | None = None)
     ``tracing`` defaults to what the settings ask for (nothing, or an OTLP exporter).
     """
     if settings is None:  # in a granian worker (or a plain ASGI server given the factory)
-        process_guard.follow_supervisor()
+        process_guard.follow_supervisor(signal.SIGKILL)
         handed_over = os.environ.get(SETTINGS_ENV)
         settings = decode_settings(handed_over) if handed_over else load_settings(os.environ.get("DRIFTGATE_CONFIG"))
     gateway = Gateway(settings, tracing if tracing is not None else tracing_from_settings(settings.tracing))
@@ -47,6 +48,7 @@ def create_app(settings: Settings | None = None, tracing: Tracing | None = None)
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         async with gateway.running():
             app.state.gateway = gateway
+            process_guard.follow_supervisor(signal.SIGTERM)  # serving now: a dead supervisor means drain, then stop
             yield
 
     return Litestar(

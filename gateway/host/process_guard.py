@@ -23,17 +23,22 @@ def available() -> bool:
     return _prctl is not None
 
 
-def terminate_with_parent() -> None:
-    """Have the kernel send this process SIGTERM when its parent dies; safe as a ``preexec_fn``."""
+def terminate_with_parent(sig: signal.Signals = signal.SIGTERM) -> None:
+    """Have the kernel send this process ``sig`` when its parent dies; safe as a ``preexec_fn``."""
     if _prctl is not None:
-        _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        _prctl(_PR_SET_PDEATHSIG, sig)
 
 
-def follow_supervisor() -> None:
-    """In a granian worker: stop (gracefully, on SIGTERM) when the process that started the server dies."""
+def follow_supervisor(sig: signal.Signals) -> None:
+    """In a granian worker: end with the process that started the server.
+
+    A worker asks for SIGKILL while it starts (granian's SIGTERM handler can block forever in a worker that has
+    not finished starting, and there is nothing to drain yet), then for SIGTERM once it serves, so that requests
+    in flight end gracefully.
+    """
     supervisor = os.environ.get(SUPERVISOR_ENV)
     if supervisor is None or int(supervisor) == os.getpid() or _prctl is None:
         return
-    terminate_with_parent()
+    terminate_with_parent(sig)
     if os.getppid() != int(supervisor):  # it died before the request was in place
-        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), sig)
