@@ -46,7 +46,10 @@ async def serve_process(config: Path, port: int) -> AsyncIterator[httpx.AsyncCli
 def write_config(tmp_path: Path, upstream_url: str, workers: int = 1) -> Path:
     config = tmp_path / "driftgate.yaml"
     # Its own home: the state database is per test, never the checkout's .driftgate/.
-    config.write_text(f"home: {tmp_path / 'home'}\nport: 1\nworkers: {workers}\nmodels:\n  - name: m\n    backends: ['{upstream_url}']\n")
+    config.write_text(
+        f"home: {tmp_path / 'home'}\nport: 1\nworkers: {workers}\n"
+        f"models:\n  - name: m\n    backends: ['{upstream_url}']\n"
+    )
     return config
 
 
