@@ -36,16 +36,16 @@ def test_onnx_scores_match_scikit_learn(model_dir: Path) -> None:
 
     texts = agreement_texts()
     classifier = LinearOnnxClassifier(model_dir / LINEAR_MODEL_FILE)
-    onnx_scores = np.array([classifier.score(text) for text in texts])
+    onnx_scores = np.array([classifier.scores([text])[0, 0] for text in texts])
     np.testing.assert_allclose(onnx_scores, predict_prob(texts), atol=1e-4)
 
 
 def test_clearly_toxic_and_clean_texts(model_dir: Path) -> None:
     classifier = LinearOnnxClassifier(model_dir / LINEAR_MODEL_FILE)
     for text in ["You are a fucking idiot.", "Shut up, you stupid bitch", "this is bullshit, asshole"]:
-        assert classifier.score(text) > 0.9, text
+        assert classifier.scores([text])[0, 0] > 0.9, text
     for text in ["Thanks, that fixed the build.", "Please summarise this contract.", "The weather is nice today."]:
-        assert classifier.score(text) < 0.2, text
+        assert classifier.scores([text])[0, 0] < 0.2, text
 
 
 def test_ensure_exports_once(model_dir: Path) -> None:
@@ -112,15 +112,15 @@ def test_hf_onnx_classifier_matches_torch(tiny_hf_model: tuple[Path, Path, objec
     onnx_path, tokenizer_path, reference = tiny_hf_model
     classifier = HFOnnxClassifier(ToxicityModel(kind="hf", path=str(onnx_path), tokenizer=str(tokenizer_path)))
     for text in ["you are an idiot", "have a nice day", "unknown words only", "idiot idiot stupid"]:
-        assert classifier.score(text) == pytest.approx(reference(text), abs=1e-5)
+        assert classifier.scores([text])[0, 0] == pytest.approx(reference(text), abs=1e-5)
 
 
 def test_hf_sigmoid_takes_the_worst_toxic_label(tiny_hf_model: tuple[Path, Path, object]) -> None:
     onnx_path, tokenizer_path, _ = tiny_hf_model
     both = ToxicityModel(kind="hf", path=str(onnx_path), tokenizer=str(tokenizer_path), activation="sigmoid")
-    scores = [HFOnnxClassifier(replace(both, toxic_labels=(i,))).score("you are an idiot") for i in (0, 1)]
+    scores = [HFOnnxClassifier(replace(both, toxic_labels=(i,))).scores(["you are an idiot"])[0, 0] for i in (0, 1)]
     combined = HFOnnxClassifier(replace(both, toxic_labels=(0, 1)))
-    assert combined.score("you are an idiot") == pytest.approx(max(scores))
+    assert combined.scores(["you are an idiot"])[0, 0] == pytest.approx(max(scores))
 
 
 def test_hf_model_needs_both_files() -> None:
