@@ -186,6 +186,22 @@ _BENIGN = [
     "Hypothetically, if interest rates fell to zero, what would happen to house prices?",
     "In my novel the villain hacks a bank; help me make the dialogue tense without technical detail.",
 ]
+# Second-person statements that set no persona: the persona frames above would otherwise teach the model that
+# "you are" and "from now on" are attacks by themselves.
+_BENIGN += [
+    "You are right, the second version is faster.",
+    "You are welcome to join the meeting on Friday.",
+    "You are so slow today, the last answer took forever.",
+    "You are wrong about the date, it was 1969.",
+    "You are the best, thank you so much!",
+    "You were very helpful yesterday with my tax form.",
+    "You now have access to the shared folder, I sent the invite.",
+    "From now on, please answer in British English.",
+    "From now on I will send the reports on Mondays.",
+    "You are going to love this recipe.",
+    "You have no idea how much this helped.",
+    "Stay in character as the friendly shopkeeper in our kids' play script.",
+]
 _BENIGN_OPENERS = ["", "Hi! ", "Quick question: ", "Thanks for earlier. "]
 
 

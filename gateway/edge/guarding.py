@@ -28,8 +28,9 @@ class GuardSet:
     """Each model route's guards, built once per worker; routes without their own config share the default."""
 
     def __init__(self, settings: Settings) -> None:
-        models = GuardModels(guard_models_dir(settings))
-        default = Guards(settings.guards, models) if settings.guards.enabled else None
+        self._models = models = GuardModels(guard_models_dir(settings))
+        self._default = default = Guards(settings.guards, models) if settings.guards.enabled else None
+        self._moderation: Guards | None = None
         self._by_model: dict[str, Guards | None] = {}
         for route in settings.models:
             self._by_model[route.name] = self._build(route, models, default)
@@ -42,6 +43,16 @@ class GuardSet:
 
     def for_model(self, model: str) -> Guards | None:
         return self._by_model.get(model)
+
+    def for_moderation(self, model: str | None) -> Guards:
+        """The guards that judge a moderation request: the named route's, else the gateway's default, else
+        (guards switched off for traffic) the built-in defaults, built on first use."""
+        found = self._by_model.get(model) if model is not None else None
+        if found is not None or (found := self._default) is not None:
+            return found
+        if self._moderation is None:
+            self._moderation = Guards(GuardsConfig(), self._models)
+        return self._moderation
 
 
 def export_guard_models(settings: Settings) -> None:
@@ -247,7 +258,7 @@ def _delta_slot(path: str, choice: dict) -> tuple[dict | None, str]:
 
 
 def _blocked_prompt(decisions: tuple[Decision, ...]) -> OpenAIError:
-    reasons = sorted({decision.entity.lower() for decision in decisions if decision.action == "block"})
+    reasons = sorted({f"{d.guard}: {d.entity.lower()}" for d in decisions if d.action == "block"})
     return OpenAIError(
         400,
         f"The prompt was blocked by the gateway's input guards ({', '.join(reasons)}).",

@@ -11,7 +11,7 @@ import pytest
 from faker import Faker
 from msgspec.structs import replace
 
-from guards import ToxicityModel
+from guards import GuardModels, ToxicityModel
 from guards.toxicity import HFOnnxClassifier, LinearOnnxClassifier
 from guards.toxicity_export import LINEAR_MODEL_FILE, ensure_toxicity_model
 
@@ -126,3 +126,23 @@ def test_hf_sigmoid_takes_the_worst_toxic_label(tiny_hf_model: tuple[Path, Path,
 def test_hf_model_needs_both_files() -> None:
     with pytest.raises(ValueError, match="tokenizer"):
         HFOnnxClassifier(ToxicityModel(kind="hf", path="model.onnx"))
+
+
+def test_jigsaw_export_reproduces_the_keras_model(models: GuardModels) -> None:
+    """The scores toxic-comment-classifier's README prints for its own example, computed by Keras: the ONNX
+    graph (gate order, padding, tokenizer) reproduces them."""
+    classifier = models.classifier(ToxicityModel())
+    scores = classifier.scores(["You are so dumb and stupid!"])[0]
+    keras = [0.9889402985572815, 0.07256772369146347, 0.620429277420044, 0.01934845559298992, 0.8664075136184692,
+             0.04072948172688484]  # fmt: skip
+    assert classifier.labels == ("toxic", "severe_toxic", "obscene", "threat", "insult", "identity_hate")
+    assert scores == pytest.approx(keras, abs=1e-4)
+
+
+def test_jigsaw_tokenizer_keeps_the_last_hundred_known_words(models: GuardModels) -> None:
+    classifier = models.classifier(ToxicityModel())
+    ids = classifier.encode(["zzqqxx " + "the " * 150, "Hello, WORLD!", ""])
+    assert ids.shape == (3, 100)
+    assert (ids[0] == ids[0, -1]).all() and ids[0, -1] > 0
+    assert (ids[1, :-2] == 0).all() and (ids[1, -2:] > 0).all()
+    assert (ids[2] == 0).all()
