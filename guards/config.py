@@ -60,9 +60,11 @@ class CategoryPolicy(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 def _default_categories() -> dict[str, CategoryPolicy]:
-    # Chosen before any evaluation, from the Jigsaw label rates: "toxic" (10% of the training comments) is broad
-    # and noisy, so it needs a confident score; threat, identity hate and severe toxicity are rare (0.3-1%) and
-    # the model's probabilities for them run low, so half is already a strong signal.
+    # Chosen without the held-out set. "toxic": 0.8, where bench/guards.py's older profanity set loses 87% of its
+    # toxic sentences and none of its clean ones; 0.6 would catch 93% there, but blocks plain prose the model
+    # misreads ("The quick brown fox jumps over the lazy dog" scores 0.69). The others from the Jigsaw label
+    # rates: threat, identity hate and severe toxicity are rare (0.3-1% of the training comments) and the
+    # model's probabilities for them run low, so half is already a strong signal.
     return {
         "toxic": CategoryPolicy(0.8),
         "severe_toxic": CategoryPolicy(0.5),
