@@ -33,6 +33,9 @@ _RULES = re.compile(
     re.IGNORECASE | re.VERBOSE,
 )
 RULE_SCORE = 0.95
+# An instruction to the model needs a few words; on fewer, the classifier would judge a greeting by the
+# weight of one word. The rules still read every text ("DAN mode enabled").
+MIN_CLASSIFIER_WORDS = 4
 
 
 def rule_score(text: str) -> float:
@@ -50,7 +53,10 @@ class InjectionGuard:
 
     def scores(self, texts: list[str]) -> list[float]:
         model = self._classifier.scores(texts)[:, 0] if self._classifier is not None else [0.0] * len(texts)
-        return [max(rule_score(text), float(p)) for text, p in zip(texts, model, strict=True)]
+        return [
+            max(rule_score(text), float(p) if len(text.split()) >= MIN_CLASSIFIER_WORDS else 0.0)
+            for text, p in zip(texts, model, strict=True)
+        ]
 
     def finding(self, text: str, score: float) -> Finding:
         action = self._config.action if score >= self._config.threshold else "allow"

@@ -202,7 +202,6 @@ _BENIGN += [
     "You have no idea how much this helped.",
     "Stay in character as the friendly shopkeeper in our kids' play script.",
 ]
-_BENIGN_OPENERS = ["", "Hi! ", "Quick question: ", "Thanks for earlier. "]
 
 
 # Ordinary English that is no attack, so that unknown words lean benign: the first sentences of the
@@ -236,6 +235,8 @@ def training_set() -> tuple[list[str], list[int]]:
     attacks += [frame.format(p) for frame, p in product(_PERSONA_FRAMES, _PERSONAS)]
     singles = _LEAK + _ESCALATION + _DELIMITERS + _INDIRECT + _EXFILTRATION + _REFUSAL_SUPPRESSION
     singles += _ATTENTION_SHIFT + _ENCODED
-    attacks += [opener + text for opener, text in product(_BENIGN_OPENERS, singles)]
-    benign = [opener + text for opener, text in product(_BENIGN_OPENERS, _BENIGN)] + background()
+    # Each text once: greetings or openers added to both classes would only teach the model their words'
+    # class balance ("hi" alone scored 0.52 when they were).
+    attacks += singles
+    benign = _BENIGN + background()
     return attacks + benign, [1] * len(attacks) + [0] * len(benign)

@@ -34,6 +34,8 @@ def train_injection(path: str | Path) -> Path:
     # The token pattern is Python's (?u)\b\w\w+\b; the export rewrites it in RE2 for onnxruntime.
     vectorizer = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=1)
     features = vectorizer.fit_transform(texts)
+    # Classes weighted to balance: catching attacks comes first. Without the weighting the model is more
+    # cautious (bastioncorpus: TPR 0.34, FPR 0.05 instead of 0.46 and 0.11; docs/guards.md).
     model = LogisticRegression(C=4.0, class_weight="balanced", max_iter=2000).fit(features, labels)
     source = f"driftgate injection_data ({len(texts)} texts), scikit-learn {version('scikit-learn')}"
     return export_text_linear(vectorizer, model, path, source)
