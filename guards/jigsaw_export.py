@@ -154,3 +154,5 @@ def _write_atomic(path: Path, data: bytes) -> None:
     with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as handle:
         handle.write(data)
     os.replace(handle.name, path)
+    # NamedTemporaryFile creates 0600: an image exports as root and serves as another user.
+    os.chmod(path, 0o644)

@@ -66,7 +66,7 @@ def export_text_linear(vectorizer, model, path: str | Path, source: str) -> Path
     with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as handle:
         handle.write(graph.SerializeToString())
     os.replace(handle.name, path)
-    os.chmod(path, 0o644)
+    os.chmod(path, 0o644)  # NamedTemporaryFile creates 0600: an image exports as root and serves as another user
     return path
 
 

@@ -146,3 +146,9 @@ def test_jigsaw_tokenizer_keeps_the_last_hundred_known_words(models: GuardModels
     assert (ids[0] == ids[0, -1]).all() and ids[0, -1] > 0
     assert (ids[1, :-2] == 0).all() and (ids[1, -2:] > 0).all()
     assert (ids[2] == 0).all()
+
+
+def test_exported_models_are_readable_by_other_users(model_dir: Path) -> None:
+    """An image exports as root and serves as an unprivileged user."""
+    for name in ("jigsaw-bilstm.onnx", "jigsaw-bilstm.vocab.json", "injection-linear.onnx", LINEAR_MODEL_FILE):
+        assert (model_dir / name).stat().st_mode & 0o044 == 0o044, name
