@@ -9,6 +9,7 @@ guards' own categories (the six Jigsaw labels and ``prompt_injection``) are adde
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Annotated
 
@@ -68,7 +69,9 @@ async def moderations(request: Request, state: State) -> ModerationList:
     body = decode_request(await request.body(), ModerationRequest)
     texts = [body.input] if isinstance(body.input, str) else body.input
     guards = gateway.guards.for_moderation(body.model)
-    return ModerationList(f"modr-{uuid.uuid4().hex}", body.model or MODEL, moderate(guards, texts))
+    # A list is scored off the event loop: up to 64 texts at ~0.5 ms each would stall other requests.
+    results = moderate(guards, texts) if len(texts) == 1 else await asyncio.to_thread(moderate, guards, texts)
+    return ModerationList(f"modr-{uuid.uuid4().hex}", body.model or MODEL, results)
 
 
 def moderate(guards: Guards, texts: list[str]) -> list[ModerationResult]:
