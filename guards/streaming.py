@@ -19,7 +19,7 @@ not on the whole answer each time (which would cost quadratic time in the answer
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import msgspec
 
@@ -27,8 +27,20 @@ from guards.config import StreamConfig
 from guards.redaction import RedactionContext
 from guards.types import Action, Decision, Finding, strongest
 
-if TYPE_CHECKING:
-    from guards.pipeline import StagePipeline
+
+class StagePipeline(Protocol):
+    """What a redactor needs of the output stage (guards.pipeline.StagePipeline is one): a Protocol, so this
+    module does not import the pipeline that imports it."""
+
+    @property
+    def detects_names(self) -> bool: ...
+
+    def inspect(self, text: str, *, starts_in_code: bool = False) -> list[Finding]: ...
+
+    def redact(self, text: str, findings: list[Finding], context: RedactionContext) -> str: ...
+
+    def decisions(self, findings: list[Finding]) -> tuple[Decision, ...]: ...
+
 
 # The end of the buffer that may still be the start of a spaced entity (digits, capitals, separators).
 _SPACED_TAIL = re.compile(r"[0-9A-Z+()\-./ ]*\Z")
@@ -101,7 +113,7 @@ class StreamRedactor:
         end = left + cut
         spans: list[Finding] = []
         for finding in findings:
-            if finding.entity == "TOXICITY":
+            if finding.guard == "toxicity":
                 self._note_toxicity(finding)
             elif finding.end > left:
                 if not final and finding.start < end < finding.end:

@@ -37,15 +37,21 @@ def export_profanity_check(path: str | Path) -> Path:
     ``en_US.UTF-8`` locale that slim images lack) and the token pattern is rewritten in Unicode-aware RE2.
     Stop words need no node: with unigrams only, they are simply absent from the vocabulary.
     """
-    import onnx
     from profanity_check import profanity_check
-    from skl2onnx import convert_sklearn
-    from skl2onnx.common.data_types import StringTensorType
-    from sklearn.pipeline import Pipeline
 
     vectorizer, model = profanity_check.vectorizer, profanity_check.model
     if vectorizer.ngram_range != (1, 1) or vectorizer.analyzer != "word":
         raise ValueError("export assumes a unigram word vectorizer; alt-profanity-check has changed")
+    return export_text_linear(vectorizer, model, path, _source())
+
+
+def export_text_linear(vectorizer, model, path: str | Path, source: str) -> Path:  # noqa: ANN001 - scikit-learn
+    """A fitted word TfidfVectorizer + binary classifier as one ONNX graph taking lower-cased text."""
+    import onnx
+    from skl2onnx import convert_sklearn
+    from skl2onnx.common.data_types import StringTensorType
+    from sklearn.pipeline import Pipeline
+
     graph = convert_sklearn(
         Pipeline([("vectorizer", vectorizer), ("model", model)]),
         initial_types=[("text", StringTensorType([None, 1]))],
@@ -53,13 +59,14 @@ def export_profanity_check(path: str | Path) -> Path:
         target_opset={"": 17, "ai.onnx.ml": 3},
     )
     _drop_lowercasing(graph)
-    onnx.helper.set_model_props(graph, {"driftgate.input": "lower-cased text", "driftgate.source": _source()})
+    onnx.helper.set_model_props(graph, {"driftgate.input": "lower-cased text", "driftgate.source": source})
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # Write then rename, so a gateway worker starting meanwhile never reads half a file.
     with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as handle:
         handle.write(graph.SerializeToString())
     os.replace(handle.name, path)
+    os.chmod(path, 0o644)  # NamedTemporaryFile creates 0600: an image exports as root and serves as another user
     return path
 
 

@@ -10,11 +10,12 @@ from typing import Literal
 
 import msgspec
 
-Action = Literal["allow", "redact", "mask", "block"]
+# "flag": let the text through unchanged, but count and log the decision.
+Action = Literal["allow", "flag", "redact", "mask", "block"]
 Stage = Literal["input", "output"]
 
 # Stronger actions win when several findings meet in one verdict.
-ACTION_RANK: dict[str, int] = {"allow": 0, "mask": 1, "redact": 2, "block": 3}
+ACTION_RANK: dict[str, int] = {"allow": 0, "flag": 1, "mask": 2, "redact": 3, "block": 4}
 
 
 class Finding(msgspec.Struct, frozen=True):
@@ -36,7 +37,7 @@ class Decision(msgspec.Struct, frozen=True):
     entity: str
     action: Action
     count: int = 1
-    # Toxicity's score; None for pattern entities (their score is always 1).
+    # A classifier's score (toxicity category, injection); None for pattern entities (their score is always 1).
     score: float | None = None
 
 

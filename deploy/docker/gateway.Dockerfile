@@ -14,11 +14,11 @@ COPY training training
 # (torch would triple the image).
 RUN pip install ".[cluster]" && rm -rf /src
 
-# The default toxicity model is exported to ONNX here, once per image, not at start: every replica then
-# starts without scikit-learn work or a writable model directory (the chart runs a read-only root
-# filesystem), and a broken export fails the build instead of a rollout. Configs point
-# guards.*.toxicity.model.path at this file.
-RUN python -c "from guards.toxicity_export import ensure_toxicity_model; ensure_toxicity_model('/opt/driftgate/models/guards')"
+# The default guard models (the Jigsaw toxicity model, the injection classifier) are exported to ONNX here,
+# once per image, not at start: every replica then starts without export work or a writable model
+# directory (the chart runs a read-only root filesystem), and a broken export fails the build instead of a
+# rollout. Configs point guards.*.toxicity.model.path and guards.input.injection.path at these files.
+RUN python -c "from guards.jigsaw_export import ensure_jigsaw_model as j; from guards.injection_export import ensure_injection_model as i; j('/opt/driftgate/models/guards'); i('/opt/driftgate/models/guards')"
 
 RUN useradd --uid 10001 --create-home --home-dir /var/lib/driftgate driftgate
 USER 10001

@@ -28,8 +28,9 @@ class GuardSet:
     """Each model route's guards, built once per worker; routes without their own config share the default."""
 
     def __init__(self, settings: Settings) -> None:
-        models = GuardModels(guard_models_dir(settings))
-        default = Guards(settings.guards, models) if settings.guards.enabled else None
+        self._models = models = GuardModels(guard_models_dir(settings))
+        self._default = default = Guards(settings.guards, models) if settings.guards.enabled else None
+        self._moderation: Guards | None = None
         self._by_model: dict[str, Guards | None] = {}
         for route in settings.models:
             self._by_model[route.name] = self._build(route, models, default)
@@ -43,18 +44,40 @@ class GuardSet:
     def for_model(self, model: str) -> Guards | None:
         return self._by_model.get(model)
 
+    def for_moderation(self, model: str | None) -> Guards:
+        """The guards that judge a moderation request: the named route's, else the gateway's default, else
+        (guards switched off for traffic) the built-in defaults, built on first use."""
+        found = self._by_model.get(model) if model is not None else None
+        if found is not None or (found := self._default) is not None:
+            return found
+        if self._moderation is None:
+            self._moderation = Guards(GuardsConfig(), self._models)
+        return self._moderation
 
-def needs_export(settings: Settings) -> bool:
-    """Whether any route uses the default toxicity model (exported once, before workers start)."""
+
+def export_guard_models(settings: Settings) -> None:
+    """Export the default guard models any route uses, once, before server workers start (each would race
+    to do it): the Jigsaw toxicity model, the profanity model, the injection classifier. A file check when
+    they exist."""
     configs: list[GuardsConfig] = [settings.guards, *(r.guards for r in settings.models if r.guards is not None)]
-    return any(
-        config.enabled
-        and stage.toxicity.enabled
-        and stage.toxicity.model.kind == "linear"
-        and not stage.toxicity.model.path
-        for config in configs
-        for stage in (config.input, config.output)
-    )
+    stages = [stage for config in configs if config.enabled for stage in (config.input, config.output)]
+    directory = guard_models_dir(settings)
+    kinds = {s.toxicity.model.kind for s in stages if s.toxicity.enabled and not s.toxicity.model.path}
+    if "jigsaw" in kinds:
+        from guards.jigsaw_export import ensure_jigsaw_model
+
+        ensure_jigsaw_model(directory)
+    if "linear" in kinds:
+        from guards.toxicity_export import ensure_toxicity_model
+
+        ensure_toxicity_model(directory)
+    if any(
+        c.enabled and c.input.injection.enabled and c.input.injection.classifier and not c.input.injection.path
+        for c in configs
+    ):
+        from guards.injection_export import ensure_injection_model
+
+        ensure_injection_model(directory)
 
 
 class RequestGuards:
@@ -83,8 +106,8 @@ class RequestGuards:
         """The body to send upstream: unchanged, or with prompts redacted. Raises 400 when a guard blocks."""
         document = msgspec.json.decode(body)
         changed = False
-        for holder, key in _prompt_slots(path, document):
-            verdict = self.guards.input.run(holder[key], self.context)
+        for holder, key, role in _prompt_slots(path, document):
+            verdict = self.guards.input.run(holder[key], self.context, role)
             self._note(verdict.decisions)
             if verdict.blocked:
                 raise _blocked_prompt(verdict.decisions)
@@ -173,24 +196,27 @@ class RequestGuards:
         return b"data: " + msgspec.json.encode(document) + b"\n\n", blocked
 
 
-def _prompt_slots(path: str, document: Any) -> list[tuple[Any, Any]]:
-    """(container, key) pairs holding prompt text, so a verdict can replace it in place."""
-    slots: list[tuple[Any, Any]] = []
+def _prompt_slots(path: str, document: Any) -> list[tuple[Any, Any, str | None]]:
+    """(container, key, chat role) triples holding prompt text, so a verdict can replace it in place. The role
+    tells the injection guard whose words these are (None: a completions prompt, always the caller's)."""
+    slots: list[tuple[Any, Any, str | None]] = []
     if path == "/v1/chat/completions":
         for message in document.get("messages") or ():
-            content = message.get("content")
+            content, role = message.get("content"), str(message.get("role"))
             if isinstance(content, str):
-                slots.append((message, "content"))
+                slots.append((message, "content", role))
             elif isinstance(content, list):
                 slots += [
-                    (part, "text") for part in content if isinstance(part, dict) and isinstance(part.get("text"), str)
+                    (part, "text", role)
+                    for part in content
+                    if isinstance(part, dict) and isinstance(part.get("text"), str)
                 ]
     elif path == "/v1/completions":
         prompt = document.get("prompt")
         if isinstance(prompt, str):
-            slots.append((document, "prompt"))
+            slots.append((document, "prompt", None))
         elif isinstance(prompt, list):
-            slots += [(prompt, index) for index, item in enumerate(prompt) if isinstance(item, str)]
+            slots += [(prompt, index, None) for index, item in enumerate(prompt) if isinstance(item, str)]
     return slots
 
 
@@ -232,7 +258,7 @@ def _delta_slot(path: str, choice: dict) -> tuple[dict | None, str]:
 
 
 def _blocked_prompt(decisions: tuple[Decision, ...]) -> OpenAIError:
-    reasons = sorted({decision.entity.lower() for decision in decisions if decision.action == "block"})
+    reasons = sorted({f"{d.guard}: {d.entity.lower()}" for d in decisions if d.action == "block"})
     return OpenAIError(
         400,
         f"The prompt was blocked by the gateway's input guards ({', '.join(reasons)}).",

@@ -24,6 +24,7 @@ from litestar import Response, get
 
 from gateway.edge.feedback_routes import FeedbackReceipt, FeedbackRequest
 from gateway.edge.health_routes import Readiness
+from gateway.edge.moderations_routes import ModerationList, ModerationRequest
 from gateway.edge.openai_routes import OVERHEAD_HEADER, REQUEST_ID_HEADER
 from gateway.edge.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, ModelList
 from gateway.errors import ErrorBody, ErrorDetail
@@ -157,6 +158,8 @@ def document() -> dict[str, Any]:
         Health,
         FeedbackRequest,
         FeedbackReceipt,
+        ModerationRequest,
+        ModerationList,
     ]
     _, components = msgspec.json.schema_components(structs, ref_template=REF)
     for struct in _ALWAYS_COMPLETE:
@@ -200,6 +203,22 @@ def document() -> dict[str, Any]:
                 "responses": {
                     "201": _json("Stored.", "FeedbackReceipt"),
                     **_error_responses("400", "401", "404", "413", "429", "500"),
+                },
+            }
+        },
+        "/v1/moderations": {
+            "post": {
+                "operationId": "createModeration",
+                "summary": "Moderation in OpenAI's shape, scored by the gateway's input guards",
+                "tags": ["openai"],
+                "security": [{}, {"bearerAuth": []}],
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": {"$ref": REF.format(name="ModerationRequest")}}},
+                },
+                "responses": {
+                    "200": _json("One result per input text.", "ModerationList"),
+                    **_error_responses("400", "401", "413", "429", "500"),
                 },
             }
         },

@@ -66,6 +66,6 @@ async def test_guard_blocks_are_audited_without_the_text(tmp_path: Path, upstrea
     assert blocked.status_code == 400
     audit = AuditLog(state_url(settings))
     (entry,) = audit.entries()
-    assert entry.action == "guard.blocked" and entry.details == {"stage": "input", "why": ["TOXICITY"]}
+    assert entry.action == "guard.blocked" and entry.details == {"stage": "input", "why": ["toxic"]}
     assert "moron" not in str(entry) and audit.verify() == []
     audit.close()

@@ -6,6 +6,8 @@ import msgspec
 import pytest
 
 from guards import GuardModels, Guards, GuardsConfig, PiiConfig, RedactionContext, StageConfig, ToxicityConfig
+from guards.config import CategoryPolicy
+from guards.jigsaw_export import LABELS as JIGSAW_LABELS
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +56,9 @@ def test_toxic_input_is_blocked_and_clean_input_allowed(guards: Guards) -> None:
 
 
 def test_threshold_is_per_alias(models: GuardModels) -> None:
-    lenient = StageConfig(toxicity=ToxicityConfig(threshold=1.01))
+    lenient = StageConfig(
+        toxicity=ToxicityConfig(categories={label: CategoryPolicy(threshold=1.01) for label in JIGSAW_LABELS})
+    )
     text = "Shut up, you stupid fucking idiot."
     assert not Guards(GuardsConfig(input=lenient), models).input.run(text, RedactionContext()).blocked
     assert Guards(GuardsConfig(), models).input.run(text, RedactionContext()).blocked

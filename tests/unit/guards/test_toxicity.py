@@ -11,7 +11,7 @@ import pytest
 from faker import Faker
 from msgspec.structs import replace
 
-from guards import ToxicityModel
+from guards import GuardModels, ToxicityModel
 from guards.toxicity import HFOnnxClassifier, LinearOnnxClassifier
 from guards.toxicity_export import LINEAR_MODEL_FILE, ensure_toxicity_model
 
@@ -36,16 +36,16 @@ def test_onnx_scores_match_scikit_learn(model_dir: Path) -> None:
 
     texts = agreement_texts()
     classifier = LinearOnnxClassifier(model_dir / LINEAR_MODEL_FILE)
-    onnx_scores = np.array([classifier.score(text) for text in texts])
+    onnx_scores = np.array([classifier.scores([text])[0, 0] for text in texts])
     np.testing.assert_allclose(onnx_scores, predict_prob(texts), atol=1e-4)
 
 
 def test_clearly_toxic_and_clean_texts(model_dir: Path) -> None:
     classifier = LinearOnnxClassifier(model_dir / LINEAR_MODEL_FILE)
     for text in ["You are a fucking idiot.", "Shut up, you stupid bitch", "this is bullshit, asshole"]:
-        assert classifier.score(text) > 0.9, text
+        assert classifier.scores([text])[0, 0] > 0.9, text
     for text in ["Thanks, that fixed the build.", "Please summarise this contract.", "The weather is nice today."]:
-        assert classifier.score(text) < 0.2, text
+        assert classifier.scores([text])[0, 0] < 0.2, text
 
 
 def test_ensure_exports_once(model_dir: Path) -> None:
@@ -112,17 +112,43 @@ def test_hf_onnx_classifier_matches_torch(tiny_hf_model: tuple[Path, Path, objec
     onnx_path, tokenizer_path, reference = tiny_hf_model
     classifier = HFOnnxClassifier(ToxicityModel(kind="hf", path=str(onnx_path), tokenizer=str(tokenizer_path)))
     for text in ["you are an idiot", "have a nice day", "unknown words only", "idiot idiot stupid"]:
-        assert classifier.score(text) == pytest.approx(reference(text), abs=1e-5)
+        assert classifier.scores([text])[0, 0] == pytest.approx(reference(text), abs=1e-5)
 
 
 def test_hf_sigmoid_takes_the_worst_toxic_label(tiny_hf_model: tuple[Path, Path, object]) -> None:
     onnx_path, tokenizer_path, _ = tiny_hf_model
     both = ToxicityModel(kind="hf", path=str(onnx_path), tokenizer=str(tokenizer_path), activation="sigmoid")
-    scores = [HFOnnxClassifier(replace(both, toxic_labels=(i,))).score("you are an idiot") for i in (0, 1)]
+    scores = [HFOnnxClassifier(replace(both, toxic_labels=(i,))).scores(["you are an idiot"])[0, 0] for i in (0, 1)]
     combined = HFOnnxClassifier(replace(both, toxic_labels=(0, 1)))
-    assert combined.score("you are an idiot") == pytest.approx(max(scores))
+    assert combined.scores(["you are an idiot"])[0, 0] == pytest.approx(max(scores))
 
 
 def test_hf_model_needs_both_files() -> None:
     with pytest.raises(ValueError, match="tokenizer"):
         HFOnnxClassifier(ToxicityModel(kind="hf", path="model.onnx"))
+
+
+def test_jigsaw_export_reproduces_the_keras_model(models: GuardModels) -> None:
+    """The scores toxic-comment-classifier's README prints for its own example, computed by Keras: the ONNX
+    graph (gate order, padding, tokenizer) reproduces them."""
+    classifier = models.classifier(ToxicityModel())
+    scores = classifier.scores(["You are so dumb and stupid!"])[0]
+    keras = [0.9889402985572815, 0.07256772369146347, 0.620429277420044, 0.01934845559298992, 0.8664075136184692,
+             0.04072948172688484]  # fmt: skip
+    assert classifier.labels == ("toxic", "severe_toxic", "obscene", "threat", "insult", "identity_hate")
+    assert scores == pytest.approx(keras, abs=1e-4)
+
+
+def test_jigsaw_tokenizer_keeps_the_last_hundred_known_words(models: GuardModels) -> None:
+    classifier = models.classifier(ToxicityModel())
+    ids = classifier.encode(["zzqqxx " + "the " * 150, "Hello, WORLD!", ""])
+    assert ids.shape == (3, 100)
+    assert (ids[0] == ids[0, -1]).all() and ids[0, -1] > 0
+    assert (ids[1, :-2] == 0).all() and (ids[1, -2:] > 0).all()
+    assert (ids[2] == 0).all()
+
+
+def test_exported_models_are_readable_by_other_users(model_dir: Path) -> None:
+    """An image exports as root and serves as an unprivileged user."""
+    for name in ("jigsaw-bilstm.onnx", "jigsaw-bilstm.vocab.json", "injection-linear.onnx", LINEAR_MODEL_FILE):
+        assert (model_dir / name).stat().st_mode & 0o044 == 0o044, name

@@ -1,0 +1,95 @@
+"""``POST /v1/moderations``: OpenAI's moderation endpoint, answered by the gateway's own guards.
+
+Clients that already call ``client.moderations.create`` point at the gateway unchanged. OpenAI's categories
+are filled from the guards' scores where one answers them (harassment from the Jigsaw toxic / insult /
+severe_toxic scores, threats from "threat", hate from "identity_hate"); the categories no guard here
+scores (sexual, self-harm instructions, illicit...) are reported false with score 0, never guessed. The
+guards' own categories (the six Jigsaw labels and ``prompt_injection``) are added beside OpenAI's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Annotated
+
+import msgspec
+from litestar import Request, post
+from litestar.datastructures import State
+from msgspec import Meta
+
+from gateway.edge.openai_routes import caller_key
+from gateway.edge.schemas import decode_request
+from gateway.runtime import Gateway
+from guards import Guards
+
+MODEL = "driftgate-guards"
+# OpenAI's categories, each as the guard categories it is the maximum of (empty: not scored here).
+OPENAI_CATEGORIES: dict[str, tuple[str, ...]] = {
+    "harassment": ("toxic", "severe_toxic", "insult", "toxicity"),
+    "harassment/threatening": ("threat",),
+    "hate": ("identity_hate",),
+    "hate/threatening": (),
+    "illicit": (),
+    "illicit/violent": (),
+    "self-harm": (),
+    "self-harm/intent": (),
+    "self-harm/instructions": (),
+    "sexual": (),
+    "sexual/minors": (),
+    "violence": ("threat",),
+    "violence/graphic": (),
+}
+INJECTION = "prompt_injection"
+_Text = Annotated[str, Meta(max_length=262_144)]
+
+
+class ModerationRequest(msgspec.Struct, forbid_unknown_fields=True):
+    input: _Text | Annotated[list[_Text], Meta(min_length=1, max_length=64)]
+    # A route's name picks that route's guard settings; otherwise the gateway's default guards answer.
+    model: str | None = None
+
+
+class ModerationResult(msgspec.Struct):
+    flagged: bool
+    categories: dict[str, bool]
+    category_scores: dict[str, float]
+
+
+class ModerationList(msgspec.Struct):
+    id: str
+    model: str
+    results: list[ModerationResult]
+
+
+@post("/v1/moderations", status_code=200)
+async def moderations(request: Request, state: State) -> ModerationList:
+    gateway: Gateway = state.gateway
+    await caller_key(request, gateway)
+    body = decode_request(await request.body(), ModerationRequest)
+    texts = [body.input] if isinstance(body.input, str) else body.input
+    guards = gateway.guards.for_moderation(body.model)
+    # A list is scored off the event loop: up to 64 texts at ~0.5 ms each would stall other requests.
+    results = moderate(guards, texts) if len(texts) == 1 else await asyncio.to_thread(moderate, guards, texts)
+    return ModerationList(f"modr-{uuid.uuid4().hex}", body.model or MODEL, results)
+
+
+def moderate(guards: Guards, texts: list[str]) -> list[ModerationResult]:
+    """One result per text: every category the input guards score, in one batch per model."""
+    toxicity, injection = guards.input.guard("toxicity"), guards.input.guard("injection")
+    own: list[dict[str, float]] = toxicity.category_scores(texts) if toxicity is not None else [{} for _ in texts]
+    flags: list[dict[str, bool]] = [toxicity.flagged(row) if toxicity is not None else {} for row in own]
+    if injection is not None:
+        for text, row, flag, score in zip(texts, own, flags, injection.scores(texts), strict=True):
+            row[INJECTION] = score
+            flag[INJECTION] = injection.finding(text, score).action != "allow"
+    results = []
+    for row, flag in zip(own, flags, strict=True):
+        scores = {
+            name: max((row.get(c, 0.0) for c in sources), default=0.0) for name, sources in OPENAI_CATEGORIES.items()
+        }
+        categories = {name: any(flag.get(c, False) for c in sources) for name, sources in OPENAI_CATEGORIES.items()}
+        scores.update(row)
+        categories.update(flag)
+        results.append(ModerationResult(any(categories.values()), categories, scores))
+    return results
