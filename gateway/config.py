@@ -43,6 +43,9 @@ class ModelRoute(msgspec.Struct, forbid_unknown_fields=True):
     # The backends' --max-loras and --max-lora-rank; None = the embedded server's (`embedded.max_loras` ...).
     max_loras: int | None = None
     max_lora_rank: int | None = None
+    # The model the backends load (a Hub id such as `HuggingFaceTB/SmolLM2-135M-Instruct`, or a local
+    # directory), when neither `name` nor `upstream_name` says it: adapters trained on it register here.
+    base_model: str | None = None
 
     @property
     def upstream_model(self) -> str:
