@@ -332,12 +332,13 @@ def _generated(route: HTTPRoute, method: str, handler: HTTPRouteHandler) -> dict
         "operationId": _operation_id(handler),
         "summary": described.summary,
         "tags": [described.tag],
-        "security": [{}, {"bearerAuth": []}],
         "responses": {
             str(handler.status_code): {"description": "Done.", "content": content},
             **_error_responses(*sorted(set(described.errors))),
         },
     }
+    if described.tag != "ops":  # probes, metrics and the API page answer without a key
+        operation["security"] = [{}, {"bearerAuth": []}]
     if described.tag in _ADMIN_TAGS:
         operation["description"] = "Needs an admin-scoped key once the gateway has keys."
     if parameters:

@@ -89,6 +89,7 @@ def test_the_document_is_valid_openapi_and_says_what_admin_routes_take() -> None
     assert register["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith("/RegisterRequest")
     assert register["responses"]["201"]["content"]["application/json"]["schema"]["$ref"].endswith("/AdapterVersion")
     assert {"400", "401", "403"} <= set(register["responses"])
+    assert register["security"] == [{}, {"bearerAuth": []}] and "security" not in doc["paths"]["/metrics"]["get"]
     promote = doc["paths"]["/admin/adapters/{alias}/promote"]["post"]
     assert promote["parameters"] == [{"name": "alias", "in": "path", "required": True, "schema": {"type": "string"}}]
     assert {"409", "502"} <= set(promote["responses"])
