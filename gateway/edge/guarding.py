@@ -368,11 +368,27 @@ def user_words(path: str, document: Any) -> str:
 
 
 def _prompt_for_log(path: str, document: Any) -> str | None:
-    """The (redacted) prompt as the log keeps it: the chat messages as JSON, or the completion prompt."""
+    """The (redacted) prompt as the log keeps it: the chat messages as JSON (a Responses API input as the chat
+    messages it amounts to, so feedback on it trains like chat), or the completion prompt."""
     if path == "/v1/chat/completions":
         return msgspec.json.encode(document.get("messages")).decode()
-    prompt = document.get("input" if path == RESPONSES else "prompt")
+    if path == RESPONSES:
+        return msgspec.json.encode(_responses_as_chat(document)).decode()
+    prompt = document.get("prompt")
     return prompt if isinstance(prompt, str) else msgspec.json.encode(prompt).decode()
+
+
+def _responses_as_chat(document: Any) -> list[dict[str, str]]:
+    """``instructions`` as the system turn, then each message item with its text parts joined."""
+    messages = [{"role": "system", "content": document["instructions"]}] if document.get("instructions") else []
+    input_ = document.get("input")
+    if isinstance(input_, str):
+        return [*messages, {"role": "user", "content": input_}]
+    for item in input_ if isinstance(input_, list) else ():
+        texts = [holder[key] for holder, key in _message_slots(item)] if isinstance(item, dict) else []
+        if texts and isinstance(item.get("role"), str) and item.get("type", "message") == "message":
+            messages.append({"role": item["role"], "content": "\n".join(texts)})
+    return messages
 
 
 def _answer_slot(path: str, choice: dict) -> tuple[dict | None, str]:

@@ -10,8 +10,11 @@ import openai
 import pytest
 
 from gateway.config import AdaptersConfig, ModelRoute, RequestLimits, state_url
+from gateway.loop.dataset import sample_from_log
 from gateway.security.keys import KeyStore
 from guards import GuardsConfig
+from monitor.request_log import RequestLogConfig
+from monitor.request_log_store import RequestLogStore
 from tests.conftest import running_gateway, settings_for
 from tests.unit.adapters.conftest import BASE, write_adapter
 
@@ -160,3 +163,35 @@ async def test_responses_go_through_the_guards(tmp_path: Path, upstreams) -> Non
     assert b"moron" not in toxic_stream
     assert blocked.status_code == 400 and blocked.json()["error"]["code"] == "content_filter"
     assert blocked.json()["error"]["param"] == "input" and len(fake.observed.bodies) == 3
+
+
+async def test_responses_are_logged_as_chat_with_usage_and_train_like_chat(tmp_path: Path, upstreams) -> None:
+    fake = await upstreams(BASE)
+    fake.behaviour.answer = f"Write to {EMAIL}"
+    log = RequestLogConfig(url=f"sqlite:///{tmp_path / 'log.db'}", max_delay_s=0.05)
+    settings, tokens = keyed(tmp_path, ModelRoute(BASE, [fake.url]), guards=GuardsConfig(), request_log=log)
+    async with running_gateway(settings) as client:
+        full = sdk(client, tokens["inference"])
+        plain = await full.responses.with_raw_response.create(
+            model=BASE,
+            instructions="Be brief.",
+            input=[
+                {"role": "user", "content": f"I am {EMAIL}"},
+                {"type": "function_call_output", "call_id": "c1", "output": "{}"},  # no text for the log
+            ],
+        )
+        stream = await full.responses.with_raw_response.create(model=BASE, input="hello", stream=True)
+        async for _ in stream.parse():
+            pass
+    store = RequestLogStore(f"sqlite:///{tmp_path / 'log.db'}")
+    record = store.get(plain.headers["x-request-id"])
+    streamed = store.get(stream.headers["x-request-id"])
+    store.close()
+    assert record.route == "/v1/responses" and record.key_id is not None
+    conversation = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "I am <EMAIL_1>"}]
+    assert json.loads(record.prompt) == conversation
+    assert record.completion == "Write to <EMAIL_1>"
+    assert (record.prompt_tokens, record.completion_tokens) == (7, 3)  # input_tokens / output_tokens
+    assert streamed.stream and (streamed.prompt_tokens, streamed.completion_tokens) == (7, 3)
+    assert json.loads(streamed.prompt) == [{"role": "user", "content": "hello"}]
+    assert sample_from_log(record, "Sure.") == {"messages": [*conversation, {"role": "assistant", "content": "Sure."}]}
