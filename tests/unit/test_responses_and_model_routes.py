@@ -8,6 +8,7 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.config import AdaptersConfig, ModelRoute, RequestLimits, state_url
 from gateway.loop.dataset import sample_from_log
@@ -23,6 +24,16 @@ EMAIL = "jane.doe@example.com"
 TOXIC = "You are a worthless idiot and I hate you, you stupid moron"
 
 
+def requests_total(metrics: str, labels: dict[str, str]) -> float:
+    """``driftgate_requests_total`` for ``labels`` (metrics are process-wide: tests compare before and after)."""
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(metrics)
+        for sample in family.samples
+        if sample.name == "driftgate_requests_total" and sample.labels == labels
+    )
+
+
 def bearer(token: str) -> dict[str, str]:
     return {"authorization": f"Bearer {token}"}
 
@@ -32,22 +43,22 @@ def sdk(client: httpx.AsyncClient, token: str) -> openai.AsyncOpenAI:
 
 
 def keyed(tmp_path: Path, *routes: ModelRoute, **kwargs) -> tuple:
-    """Settings with adapters on, and keys: admin, inference (every model), and one limited to `support`."""
+    """Settings with adapters on, and keys: admin, inference (every model), and one limited to `helpdesk`."""
     adapters = AdaptersConfig(url=f"sqlite:///{tmp_path / 'registry.db'}", poll_s=0.1, reconcile_s=0.2)
     settings = settings_for(*routes, home=str(tmp_path), adapters=adapters, **kwargs)
     keys = KeyStore(state_url(settings))
     tokens = {scope: keys.create(scope, scope)[1] for scope in ("admin", "inference")}
-    tokens["limited"] = keys.create("tenant", "inference", adapters=["support"])[1]
+    tokens["limited"] = keys.create("tenant", "inference", adapters=["helpdesk"])[1]
     keys.close()
     return settings, tokens
 
 
-async def with_support_alias(client: httpx.AsyncClient, tmp_path: Path, admin: str) -> None:
-    """`support@1` in production, `support@2` a candidate (pinnable, not listed)."""
+async def with_helpdesk_alias(client: httpx.AsyncClient, tmp_path: Path, admin: str) -> None:
+    """`helpdesk@1` in production, `helpdesk@2` a candidate (pinnable, not listed)."""
     for name in ("one", "two"):
-        body = {"alias": "support", "weights": write_adapter(tmp_path / name), "base_model": BASE}
+        body = {"alias": "helpdesk", "weights": write_adapter(tmp_path / name), "base_model": BASE}
         assert (await client.post("/admin/adapters/", json=body, headers=bearer(admin))).status_code == 201
-    promoted = await client.post("/admin/adapters/support/promote", json={"version": 1}, headers=bearer(admin))
+    promoted = await client.post("/admin/adapters/helpdesk/promote", json={"version": 1}, headers=bearer(admin))
     assert promoted.status_code == 200
 
 
@@ -55,15 +66,15 @@ async def test_models_retrieve_answers_what_the_list_shows_the_key(tmp_path: Pat
     fake = await upstreams(BASE)
     settings, tokens = keyed(tmp_path, ModelRoute(BASE, [fake.url]), ModelRoute(HUB_ID, [fake.url]))
     async with running_gateway(settings) as client:
-        await with_support_alias(client, tmp_path, tokens["admin"])
+        await with_helpdesk_alias(client, tmp_path, tokens["admin"])
         full, limited = sdk(client, tokens["inference"]), sdk(client, tokens["limited"])
-        base, hub, alias, pinned = [await full.models.retrieve(m) for m in (BASE, HUB_ID, "support", "support@2")]
+        base, hub, alias, pinned = [await full.models.retrieve(m) for m in (BASE, HUB_ID, "helpdesk", "helpdesk@2")]
         listed = {model.id async for model in full.models.list()}
-        own, own_pinned = await limited.models.retrieve("support"), await limited.models.retrieve("support@1")
+        own, own_pinned = await limited.models.retrieve("helpdesk"), await limited.models.retrieve("helpdesk@1")
         errors = {}
         for name, caller, model in (
             ("unknown", full, "nope"),
-            ("unknown_version", full, "support@9"),
+            ("unknown_version", full, "helpdesk@9"),
             ("hidden_base", limited, BASE),
             ("hidden_hub", limited, HUB_ID),
         ):
@@ -73,10 +84,10 @@ async def test_models_retrieve_answers_what_the_list_shows_the_key(tmp_path: Pat
         anonymous = await client.get(f"/v1/models/{BASE}")
     assert (base.id, base.object, base.owned_by) == (BASE, "model", "driftgate")
     assert hub.id == HUB_ID
-    assert (alias.id, alias.parent, alias.version) == ("support", BASE, "support@1")
-    assert (pinned.id, pinned.version) == ("support@2", "support@2")
-    assert {BASE, HUB_ID, "support", "support@1"} <= listed  # every listed model is retrievable as well
-    assert own.id == "support" and own_pinned.id == "support@1"
+    assert (alias.id, alias.parent, alias.version) == ("helpdesk", BASE, "helpdesk@1")
+    assert (pinned.id, pinned.version) == ("helpdesk@2", "helpdesk@2")
+    assert {BASE, HUB_ID, "helpdesk", "helpdesk@1"} <= listed  # every listed model is retrievable as well
+    assert own.id == "helpdesk" and own_pinned.id == "helpdesk@1"
     for error in errors.values():
         assert error.status_code == 404 and error.code == "model_not_found" and error.param == "model"
     # Another tenant's model is refused exactly like one that does not exist.
@@ -90,8 +101,9 @@ async def test_responses_pass_through_streamed_or_not(tmp_path: Path, upstreams)
     limits = RequestLimits(max_tokens=64)
     settings, tokens = keyed(tmp_path, ModelRoute(BASE, [fake.url]), limits=limits)
     async with running_gateway(settings) as client:
-        await with_support_alias(client, tmp_path, tokens["admin"])
+        await with_helpdesk_alias(client, tmp_path, tokens["admin"])
         full, limited = sdk(client, tokens["inference"]), sdk(client, tokens["limited"])
+        before = (await client.get("/metrics")).text
         raw = await full.responses.with_raw_response.create(
             model=BASE,
             input="Say hello.",
@@ -101,7 +113,7 @@ async def test_responses_pass_through_streamed_or_not(tmp_path: Path, upstreams)
         reply = raw.parse()
         stream = await full.responses.create(model=BASE, input=[{"role": "user", "content": "Hi"}], stream=True)
         events = [event async for event in stream]
-        on_adapter = await limited.responses.create(model="support", input="Hi")
+        on_adapter = await limited.responses.create(model="helpdesk", input="Hi")
         with pytest.raises(openai.NotFoundError) as hidden:
             await limited.responses.create(model=BASE, input="Hi")
         with pytest.raises(openai.BadRequestError) as too_long:
@@ -109,7 +121,7 @@ async def test_responses_pass_through_streamed_or_not(tmp_path: Path, upstreams)
         with pytest.raises(openai.BadRequestError) as no_input:
             await full.responses.create(model=BASE, input=None)  # type: ignore[arg-type]
         anonymous = await client.post("/v1/responses", json={"model": BASE, "input": "Hi"})
-        metrics = (await client.get("/metrics")).text
+        after = (await client.get("/metrics")).text
     assert reply.output_text == f"Hello from {BASE}." and reply.usage.output_tokens == 3
     assert raw.headers["x-request-id"] and float(raw.headers["x-driftgate-overhead-ms"]) >= 0
     assert set(fake.observed.paths) == {"/v1/responses"}
@@ -118,12 +130,13 @@ async def test_responses_pass_through_streamed_or_not(tmp_path: Path, upstreams)
     assert sent[0]["max_output_tokens"] == 16 and sent[0]["model"] == BASE
     assert [event.type for event in events if event.type.endswith(".delta")] == ["response.output_text.delta"] * 3
     assert events[-1].type == "response.completed" and events[-1].response.output_text == "Hello there."
-    assert on_adapter.output_text and sent[2]["model"] == "support@1"  # the alias went out as its LoRA name
+    assert on_adapter.output_text and sent[2]["model"] == "helpdesk@1"  # the alias went out as its LoRA name
     assert hidden.value.code == "model_not_found" and anonymous.status_code == 401
     assert too_long.value.param == "max_output_tokens" and no_input.value.param == "input"
     assert len(sent) == 3  # refused requests never reached the backend
-    assert 'driftgate_requests_total{model="smol",route="/v1/responses",status="200"} 2.0' in metrics
-    assert 'driftgate_requests_total{model="support",route="/v1/responses",status="200"} 1.0' in metrics
+    for model, count in ((BASE, 2), ("helpdesk", 1)):
+        labels = {"model": model, "route": "/v1/responses", "status": "200"}
+        assert requests_total(after, labels) - requests_total(before, labels) == count
 
 
 async def test_responses_go_through_the_guards(tmp_path: Path, upstreams) -> None:
