@@ -85,7 +85,7 @@ async def retrieve_model(model: FromPath[str], request: Request, state: State) -
     """One model (base model, alias or pinned version) as ``GET /v1/models`` lists it; 404 for what that hides."""
     gateway: Gateway = state.gateway
     key = await caller_key(request, gateway)
-    model = model.lstrip("/")  # model names may hold slashes (Hub ids): the path parameter keeps its own
+    model = model.lstrip("/")  # a `path` parameter (Hub ids hold slashes) comes with the leading one
     card = _model_card(gateway, model)
     if card is None or (key is not None and not key.may_use(card.id)):
         raise errors.model_not_found(model)
