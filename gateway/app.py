@@ -14,6 +14,7 @@ from gateway import errors
 from gateway.adapters.routes import adapter_router
 from gateway.config import SETTINGS_ENV, Settings, decode_settings, load_settings
 from gateway.drift.routes import drift_state
+from gateway.edge.docs_routes import api_docs, api_docs_asset
 from gateway.edge.feedback_routes import feedback
 from gateway.edge.health_routes import healthz, prometheus_metrics, readyz
 from gateway.edge.moderations_routes import moderations
@@ -24,6 +25,8 @@ from gateway.edge.openai_routes import (
     completions,
     embeddings,
     list_models,
+    responses,
+    retrieve_model,
 )
 from gateway.edge.openapi import openapi_json
 from gateway.host import process_guard
@@ -58,9 +61,13 @@ def create_app(settings: Settings | None = None, tracing: Tracing | None = None)
             completions,
             embeddings,
             list_models,
+            retrieve_model,
+            responses,
             healthz,
             readyz,
             openapi_json,
+            api_docs,
+            api_docs_asset,
             prometheus_metrics,
             drift_state,
             adapter_router,

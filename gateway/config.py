@@ -43,6 +43,9 @@ class ModelRoute(msgspec.Struct, forbid_unknown_fields=True):
     # The backends' --max-loras and --max-lora-rank; None = the embedded server's (`embedded.max_loras` ...).
     max_loras: int | None = None
     max_lora_rank: int | None = None
+    # The model the backends load (a Hub id such as `HuggingFaceTB/SmolLM2-135M-Instruct`, or a local
+    # directory), when neither `name` nor `upstream_name` says it: adapters trained on it register here.
+    base_model: str | None = None
 
     @property
     def upstream_model(self) -> str:
@@ -85,6 +88,11 @@ class EmbeddedVLLM(msgspec.Struct, forbid_unknown_fields=True):
     dtype: str = "auto"
     # GiB of KV cache on the CPU build (VLLM_CPU_KVCACHE_SPACE).
     cpu_kvcache_gib: int = 2
+    # vLLM's --tool-call-parser, with --enable-auto-tool-choice, so `tools` with `tool_choice: "auto"` work.
+    # xlam reads the calls SmolLM2 writes (a JSON array of {"name", "arguments"}, bare or in <tool_call>
+    # tags); set the one that fits another model (hermes for Qwen/Hermes, llama3_json ...), or None for
+    # none (vLLM then answers 400 to `tool_choice: "auto"`). A --tool-call-parser in extra_args wins.
+    tool_call_parser: str | None = "xlam"
     extra_args: list[str] = msgspec.field(default_factory=list)
     startup_timeout_s: float = 600.0
 

@@ -68,6 +68,59 @@ def stream_chunk(model: str, content: str, finish: str | None = None) -> bytes:
     return b"data: " + json.dumps(chunk).encode() + b"\n\n"
 
 
+def response_object(model: str, text: str, status: str = "completed") -> dict:
+    """A Responses API answer as vLLM sends it (the fields the openai SDK reads)."""
+    message = {
+        "id": "msg_fake",
+        "type": "message",
+        "role": "assistant",
+        "status": "completed",
+        "content": [{"type": "output_text", "text": text, "annotations": []}],
+    }
+    return {
+        "id": "resp_fake",
+        "object": "response",
+        "created_at": int(time.time()),
+        "model": model,
+        "status": status,
+        "output": [message] if status == "completed" else [],
+        "parallel_tool_calls": True,
+        "tool_choice": "auto",
+        "tools": [],
+        "usage": {
+            "input_tokens": 7,
+            "output_tokens": 3,
+            "total_tokens": 10,
+            "input_tokens_details": {"cached_tokens": 0},
+            "output_tokens_details": {"reasoning_tokens": 0},
+        },
+    }
+
+
+def response_events(model: str, parts: list[str]) -> list[bytes]:
+    """A streamed Responses API answer as vLLM sends it: ``event: TYPE`` and ``data: {...}`` per event."""
+    text = "".join(parts)
+    started = {**response_object(model, "", status="in_progress"), "usage": None}
+    done = response_object(model, text)
+    part = {"type": "output_text", "text": text, "annotations": []}
+    where = {"item_id": "msg_fake", "output_index": 0, "content_index": 0}
+    events = [
+        {"type": "response.created", "response": started},
+        {"type": "response.in_progress", "response": started},
+        {"type": "response.output_item.added", "output_index": 0, "item": {**done["output"][0], "content": []}},
+        {"type": "response.content_part.added", **where, "part": {**part, "text": ""}},
+        *({"type": "response.output_text.delta", **where, "delta": delta, "logprobs": []} for delta in parts),
+        {"type": "response.output_text.done", **where, "text": text, "logprobs": []},
+        {"type": "response.content_part.done", **where, "part": part},
+        {"type": "response.output_item.done", "output_index": 0, "item": done["output"][0]},
+        {"type": "response.completed", "response": done},
+    ]
+    return [
+        f"event: {event['type']}\ndata: {json.dumps({**event, 'sequence_number': number})}\n\n".encode()
+        for number, event in enumerate(events)
+    ]
+
+
 class FakeUpstream:
     def __init__(self, name: str = "fake") -> None:
         self.name = name
@@ -85,6 +138,7 @@ class FakeUpstream:
         app.router.add_get("/health", self._health)
         app.router.add_post("/v1/chat/completions", self._generate)
         app.router.add_post("/v1/completions", self._generate)
+        app.router.add_post("/v1/responses", self._generate)
         app.router.add_post("/v1/embeddings", self._embeddings)
         app.router.add_get("/v1/models", self._models)
         app.router.add_post("/v1/load_lora_adapter", self._load_lora)
@@ -168,12 +222,22 @@ class FakeUpstream:
             model = document["model"]
             if model != self.name and "@" in model and model not in self.observed.loras:
                 return web.json_response({"error": {"message": f"The model `{model}` does not exist."}}, status=404)
+            responses_api = request.path == "/v1/responses"
             if not document.get("stream"):
                 self.observed.completed += 1
-                return web.json_response(chat_completion(model, behaviour.answer or f"Hello from {self.name}."))
+                answer = behaviour.answer or f"Hello from {self.name}."
+                return web.json_response(
+                    response_object(model, answer) if responses_api else chat_completion(model, answer)
+                )
             response = web.StreamResponse(headers={"content-type": "text/event-stream"})
             await response.prepare(request)
             parts = behaviour.stream_parts or [f"part{index} " for index in range(behaviour.stream_chunks)]
+            if responses_api:
+                for event in response_events(model, parts):
+                    await response.write(event)
+                await response.write_eof()
+                self.observed.completed += 1
+                return response
             for index, part in enumerate(parts):
                 if index:
                     await asyncio.sleep(behaviour.stream_gap_s)

@@ -11,6 +11,7 @@ from pathlib import Path, PurePosixPath
 
 from gateway.config import ModelRoute
 from gateway.errors import OpenAIError
+from gateway.host.model_pull import MARKER
 
 WEIGHT_FILES = ("adapter_model.safetensors", "adapter_model.bin")
 
@@ -50,9 +51,46 @@ def check_adapter(weights: str, route: ModelRoute, max_lora_rank: int) -> None:
     if not config.get("target_modules"):
         raise invalid_adapter(f"`{weights}` names no target_modules.")
     base = config.get("base_model_name_or_path")
-    if base:
-        known = {route.name.lower(), route.upstream_model.lower()}
-        if PurePosixPath(str(base).rstrip("/")).name.lower() not in known:
-            raise invalid_adapter(
-                f"`{weights}` was trained on `{base}`, not on `{route.name}`'s model; register it for its own base."
-            )
+    if base and not same_model(str(base), route_model_names(route)):
+        raise invalid_adapter(
+            f"`{weights}` was trained on `{base}`, and `{route.name}` serves"
+            f" {', '.join(f'`{name}`' for name in sorted(route_model_names(route)))}: register it for its own base,"
+            f" or, if `{route.name}` does serve that model under another name, say so with `base_model: {base}`"
+            " on its route in the config."
+        )
+
+
+def route_model_names(route: ModelRoute) -> set[str]:
+    """Every name ``route``'s model goes by: public name, vLLM's served name, and the operator's ``base_model``."""
+    return {name for name in (route.name, route.upstream_model, route.base_model) if name}
+
+
+def same_model(base: str, names: set[str]) -> bool:
+    """Whether an adapter's ``base_model_name_or_path`` is the model known by ``names``.
+
+    Names are compared by what they end in (``HuggingFaceTB/SmolLM2-135M-Instruct``, a local copy at
+    ``/models/SmolLM2-135M-Instruct`` and the served name ``SmolLM2-135M-Instruct`` are one model); a local
+    directory also answers to the Hub id it was copied from (its config.json's ``_name_or_path``, or
+    driftgate's pull record).
+    """
+    ours = {_last_part(alias) for name in names for alias in _aliases(name)}
+    return any(_last_part(alias) in ours for alias in _aliases(base))
+
+
+def _aliases(name: str) -> set[str]:
+    """``name`` itself, plus the Hub ids a local model directory of that name records."""
+    found = {name}
+    directory = Path(name)
+    # driftgate's record of a pulled model, then transformers' own.
+    for record, field in ((MARKER, "hub_id"), ("config.json", "_name_or_path")):
+        try:
+            value = json.loads((directory / record).read_text()).get(field)
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(value, str) and value:
+            found.add(value)
+    return found
+
+
+def _last_part(name: str) -> str:
+    return PurePosixPath(name.rstrip("/")).name.lower()

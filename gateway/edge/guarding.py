@@ -18,6 +18,7 @@ from guards import Decision, GuardModels, Guards, GuardsConfig, RedactionContext
 from monitor import metrics
 
 CONTENT_FILTER = "content_filter"
+RESPONSES = "/v1/responses"
 
 
 def guard_models_dir(settings: Settings) -> Path:
@@ -110,7 +111,7 @@ class RequestGuards:
             verdict = self.guards.input.run(holder[key], self.context, role)
             self._note(verdict.decisions)
             if verdict.blocked:
-                raise _blocked_prompt(verdict.decisions)
+                raise _blocked_prompt(verdict.decisions, "input" if path == RESPONSES else "messages")
             if verdict.text != holder[key]:
                 holder[key] = verdict.text
                 changed = True
@@ -120,9 +121,29 @@ class RequestGuards:
 
     # -- output -----------------------------------------------------------------------------------------
 
+    def _check_response(self, document: Any, body: bytes) -> bytes:
+        """A Responses API answer: each output text redacted, or emptied with the response ``incomplete``
+        for ``content_filter`` (what OpenAI answers when its own filter stops a response)."""
+        changed = False
+        for part in _output_texts(document):
+            verdict = self.guards.output.run(part["text"], self.context)
+            self._note(verdict.decisions)
+            if verdict.blocked:
+                part["text"] = ""
+                _mark_filtered(document)
+                changed = True
+            elif verdict.text != part["text"]:
+                part["text"] = verdict.text
+                changed = True
+            if self.answer_text is None:
+                self.answer_text = part["text"]
+        return msgspec.json.encode(document) if changed else body
+
     def check_answer(self, path: str, body: bytes) -> bytes:
         """A whole (non-streamed) answer: each choice redacted, or emptied with finish_reason content_filter."""
         document = msgspec.json.decode(body)
+        if path == RESPONSES:
+            return self._check_response(document, body)
         changed = False
         for choice in document.get("choices") or ():
             holder, key = _answer_slot(path, choice)
@@ -148,12 +169,20 @@ class RequestGuards:
         finish_reason ``content_filter`` and ``[DONE]``, which closes the upstream request.
         """
         redactors: dict[int, StreamRedactor] = {}
+        response_stream = _ResponseStream()
         self.answer_text = ""
         pending = b""
         async for chunk in chunks:
             pending += chunk
             *events, pending = pending.split(b"\n\n")
             for event in events:
+                if path == RESPONSES:
+                    out, blocked = self._filter_response_event(event, response_stream)
+                    if out:
+                        yield out
+                    if blocked:
+                        return  # a Responses stream ends with its last event, no [DONE]
+                    continue
                 out, blocked = self._filter_event(path, event, redactors)
                 if out:
                     yield out
@@ -195,6 +224,103 @@ class RequestGuards:
                 blocked = True
         return b"data: " + msgspec.json.encode(document) + b"\n\n", blocked
 
+    def _filter_response_event(self, event: bytes, stream: _ResponseStream) -> tuple[bytes, bool]:
+        """One Responses API event (``event: TYPE`` then ``data: {...}``) with its output text redacted.
+
+        Text arrives as ``response.output_text.delta`` events; the ``...done``/``response.completed`` events
+        that repeat it whole get the redacted text. A block ends the stream with ``response.incomplete``.
+        """
+        head, _, data = event.partition(b"data: ")
+        if not data.startswith(b"{"):
+            return event + b"\n\n", False
+        document = msgspec.json.decode(data)
+        kind = document.get("type")
+        key = (document.get("output_index", 0), document.get("content_index", 0))
+        out = b""
+        if kind in ("response.created", "response.in_progress"):
+            stream.response = document.get("response")
+            return event + b"\n\n", False
+        if kind in ("response.output_text.delta", "response.output_text.done"):
+            redactor = stream.redactors.get(key) or stream.redactors.setdefault(key, self.guards.stream(self.context))
+            step = redactor.feed(document.get("delta") or "") if kind.endswith("delta") else redactor.flush()
+            self._note(tuple(step.decisions))
+            stream.texts[key] = stream.texts.get(key, "") + step.text
+            if key == (0, 0):
+                self.answer_text = stream.texts[key]
+            delta = {**document, "type": "response.output_text.delta", "delta": step.text}
+            delta.pop("text", None)
+            if kind.endswith("delta") or step.text:
+                out = _response_event(delta)
+            if step.blocked:
+                return out + stream.filtered(document.get("sequence_number", 0)), True
+            if kind.endswith("delta"):
+                return out, False
+            document["text"] = stream.texts[key]
+        elif kind == "response.content_part.done":
+            part = document.get("part")
+            if isinstance(part, dict) and isinstance(part.get("text"), str):
+                part["text"] = self._final_text(stream, key, part["text"])
+        elif kind == "response.output_item.done":
+            item = document.get("item")
+            for index, part in enumerate(item.get("content") or () if isinstance(item, dict) else ()):
+                if isinstance(part, dict) and isinstance(part.get("text"), str):
+                    part["text"] = self._final_text(stream, (key[0], index), part["text"])
+        elif kind in ("response.completed", "response.incomplete"):
+            response = document.get("response") or {}
+            for index, item in enumerate(response.get("output") or ()):
+                for part_index, part in enumerate(item.get("content") or () if isinstance(item, dict) else ()):
+                    if isinstance(part, dict) and isinstance(part.get("text"), str):
+                        part["text"] = self._final_text(stream, (index, part_index), part["text"])
+        else:
+            return event + b"\n\n", False
+        return out + head + b"data: " + msgspec.json.encode(document) + b"\n\n", False
+
+    def _final_text(self, stream: _ResponseStream, key: tuple[int, int], text: str) -> str:
+        """The redacted text streamed for ``key``; text that never came as deltas is checked whole."""
+        if key in stream.texts:
+            return stream.texts[key]
+        verdict = self.guards.output.run(text, self.context)
+        self._note(verdict.decisions)
+        return "" if verdict.blocked else verdict.text
+
+
+class _ResponseStream:
+    """One streamed Responses API answer's redaction state, by (output item, content part)."""
+
+    __slots__ = ("redactors", "texts", "response")
+
+    def __init__(self) -> None:
+        self.redactors: dict[tuple[int, int], StreamRedactor] = {}
+        self.texts: dict[tuple[int, int], str] = {}
+        self.response: dict | None = None
+
+    def filtered(self, sequence_number: int) -> bytes:
+        """The last event of a stream stopped by an output guard."""
+        response = {**(self.response or {}), "status": "incomplete"}
+        response["incomplete_details"] = {"reason": CONTENT_FILTER}
+        event = {"type": "response.incomplete", "response": response, "sequence_number": sequence_number + 1}
+        return _response_event(event)
+
+
+def _response_event(document: dict) -> bytes:
+    return b"event: " + document["type"].encode() + b"\ndata: " + msgspec.json.encode(document) + b"\n\n"
+
+
+def _output_texts(document: Any) -> list[dict]:
+    """The ``output_text`` parts of a Responses API answer's message items."""
+    return [
+        part
+        for item in document.get("output") or ()
+        if isinstance(item, dict)
+        for part in item.get("content") or ()
+        if isinstance(part, dict) and isinstance(part.get("text"), str)
+    ]
+
+
+def _mark_filtered(document: dict) -> None:
+    document["status"] = "incomplete"
+    document["incomplete_details"] = {"reason": CONTENT_FILTER}
+
 
 def _prompt_slots(path: str, document: Any) -> list[tuple[Any, Any, str | None]]:
     """(container, key, chat role) triples holding prompt text, so a verdict can replace it in place. The role
@@ -202,22 +328,50 @@ def _prompt_slots(path: str, document: Any) -> list[tuple[Any, Any, str | None]]
     slots: list[tuple[Any, Any, str | None]] = []
     if path == "/v1/chat/completions":
         for message in document.get("messages") or ():
-            content, role = message.get("content"), str(message.get("role"))
-            if isinstance(content, str):
-                slots.append((message, "content", role))
-            elif isinstance(content, list):
-                slots += [
-                    (part, "text", role)
-                    for part in content
-                    if isinstance(part, dict) and isinstance(part.get("text"), str)
-                ]
+            slots += _message_slots(message)
     elif path == "/v1/completions":
         prompt = document.get("prompt")
         if isinstance(prompt, str):
             slots.append((document, "prompt", None))
         elif isinstance(prompt, list):
             slots += [(prompt, index, None) for index, item in enumerate(prompt) if isinstance(item, str)]
+    elif path == RESPONSES:
+        if isinstance(document.get("instructions"), str):
+            slots.append((document, "instructions", "system"))  # the developer's, like a system turn
+        slots += _responses_input_slots(document)
     return slots
+
+
+def _responses_input_slots(document: Any, role: str | None = None) -> list[tuple[Any, Any, str | None]]:
+    """The plain text of a Responses API ``input``: the string itself (the user's), or its message items' text
+    (all roles, or only ``role``'s); tool calls, tool outputs, images and files are no text a guard reads."""
+    input_ = document.get("input")
+    if isinstance(input_, str):
+        return [(document, "input", "user")] if role in (None, "user") else []
+    slots: list[tuple[Any, Any, str | None]] = []
+    for item in input_ if isinstance(input_, list) else ():
+        if not isinstance(item, dict) or "role" not in item or item.get("type", "message") != "message":
+            continue
+        if role is None or item["role"] == role:
+            slots += _message_slots(item)
+    return slots
+
+
+def _message_slots(message: dict) -> list[tuple[Any, Any, str | None]]:
+    """A message's text, with its role: its string content, or the text of its content parts."""
+    content, role = message.get("content"), str(message.get("role"))
+    if isinstance(content, str):
+        return [(message, "content", role)]
+    if isinstance(content, list):
+        return [
+            (part, "text", role) for part in content if isinstance(part, dict) and isinstance(part.get("text"), str)
+        ]
+    return []
+
+
+def responses_input_texts(input_: Any, role: str | None = None) -> list[str]:
+    """The plain texts of a Responses API ``input`` (see :func:`_responses_input_slots`)."""
+    return [holder[key] for holder, key, _ in _responses_input_slots({"input": input_}, role)]
 
 
 def user_words(path: str, document: Any) -> str:
@@ -225,6 +379,8 @@ def user_words(path: str, document: Any) -> str:
     if path == "/v1/completions":
         prompt = document.get("prompt")
         return prompt if isinstance(prompt, str) else ""
+    if path == RESPONSES:
+        return "\n".join(responses_input_texts(document.get("input"), role="user"))
     parts = []
     for message in document.get("messages") or ():
         if message.get("role") != "user":
@@ -238,11 +394,27 @@ def user_words(path: str, document: Any) -> str:
 
 
 def _prompt_for_log(path: str, document: Any) -> str | None:
-    """The (redacted) prompt as the log keeps it: the chat messages as JSON, or the completion prompt."""
+    """The (redacted) prompt as the log keeps it: the chat messages as JSON (a Responses API input as the chat
+    messages it amounts to, so feedback on it trains like chat), or the completion prompt."""
     if path == "/v1/chat/completions":
         return msgspec.json.encode(document.get("messages")).decode()
+    if path == RESPONSES:
+        return msgspec.json.encode(_responses_as_chat(document)).decode()
     prompt = document.get("prompt")
     return prompt if isinstance(prompt, str) else msgspec.json.encode(prompt).decode()
+
+
+def _responses_as_chat(document: Any) -> list[dict[str, str]]:
+    """``instructions`` as the system turn, then each message item with its text parts joined."""
+    messages = [{"role": "system", "content": document["instructions"]}] if document.get("instructions") else []
+    input_ = document.get("input")
+    if isinstance(input_, str):
+        return [*messages, {"role": "user", "content": input_}]
+    for item in input_ if isinstance(input_, list) else ():
+        texts = [holder[key] for holder, key, _ in _message_slots(item)] if isinstance(item, dict) else []
+        if texts and isinstance(item.get("role"), str) and item.get("type", "message") == "message":
+            messages.append({"role": item["role"], "content": "\n".join(texts)})
+    return messages
 
 
 def _answer_slot(path: str, choice: dict) -> tuple[dict | None, str]:
@@ -257,11 +429,11 @@ def _delta_slot(path: str, choice: dict) -> tuple[dict | None, str]:
     return choice, "text"
 
 
-def _blocked_prompt(decisions: tuple[Decision, ...]) -> OpenAIError:
+def _blocked_prompt(decisions: tuple[Decision, ...], param: str) -> OpenAIError:
     reasons = sorted({f"{d.guard}: {d.entity.lower()}" for d in decisions if d.action == "block"})
     return OpenAIError(
         400,
         f"The prompt was blocked by the gateway's input guards ({', '.join(reasons)}).",
         code=CONTENT_FILTER,
-        param="messages",
+        param=param,
     )

@@ -29,10 +29,23 @@ JSON_HEADERS = {"content-type": "application/json"}
 class Usage(msgspec.Struct):
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    # The Responses API's names for the same counts.
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+    def __post_init__(self) -> None:
+        self.prompt_tokens = self.prompt_tokens or self.input_tokens
+        self.completion_tokens = self.completion_tokens or self.output_tokens
+
+
+class _Usage(msgspec.Struct):
+    usage: Usage | None = None
 
 
 class _WithUsage(msgspec.Struct):
     usage: Usage | None = None
+    # A Responses API stream sends its usage inside the `response.completed` event's response.
+    response: _Usage | None = None
 
 
 _usage_decoder = msgspec.json.Decoder(_WithUsage)
@@ -121,7 +134,8 @@ class Observation:
 
     def usage_from_body(self, body: bytes) -> None:
         try:
-            self.usage = _usage_decoder.decode(body).usage
+            decoded = _usage_decoder.decode(body)
+            self.usage = decoded.usage or (decoded.response.usage if decoded.response is not None else None)
         except msgspec.DecodeError:
             pass
 

@@ -10,14 +10,15 @@ from typing import Any, TypeVar
 import msgspec
 from litestar import Request, Response, get, post
 from litestar.datastructures import State
+from litestar.params import FromPath
 from litestar.response import Stream
 from litestar.types import Receive, Scope, Send
 from opentelemetry.trace import SpanKind
 
 from gateway import errors
-from gateway.adapters.models import adapter_cards
+from gateway.adapters.models import AdapterCard, adapter_cards
 from gateway.config import ModelRoute, RequestLimits
-from gateway.edge.guarding import CONTENT_FILTER, RequestGuards, user_words
+from gateway.edge.guarding import CONTENT_FILTER, RequestGuards, responses_input_texts, user_words
 from gateway.edge.observe import Observation
 from gateway.edge.schemas import (
     ChatCompletionRequest,
@@ -25,6 +26,7 @@ from gateway.edge.schemas import (
     EmbeddingRequest,
     ModelCard,
     ModelList,
+    ResponsesRequest,
     decode_request,
 )
 from gateway.errors import OpenAIError
@@ -60,6 +62,12 @@ async def embeddings(request: Request, state: State) -> Response:
     return await _handle(request, state.gateway, "/v1/embeddings", EmbeddingRequest)
 
 
+@post("/v1/responses", status_code=200)
+async def responses(request: Request, state: State) -> Response | Stream:
+    """The Responses API (the openai Agents SDK's default), passed through to vLLM like chat completions."""
+    return await _handle(request, state.gateway, "/v1/responses", ResponsesRequest)
+
+
 @get("/v1/models")
 async def list_models(request: Request, state: State) -> ModelList:
     gateway: Gateway = state.gateway
@@ -72,11 +80,43 @@ async def list_models(request: Request, state: State) -> ModelList:
     return ModelList(cards)
 
 
+@get("/v1/models/{model:path}")
+async def retrieve_model(model: FromPath[str], request: Request, state: State) -> ModelCard:
+    """One model (base model, alias or pinned version) as ``GET /v1/models`` lists it; 404 for what that hides."""
+    gateway: Gateway = state.gateway
+    key = await caller_key(request, gateway)
+    model = model.lstrip("/")  # a `path` parameter (Hub ids hold slashes) comes with the leading one
+    card = _model_card(gateway, model)
+    if card is None or (key is not None and not key.may_use(card.id)):
+        raise errors.model_not_found(model)
+    return card
+
+
+def _model_card(gateway: Gateway, model: str) -> ModelCard | None:
+    """A base model, a listed alias or served version, or any version a request could pin (as the resolver)."""
+    route = gateway.pool.route(model)
+    if route is not None:
+        return ModelCard(id=route.name, created=gateway.started_at)
+    if gateway.adapters is None:
+        return None
+    snapshot = gateway.adapters.snapshot
+    listed = next((card for card in adapter_cards(snapshot) if card.id == model), None)
+    if listed is not None:
+        return listed
+    version = snapshot.versions.get(model)
+    if version is None or version.stage == "archived" or version.alias not in snapshot.aliases:
+        return None
+    return AdapterCard(id=version.name, created=int(version.created), parent=version.base_model, version=version.name)
+
+
+InferenceRequest = ChatCompletionRequest | CompletionRequest | EmbeddingRequest | ResponsesRequest
+
+
 async def _handle(
     request: Request,
     gateway: Gateway,
     path: str,
-    kind: type[ChatCompletionRequest] | type[CompletionRequest] | type[EmbeddingRequest],
+    kind: type[InferenceRequest],
 ) -> Response | Stream:
     sink = gateway.request_log.submit if gateway.request_log is not None else None
     observation = Observation(path, gateway.tracer, request.headers, sink)
@@ -133,14 +173,12 @@ async def _handle(
         raise
 
 
-def _within_limits(
-    parsed: ChatCompletionRequest | CompletionRequest | EmbeddingRequest, limits: RequestLimits, ticket: Ticket
-) -> int | None:
+def _within_limits(parsed: InferenceRequest, limits: RequestLimits, ticket: Ticket) -> int | None:
     """Check the per-request caps; the tokens to count against the key's tokens per minute, if it has a limit."""
     if limits.max_messages is not None and len(getattr(parsed, "messages", ())) > limits.max_messages:
         raise errors.invalid_request(f"At most {limits.max_messages} messages per request.", param="messages")
     if limits.max_tokens is not None:
-        for field in ("max_tokens", "max_completion_tokens"):
+        for field in ("max_tokens", "max_completion_tokens", "max_output_tokens"):
             asked = getattr(parsed, field, None)
             if asked is not None and asked > limits.max_tokens:
                 raise errors.invalid_request(f"{field} may be at most {limits.max_tokens}.", param=field)
@@ -151,7 +189,7 @@ def _within_limits(
     return None
 
 
-def estimate_prompt_tokens(parsed: ChatCompletionRequest | CompletionRequest | EmbeddingRequest) -> int:
+def estimate_prompt_tokens(parsed: InferenceRequest) -> int:
     """Prompt characters / 4 (token ids count one each): a tokenizer-free estimate, corrected by actual usage."""
     chars = tokens = 0
     parts: list = []
@@ -161,6 +199,8 @@ def estimate_prompt_tokens(parsed: ChatCompletionRequest | CompletionRequest | E
                 chars += len(message.content)
             elif message.content:
                 chars += sum(len(p.get("text") or "") for p in message.content if isinstance(p, dict))
+    elif isinstance(parsed, ResponsesRequest):
+        chars += len(parsed.instructions or "") + sum(len(text) for text in responses_input_texts(parsed.input))
     else:
         prompt = parsed.input if isinstance(parsed, EmbeddingRequest) else parsed.prompt
         parts = [prompt] if isinstance(prompt, str) else prompt
@@ -172,8 +212,13 @@ def estimate_prompt_tokens(parsed: ChatCompletionRequest | CompletionRequest | E
     return tokens + (chars + 3) // 4
 
 
-def _completion_budget(parsed: ChatCompletionRequest | CompletionRequest | EmbeddingRequest) -> int:
-    asked = getattr(parsed, "max_completion_tokens", None) or getattr(parsed, "max_tokens", None) or 0
+def _completion_budget(parsed: InferenceRequest) -> int:
+    asked = (
+        getattr(parsed, "max_completion_tokens", None)
+        or getattr(parsed, "max_tokens", None)
+        or getattr(parsed, "max_output_tokens", None)
+        or 0
+    )
     return asked * (getattr(parsed, "n", None) or 1)
 
 
@@ -213,7 +258,7 @@ def _tokens_used(observation: Observation, ticket: Ticket) -> int | None:
 async def _adapter_route(
     request: Request,
     gateway: Gateway,
-    parsed: ChatCompletionRequest | CompletionRequest | EmbeddingRequest,
+    parsed: InferenceRequest,
     observation: Observation,
 ) -> tuple[ModelRoute, str]:
     """An alias or pinned version: its base model's route and the LoRA name vLLM knows the version by."""

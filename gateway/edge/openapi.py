@@ -11,23 +11,50 @@ so the document cannot drift from the validator; it is built once per process an
 
 The 200 bodies of the generation routes are vLLM's own replies, passed through: the Structs below that
 describe them are documentation only (the fields every OpenAI-compatible server sends; more may come).
+
+Every other route (``/admin/*``, ``/v1/models/{model}``, ops, ``/docs``) is generated from the app's own route
+table: its path and path parameters from the route, its query parameters from the handler's signature, its
+success status and body schema from the handler's return type. What a handler's signature cannot say (the
+Struct it decodes its body into, its errors, a summary) is the :data:`OPERATIONS` entry of its function;
+:func:`undocumented` lists routes without one (``tests/unit/test_openapi.py`` fails on any).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from functools import cache
 from importlib import metadata
-from typing import Any, Literal
+from typing import Any, Literal, get_args, get_origin
 
 import msgspec
-from litestar import Response, get
+from litestar import Litestar, Request, Response, get
+from litestar.handlers import HTTPRouteHandler
+from litestar.params import QueryParameter
+from litestar.routes import HTTPRoute
 
+from gateway.adapters import routes as adapter_routes
+from gateway.adapters.models import CanaryRequest, PromoteRequest, RegisterRequest
+from gateway.drift.routes import drift_state
+from gateway.edge import docs_routes
 from gateway.edge.feedback_routes import FeedbackReceipt, FeedbackRequest
-from gateway.edge.health_routes import Readiness
+from gateway.edge.health_routes import Readiness, prometheus_metrics
 from gateway.edge.moderations_routes import ModerationList, ModerationRequest
-from gateway.edge.openai_routes import OVERHEAD_HEADER, REQUEST_ID_HEADER
-from gateway.edge.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, ModelList
+from gateway.edge.openai_routes import OVERHEAD_HEADER, REQUEST_ID_HEADER, retrieve_model
+from gateway.edge.schemas import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    EmbeddingRequest,
+    ModelCard,
+    ModelList,
+    ResponsesRequest,
+)
 from gateway.errors import ErrorBody, ErrorDetail
+from gateway.loop import routes as loop_routes
+from gateway.loop.controller import IncomingPayload
+from gateway.security import key_routes
+from gateway.security.key_routes import CreateKeyRequest
+from training.config import TrainSpec
 
 REF = "#/components/schemas/{name}"
 
@@ -45,6 +72,30 @@ class ChatCompletion(msgspec.Struct):
 
 class Completion(ChatCompletion):
     """A text completion as the backend (vLLM) returned it; fields beyond these pass through as well."""
+
+
+class ResponseObject(msgspec.Struct):
+    """A Responses API answer as the backend (vLLM) returned it; fields beyond these pass through as well.
+
+    ``status`` is ``incomplete`` with ``incomplete_details.reason`` ``content_filter`` when an output guard
+    stopped it.
+    """
+
+    id: str
+    object: str
+    created_at: int
+    model: str
+    status: str
+    output: list[dict[str, Any]]
+    usage: dict[str, Any] | None = None
+    incomplete_details: dict[str, Any] | None = None
+
+
+class Model(ModelCard, kw_only=True):
+    """A base model, or an adapter alias or version (then with its base model and the version answering now)."""
+
+    parent: str | None = None
+    version: str | None = None
 
 
 class EmbeddingList(msgspec.Struct):
@@ -74,7 +125,10 @@ _ALWAYS_COMPLETE = (ErrorBody, ErrorDetail, Readiness, Health, FeedbackReceipt)
 _ERRORS = {
     "400": "Invalid request: malformed JSON, a field of the wrong type, over a limit, or blocked by a guard.",
     "401": "Missing or unknown API key (only when the gateway has keys).",
-    "404": "Unknown model or logged request, or one this key may not use.",
+    "403": "The key is not admin-scoped.",
+    "404": "Unknown model, alias, version, job, run, key or logged request, one this key may not use, or a"
+    " feature that is off in this gateway.",
+    "409": "The move conflicts with the current state (an archived version, a run not awaiting approval ...).",
     "413": "Request body over the gateway's `max_body_bytes`.",
     "429": "Rate limit of this key reached; see Retry-After.",
     "500": "Unexpected gateway error.",
@@ -89,13 +143,17 @@ def _error_responses(*statuses: str) -> dict[str, Any]:
     return {status: {"description": _ERRORS[status], "content": error} for status in statuses}
 
 
-def _generation(operation_id: str, summary: str, request: str, reply: str, streams: bool) -> dict[str, Any]:
+_CHUNK_STREAM = 'With `"stream": true`: server-sent events of chunks, ending with `data: [DONE]`.'
+
+
+def _generation(
+    operation_id: str, summary: str, request: str, reply: str, streams: bool, stream: str = _CHUNK_STREAM
+) -> dict[str, Any]:
     content: dict[str, Any] = {"application/json": {"schema": {"$ref": REF.format(name=reply)}}}
     if streams:
         content["text/event-stream"] = {
             # Open API 3.1 has no `itemSchema`: for event streams, `schema` describes each event.
-            "schema": {"$ref": REF.format(name="StreamEvent")},
-            "description": 'With `"stream": true`: server-sent events of chunks, ending with `data: [DONE]`.',
+            "schema": {"$ref": REF.format(name="StreamEvent"), "description": stream},
         }
     headers = {
         REQUEST_ID_HEADER: {
@@ -134,6 +192,179 @@ def _json(description: str, name: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": {"$ref": REF.format(name=name)}}}}
 
 
+@dataclass(frozen=True)
+class Operation:
+    """What a route's handler signature does not say about it."""
+
+    summary: str
+    tag: str
+    errors: tuple[str, ...] = ()
+    # The Struct the handler decodes its body into (``decode_request``): the document's request body.
+    body: type | None = None
+    # A success body that is not JSON: its media type (described as a string).
+    media_type: str | None = None
+    # The success body's Struct when the return annotation is narrower than what is sent.
+    response: type | None = None
+
+
+_ADMIN = ("401", "403", "500")
+_ADAPTER_MOVE = (*_ADMIN, "400", "404", "409", "413", "502")
+OPERATIONS: dict[Callable[..., Any], Operation] = {
+    retrieve_model.fn: Operation(
+        "One model (base model, adapter alias or pinned version) this caller may use",
+        "openai",
+        ("401", "404", "429"),
+        response=Model,
+    ),
+    adapter_routes.list_adapters.fn: Operation("Every adapter alias and its versions", "adapters", (*_ADMIN, "404")),
+    adapter_routes.register.fn: Operation(
+        "Register a new version of an alias (a peft LoRA directory that vLLM can read)",
+        "adapters",
+        (*_ADMIN, "400", "404", "413"),
+        body=RegisterRequest,
+    ),
+    adapter_routes.show.fn: Operation("One alias and its versions", "adapters", (*_ADMIN, "404")),
+    adapter_routes.promote.fn: Operation(
+        "Make a version the alias's production version (loaded on every backend first)",
+        "adapters",
+        _ADAPTER_MOVE,
+        body=PromoteRequest,
+    ),
+    adapter_routes.canary.fn: Operation(
+        "Send a sticky share of the alias's callers to a candidate version", "adapters", _ADAPTER_MOVE, CanaryRequest
+    ),
+    adapter_routes.rollback.fn: Operation(
+        "Return the alias to its previous production version", "adapters", (*_ADMIN, "404", "409", "502")
+    ),
+    adapter_routes.retire.fn: Operation(
+        "Remove an alias (its versions are archived)", "adapters", (*_ADMIN, "404", "409")
+    ),
+    loop_routes.list_jobs.fn: Operation("Training jobs on this machine", "training", _ADMIN),
+    loop_routes.start_job.fn: Operation(
+        "Start a training job", "training", (*_ADMIN, "400", "409", "413"), body=TrainSpec
+    ),
+    loop_routes.show_job.fn: Operation("One training job", "training", (*_ADMIN, "404")),
+    loop_routes.job_logs.fn: Operation("A training job's log", "training", (*_ADMIN, "404")),
+    loop_routes.cancel_job.fn: Operation("Cancel a training job", "training", (*_ADMIN, "404")),
+    loop_routes.receive_alerts.fn: Operation(
+        "Alertmanager's webhook: confirmed drift starts closed-loop runs",
+        "loop",
+        (*_ADMIN, "400", "404", "413"),
+        body=IncomingPayload,
+    ),
+    loop_routes.list_runs.fn: Operation("Closed-loop runs, newest first", "loop", (*_ADMIN, "404")),
+    loop_routes.show_run.fn: Operation("One closed-loop run and its timeline", "loop", (*_ADMIN, "404")),
+    loop_routes.approve_run.fn: Operation(
+        "Approve a run that waits for a person (policy `approval: manual`)", "loop", (*_ADMIN, "404", "409")
+    ),
+    key_routes.list_keys.fn: Operation("API keys (never their tokens)", "keys", _ADMIN),
+    key_routes.create_key.fn: Operation(
+        "Create an API key; its token is in this response only", "keys", (*_ADMIN, "400", "413"), CreateKeyRequest
+    ),
+    key_routes.revoke_key.fn: Operation("Revoke an API key", "keys", (*_ADMIN, "404")),
+    drift_state.fn: Operation("Drift state of every watched model and recent events", "drift", _ADMIN),
+    prometheus_metrics.fn: Operation(
+        "Prometheus metrics (`driftgate_` prefix, every worker merged)", "ops", media_type="text/plain"
+    ),
+    docs_routes.api_docs.fn: Operation("This API as an interactive page (Swagger UI)", "ops", media_type="text/html"),
+    docs_routes.api_docs_asset.fn: Operation(
+        "A script, stylesheet or image of the API page", "ops", ("404",), media_type="application/octet-stream"
+    ),
+}
+_ADMIN_TAGS = {"adapters", "training", "loop", "keys", "drift"}
+_SKIPPED_METHODS = {"OPTIONS", "HEAD"}
+
+
+def _handlers(app: Litestar) -> Iterator[tuple[HTTPRoute, str, HTTPRouteHandler]]:
+    """Every (route, method, handler) the app serves, Litestar's automatic OPTIONS and HEAD aside."""
+    for route in app.routes:
+        if not isinstance(route, HTTPRoute):
+            continue
+        for method, entry in route.route_handler_map.items():
+            handler = entry[0] if isinstance(entry, tuple) else entry
+            if method not in _SKIPPED_METHODS:
+                yield route, method, handler
+
+
+def undocumented(app: Litestar) -> list[str]:
+    """``METHOD path`` of every route with neither a hand-written entry nor an :data:`OPERATIONS` entry."""
+    return [
+        f"{method} {route.path_format}"
+        for route, method, handler in _handlers(app)
+        if method.lower() not in _hand_written().get(route.path_format, {}) and handler.fn not in OPERATIONS
+    ]
+
+
+def _success_type(handler: HTTPRouteHandler) -> Any:
+    """What a handler answers with: its return type, or X of ``Response[X]``."""
+    returned = handler.parsed_fn_signature.return_type.annotation
+    if get_origin(returned) is Response:
+        (returned,) = get_args(returned)
+    return returned
+
+
+def _schema(kind: Any) -> dict[str, Any]:
+    if isinstance(kind, type) and issubclass(kind, msgspec.Struct):
+        return {"$ref": REF.format(name=kind.__name__)}
+    return msgspec.json.schema(kind)
+
+
+def _operation_id(handler: HTTPRouteHandler) -> str:
+    first, *rest = handler.fn.__name__.split("_")
+    return first + "".join(word.title() for word in rest)
+
+
+def _generated(route: HTTPRoute, method: str, handler: HTTPRouteHandler) -> dict[str, Any]:
+    """One operation from the route table, completed by the handler's :data:`OPERATIONS` entry."""
+    described = OPERATIONS.get(handler.fn) or Operation(
+        (handler.fn.__doc__ or handler.fn.__name__).strip().splitlines()[0], "undocumented"
+    )
+    if described.media_type is not None:
+        content = {described.media_type: {"schema": {"type": "string"}}}
+    else:
+        content = {"application/json": {"schema": _schema(described.response or _success_type(handler))}}
+    parameters = [
+        {"name": name, "in": "path", "required": True, "schema": {"type": "string"}} for name in route.path_parameters
+    ]
+    for name, field in handler.parsed_fn_signature.parameters.items():
+        if isinstance(field.kwarg_definition, QueryParameter):
+            parameters.append({"name": name, "in": "query", "required": False, "schema": _schema(field.annotation)})
+    operation: dict[str, Any] = {
+        "operationId": _operation_id(handler),
+        "summary": described.summary,
+        "tags": [described.tag],
+        "responses": {
+            str(handler.status_code): {"description": "Done.", "content": content},
+            **_error_responses(*sorted(set(described.errors))),
+        },
+    }
+    if described.tag != "ops":  # probes, metrics and the API page answer without a key
+        operation["security"] = [{}, {"bearerAuth": []}]
+    if described.tag in _ADMIN_TAGS:
+        operation["description"] = "Needs an admin-scoped key once the gateway has keys."
+    if parameters:
+        operation["parameters"] = parameters
+    if described.body is not None:
+        operation["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": {"$ref": REF.format(name=described.body.__name__)}}},
+        }
+    return operation
+
+
+def _generated_types(app: Litestar) -> list[Any]:
+    """The Structs that generated operations refer to, for the document's components."""
+    found: list[Any] = []
+    for _, _, handler in _handlers(app):
+        described = OPERATIONS.get(handler.fn)
+        if described is not None:
+            found += [kind for kind in (described.body, described.response) if kind is not None]
+        returned = _success_type(handler)
+        if isinstance(returned, type) and issubclass(returned, msgspec.Struct):
+            found.append(returned)
+    return found
+
+
 def _version() -> str:
     try:
         return metadata.version("driftgate")
@@ -141,16 +372,17 @@ def _version() -> str:
         return "0"
 
 
-@cache
-def document() -> dict[str, Any]:
-    """The OpenAPI 3.1 document (a fresh build per process; it depends on no settings)."""
+def document(app: Litestar) -> dict[str, Any]:
+    """The OpenAPI 3.1 document of ``app``'s routes (it depends on no settings)."""
     structs = [
         ChatCompletionRequest,
         CompletionRequest,
         EmbeddingRequest,
+        ResponsesRequest,
         ChatCompletion,
         Completion,
         EmbeddingList,
+        ResponseObject,
         ModelList,
         ErrorBody,
         Readiness,
@@ -160,8 +392,9 @@ def document() -> dict[str, Any]:
         FeedbackReceipt,
         ModerationRequest,
         ModerationList,
+        *_generated_types(app),
     ]
-    _, components = msgspec.json.schema_components(structs, ref_template=REF)
+    _, components = msgspec.json.schema_components(list(dict.fromkeys(structs)), ref_template=REF)
     for struct in _ALWAYS_COMPLETE:
         schema = components[struct.__name__]
         schema["required"] = list(schema["properties"])
@@ -169,6 +402,29 @@ def document() -> dict[str, Any]:
     components["FeedbackRequest"]["anyOf"] = [
         {"required": [field], "properties": {field: {"not": {"type": "null"}}}} for field in ("rating", "correction")
     ]
+    paths = _hand_written()
+    for route, method, handler in _handlers(app):
+        if method.lower() not in paths.get(route.path_format, {}):
+            paths.setdefault(route.path_format, {})[method.lower()] = _generated(route, method, handler)
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "driftgate",
+            "version": _version(),
+            "description": "OpenAI-compatible LLM gateway. Every error has OpenAI's shape (`ErrorBody`).",
+        },
+        "paths": paths,
+        "components": {
+            "schemas": components,
+            "securitySchemes": {
+                "bearerAuth": {"type": "http", "scheme": "bearer", "description": "A driftgate key (`dg_...`)."}
+            },
+        },
+    }
+
+
+def _hand_written() -> dict[str, Any]:
+    """The routes whose handlers read raw bytes (so their signatures describe nothing), and a few more."""
     paths = {
         "/v1/chat/completions": _generation(
             "createChatCompletion", "Chat completion (streamed or not)", "ChatCompletionRequest", "ChatCompletion", True
@@ -182,6 +438,15 @@ def document() -> dict[str, Any]:
             "EmbeddingRequest",
             "EmbeddingList",
             False,
+        ),
+        "/v1/responses": _generation(
+            "createResponse",
+            "Responses API (streamed or not): the openai Agents SDK's default",
+            "ResponsesRequest",
+            "ResponseObject",
+            True,
+            'With `"stream": true`: server-sent events, each `event: TYPE` then `data: {...}`, from'
+            " `response.created` to `response.completed` (or `response.incomplete`).",
         ),
         "/v1/models": _get(
             "listModels",
@@ -229,30 +494,22 @@ def document() -> dict[str, Any]:
             "ops",
             {"200": _json("Ready.", "Readiness"), "503": _json("Some models have no healthy backend.", "Readiness")},
         ),
+        "/openapi.json": _get(
+            "openapi",
+            "This document (OpenAPI 3.1)",
+            "ops",
+            {"200": {"description": "The document.", "content": {"application/json": {"schema": {"type": "object"}}}}},
+        ),
     }
-    return {
-        "openapi": "3.1.0",
-        "info": {
-            "title": "driftgate",
-            "version": _version(),
-            "description": "OpenAI-compatible LLM gateway. Every error has OpenAI's shape (`ErrorBody`).",
-        },
-        "paths": paths,
-        "components": {
-            "schemas": components,
-            "securitySchemes": {
-                "bearerAuth": {"type": "http", "scheme": "bearer", "description": "A driftgate key (`dg_...`)."}
-            },
-        },
-    }
+    return paths
 
 
 @cache
-def _encoded() -> bytes:
-    return msgspec.json.encode(document())
+def _encoded(app: Litestar) -> bytes:
+    return msgspec.json.encode(document(app))
 
 
 @get("/openapi.json", media_type="application/json")
-async def openapi_json() -> Response[bytes]:
+async def openapi_json(request: Request) -> Response[bytes]:
     """This gateway's OpenAPI 3.1 document."""
-    return Response(_encoded(), media_type="application/json")
+    return Response(_encoded(request.app), media_type="application/json")

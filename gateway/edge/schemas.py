@@ -63,6 +63,23 @@ class EmbeddingRequest(msgspec.Struct):
     user: str | None = None
 
 
+class ResponsesRequest(msgspec.Struct):
+    """``POST /v1/responses``: what the gateway reads; the rest (tools, reasoning, text format ...) goes to vLLM.
+
+    ``input`` is a string or a list of input items (messages with string or part-list content, tool
+    outputs ...); items are checked by vLLM, the gateway reads only the text of message items.
+    """
+
+    model: str
+    input: str | list[dict[str, Any]]
+    instructions: str | None = None
+    stream: bool = False
+    max_output_tokens: PositiveInt | None = None
+    temperature: Annotated[float, Meta(ge=0, le=2)] | None = None
+    top_p: Annotated[float, Meta(ge=0, le=1)] | None = None
+    user: str | None = None
+
+
 class ModelCard(msgspec.Struct):
     id: str
     created: int
@@ -78,7 +95,8 @@ class ModelList(msgspec.Struct):
 RequestT = TypeVar("RequestT", bound=msgspec.Struct)
 
 _DECODERS: dict[type, msgspec.json.Decoder] = {
-    kind: msgspec.json.Decoder(kind) for kind in (ChatCompletionRequest, CompletionRequest, EmbeddingRequest)
+    kind: msgspec.json.Decoder(kind)
+    for kind in (ChatCompletionRequest, CompletionRequest, EmbeddingRequest, ResponsesRequest)
 }
 _PATH = re.compile(r" - at `\$\.?(?P<param>[^`]*)`$")
 

@@ -95,8 +95,17 @@ class VLLMServer:
             "--max-lora-rank",
             str(self.config.max_lora_rank),
             *([] if "--dtype" in self.config.extra_args else ["--dtype", vllm_dtype(self.config.dtype)]),
+            *self._tool_calling(),
             *self.config.extra_args,
         ]
+
+    def _tool_calling(self) -> list[str]:
+        """``--enable-auto-tool-choice --tool-call-parser P`` unless unset or the user's extra_args choose."""
+        parser = self.config.tool_call_parser
+        if parser is None or any(arg.startswith("--tool-call-parser") for arg in self.config.extra_args):
+            return []
+        auto = [] if "--enable-auto-tool-choice" in self.config.extra_args else ["--enable-auto-tool-choice"]
+        return [*auto, "--tool-call-parser", parser]
 
     def environment(self) -> dict[str, str]:
         env = dict(os.environ)

@@ -18,6 +18,8 @@ import msgspec
 from monitor.request_log import RequestRecord
 
 CHAT_ROUTE = "/v1/chat/completions"
+# Routes whose logged prompt is chat messages as JSON (the gateway logs a Responses API input that way).
+CHAT_ROUTES = (CHAT_ROUTE, "/v1/responses")
 
 
 class Assembled(msgspec.Struct, frozen=True):
@@ -30,7 +32,7 @@ def conversation_of(record: RequestRecord) -> list[dict[str, str]] | None:
     """The logged (already redacted) prompt as chat messages; None when nothing usable was logged."""
     if not record.prompt:
         return None
-    if record.route != CHAT_ROUTE:
+    if record.route not in CHAT_ROUTES:
         return [{"role": "user", "content": record.prompt}]
     try:
         messages = json.loads(record.prompt)
@@ -52,7 +54,7 @@ def sample_from_log(record: RequestRecord, answer: str | None) -> dict[str, Any]
     conversation = conversation_of(record)
     if conversation is None or not answer or not answer.strip():
         return None
-    if record.route != CHAT_ROUTE:
+    if record.route not in CHAT_ROUTES:
         return {"prompt": record.prompt, "completion": answer}
     return {"messages": [*conversation, {"role": "assistant", "content": answer}]}
 

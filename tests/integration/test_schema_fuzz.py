@@ -51,6 +51,9 @@ async def schemathesis_run(base_url: str, workdir: Path) -> tuple[int, str]:
         "--generation-database", "none",
         "--request-timeout", "10",
         "--no-color",
+        # The admin routes change the gateway (a created key turns authentication on for every later case, a
+        # valid training spec starts a job): their own tests cover them against the same document.
+        "--exclude-path-regex", "^/admin",
     ]  # fmt: skip
     process = await asyncio.create_subprocess_exec(
         *command, cwd=workdir, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT

@@ -165,3 +165,22 @@ def test_a_restart_clears_what_the_dead_server_left_behind(tmp_path: Path) -> No
     finally:
         server.stop(timeout_s=5)
     supervisor.join(5)
+
+
+def test_tool_calling_is_on_with_smollm2s_parser_unless_the_user_chooses(tmp_path: Path) -> None:
+    def command(**config) -> list[str]:
+        return VLLMServer(EmbeddedVLLM(port=8123, **config), tmp_path / "m", tmp_path / "l").command()
+
+    default = command()
+    assert "--enable-auto-tool-choice" in default
+    assert default[default.index("--tool-call-parser") + 1] == "xlam"
+    hermes = command(tool_call_parser="hermes")
+    assert hermes[hermes.index("--tool-call-parser") + 1] == "hermes"
+    assert "--tool-call-parser" not in command(tool_call_parser=None)
+    assert "--enable-auto-tool-choice" not in command(tool_call_parser=None)
+    # The user's own choice in extra_args wins, once, whichever spelling.
+    for extra in (["--enable-auto-tool-choice", "--tool-call-parser", "hermes"], ["--tool-call-parser=hermes"]):
+        chosen = command(extra_args=extra)
+        assert chosen[-len(extra) :] == extra
+        assert sum(arg.startswith("--tool-call-parser") for arg in chosen) == 1
+        assert chosen.count("--enable-auto-tool-choice") <= 1
