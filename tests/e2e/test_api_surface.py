@@ -28,7 +28,7 @@ ASK = [{"role": "user", "content": "What is the weather in Paris right now? Use 
 
 @pytest.fixture
 def client(embedded: Embedded) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{embedded.url}/v1", api_key="unused", max_retries=0, timeout=120)
+    return openai.OpenAI(base_url=f"{embedded.url}/v1", api_key=embedded.key, max_retries=0, timeout=120)
 
 
 def test_models_retrieve(client: openai.OpenAI) -> None:
