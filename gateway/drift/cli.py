@@ -76,7 +76,7 @@ def judged(settings: Settings, client: AdminClient, model: str) -> Judged:
     return Judged(Path(version["reference_embeddings"]), production)
 
 
-def write_report(settings: Settings, client: AdminClient, model: str, output: Path, limit: int) -> None:
+def write_report(settings: Settings, model: str, target: Judged, output: Path, limit: int) -> None:
     """Recent logged prompts of ``model`` against its reference: a verdict, and Evidently's HTML report."""
     from gateway.edge.request_log import store_url
     from monitor.drift_methods import drift_score, evidently_method, sample_rows
@@ -86,7 +86,6 @@ def write_report(settings: Settings, client: AdminClient, model: str, output: Pa
     from monitor.reference import ReferenceSet
     from monitor.request_log_store import RequestLogStore
 
-    target = judged(settings, client, model)
     try:
         reference = ReferenceSet.load(target.reference)
     except (OSError, ValueError) as exc:
@@ -138,6 +137,7 @@ def _user_text(route: str, logged_prompt: str) -> str:
 
 
 def report_command(settings: Settings, client: AdminClient, model: str | None, output: Path, limit: int) -> None:
+    target = judged(settings, client, model) if model else None
     show_state(client)
-    if model:
-        write_report(settings, client, model, output, limit)
+    if model and target:
+        write_report(settings, model, target, output, limit)
