@@ -134,3 +134,12 @@ def test_commands_run_with_the_documented_variables_set(tmp_path: Path) -> None:
     assert listed.returncode == 0, listed.stderr
     assert "API keys" in listed.stderr and "ignoring DRIFTGATE_NOT_A_THING" in listed.stderr
     assert "DRIFTGATE_API_KEY" not in listed.stderr
+
+
+def test_the_getting_started_config_is_valid(tmp_path: Path) -> None:
+    import re
+
+    guide = (Path(__file__).resolve().parents[2] / "docs" / "getting-started.md").read_text()
+    (config,) = re.findall(r"cat > driftgate.yaml <<'EOF'\n(.*?)\nEOF", guide, re.S)
+    settings = load_settings(write(tmp_path, config), environ={})
+    assert settings.loop is not None and "support" in settings.loop.aliases
