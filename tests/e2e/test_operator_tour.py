@@ -12,6 +12,7 @@ without the key exit 1 with one line.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -102,20 +103,13 @@ def operator(embedded: Embedded, tmp_path: Path) -> Iterator[Operator]:
         server = subprocess.Popen([DRIFTGATE, "serve"], env=env, stdout=out, stderr=subprocess.STDOUT, cwd=home)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            assert server.poll() is None, log.read_text()[-4000:]
-            assert time.monotonic() < deadline, log.read_text()[-4000:]
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.5)
+        # The same readiness wait as the session's gateway (this one's log stands in for vLLM's).
+        Embedded(server, url, embedded.vllm_url, log, log).wait_ready(180)
         yield Operator(env, url, key, home)
     finally:
         # The session's vLLM is shared: unload this tour's adapters before leaving.
-        httpx.delete(f"{url}/admin/adapters/{ALIAS}", headers={"authorization": f"Bearer {key}"}, timeout=120)
+        with contextlib.suppress(httpx.TransportError):
+            httpx.delete(f"{url}/admin/adapters/{ALIAS}", headers={"authorization": f"Bearer {key}"}, timeout=120)
         server.send_signal(signal.SIGINT)
         try:
             server.wait(60)

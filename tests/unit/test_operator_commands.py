@@ -200,3 +200,36 @@ async def test_drift_report_of_an_alias_gives_a_verdict_against_its_registered_r
         missing = one_line_error(await operated.driftgate("drift", "report", "--model", "nope", key=operated.admin), 1)
         assert "neither in drift.references nor an adapter alias" in missing
         assert one_line_error(await operated.driftgate("drift", "report"), 1).startswith("error: 401 ")
+
+
+def test_status_without_metrics_keeps_the_rest_and_says_why() -> None:
+    """A gateway whose /metrics wants a scrape token the admin key is not: one note, the other sections intact."""
+    from gateway.admin_client import AdminClient
+    from gateway.status_cli import gather
+
+    scraped_with: list[str] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        if path == "/metrics":
+            scraped_with.append(request.headers["authorization"])
+            return httpx.Response(401, json={"error": {"message": "Bad scrape token.", "type": "authentication_error"}})
+        documents = {
+            "/admin/adapters/": {"revision": 1, "aliases": []},
+            "/admin/drift": {"aliases": [], "events": [], "dropped": 0},
+            "/readyz": {"status": "not_ready", "unavailable_models": ["m"]},
+            "/openapi.json": {"info": {"version": "9.9.9"}},
+        }
+        if path in documents:
+            return httpx.Response(503 if path == "/readyz" else 200, json=documents[path])
+        return httpx.Response(
+            404, json={"error": {"message": "The closed loop is off.", "type": "invalid_request_error"}}
+        )
+
+    client = AdminClient("http://gw", "dg_admin", transport=httpx.MockTransport(answer))
+    found = gather(client, metrics_token="scrape-secret", sample_s=0.0)
+    assert scraped_with == ["Bearer scrape-secret"]
+    assert (found.version, found.ready, found.unavailable_models) == ("9.9.9", False, ["m"])
+    assert found.adapters == [] and found.loop_runs is None and found.models == [] and found.traffic is None
+    (note,) = found.notes
+    assert note.startswith("metrics refused (401 authentication_error: Bad scrape token.)")
