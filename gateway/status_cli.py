@@ -256,8 +256,8 @@ def render(status: GatewayStatus, console: Console) -> None:
 
 
 def _aliases_table(status: GatewayStatus) -> Table | str:
-    if status.adapters is None and not status.drift:
-        return "adapters: off; drift: no model watched"
+    if not status.adapters and not status.drift:
+        return "adapters: off; drift: no model watched" if status.adapters is None else "aliases: none registered yet"
     drift = {line.alias: line for line in status.drift}
     serving = {alias.alias: alias for alias in status.adapters or []}
     table = Table(title="aliases and drift" if status.adapters is not None else "drift (adapters off)")

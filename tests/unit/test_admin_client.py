@@ -135,3 +135,10 @@ def test_base_url_dials_a_wildcard_bind_on_loopback() -> None:
     assert base_url(Settings(host="0.0.0.0", port=9000)) == "http://127.0.0.1:9000"
     assert base_url(Settings(host="::", port=9000)) == "http://[::1]:9000"
     assert base_url(Settings(host="gateway.internal", port=80)) == "http://gateway.internal:80"
+
+
+async def test_version() -> None:
+    from importlib import metadata
+
+    shown = await driftgate("--version")
+    assert shown.exit_code == 0 and shown.stdout == f"driftgate {metadata.version('driftgate')}\n"
