@@ -103,8 +103,7 @@ def operator(embedded: Embedded, tmp_path: Path) -> Iterator[Operator]:
         server = subprocess.Popen([DRIFTGATE, "serve"], env=env, stdout=out, stderr=subprocess.STDOUT, cwd=home)
     url = f"http://127.0.0.1:{port}"
     try:
-        # The same readiness wait as the session's gateway (this one's log stands in for vLLM's).
-        Embedded(server, url, embedded.vllm_url, log, log).wait_ready(180)
+        wait_ready(server, url, log)
         yield Operator(env, url, key, home)
     finally:
         # The session's vLLM is shared: unload this tour's adapters before leaving.
@@ -115,6 +114,18 @@ def operator(embedded: Embedded, tmp_path: Path) -> Iterator[Operator]:
             server.wait(60)
         except subprocess.TimeoutExpired:
             server.kill()
+
+
+def wait_ready(server: subprocess.Popen[bytes], url: str, log: Path, timeout_s: float = 180) -> None:
+    # Not Embedded.wait_ready: that class describes the session's `driftgate up` (its vLLM log, its key).
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        assert server.poll() is None, f"driftgate serve exited:\n{log.read_text()[-4000:]}"
+        with contextlib.suppress(httpx.TransportError):
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return
+        time.sleep(0.5)
+    raise AssertionError(f"not ready after {timeout_s} s:\n{log.read_text()[-4000:]}")
 
 
 async def on_topic_traffic(operator: Operator, count: int) -> None:
