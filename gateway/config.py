@@ -2,21 +2,27 @@
 
 An override names a path into the YAML with ``__`` between levels and holds a YAML value, so
 ``DRIFTGATE_PORT=9000``, ``DRIFTGATE_TIMEOUTS__READ_S=30`` and
-``DRIFTGATE_MODELS='[{name: m, backends: ["http://10.0.0.5:8000"]}]'`` all work. This is a few lines
-over PyYAML and msgspec rather than pydantic-settings because msgspec already types the whole edge and
-the override rule stays the same for every nesting level.
+``DRIFTGATE_MODELS='[{name: m, backends: ["http://10.0.0.5:8000"]}]'`` all work. Only names that lead to a
+setting are read: the known paths come from the :class:`Settings` structs themselves, so a new field is
+overridable the moment it exists. The ``DRIFTGATE_*`` names that are not settings are listed in
+:data:`NOT_SETTINGS`; any other ``DRIFTGATE_*`` name is logged as a warning and left alone (a typo or a
+stale variable should not stop every command). This is a few lines over PyYAML and msgspec rather than
+pydantic-settings because msgspec already types the whole edge and the override rule stays the same for
+every nesting level.
 """
 
 from __future__ import annotations
 
+import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 import msgspec
 import yaml
 
+from gateway.host.process_guard import SUPERVISOR_ENV
 from gateway.loop.policy import LoopConfig
 from gateway.security.settings import AuthConfig
 from guards import GuardsConfig
@@ -24,7 +30,26 @@ from monitor.drift_types import DriftSettings
 from monitor.request_log import RequestLogConfig
 from monitor.tracing import TracingSettings
 
+log = logging.getLogger(__name__)
+
 ENV_PREFIX = "DRIFTGATE_"
+CONFIG_ENV = "DRIFTGATE_CONFIG"
+API_KEY_ENV = "DRIFTGATE_API_KEY"
+# Every DRIFTGATE_* name the project uses that is not a setting, and who reads it. The override reader
+# skips these; keep docs/getting-started.md's table of variables in step.
+NOT_SETTINGS: dict[str, str] = {
+    CONFIG_ENV: "the YAML settings file (every command's --config)",
+    API_KEY_ENV: "the key CLI commands send to a running gateway (their --api-key)",
+    "DRIFTGATE_ADMIN_KEY_FILE": "deploy/compose: the host file with the admin key Alertmanager sends",
+    "DRIFTGATE_ADMIN_KEY_PATH": "deploy/compose: the host file of the admin-key secret",
+    "DRIFTGATE_METRICS_TOKEN_PATH": "deploy/compose: the host file of the /metrics scrape-token secret",
+    "DRIFTGATE_IMAGE_TAG": "deploy/docker/build-local.sh: the tag of the images it builds",
+    "DRIFTGATE_CONTAINER_CACHE": "deploy/docker/build-local.sh: its download cache",
+    SUPERVISOR_ENV: "set by `driftgate serve` for its server workers (they stop when it dies)",
+    "DRIFTGATE_TEST_INSTALL_PG": "tests: let tests/pg.py apt-get PostgreSQL",
+    "DRIFTGATE_FUZZ_EXAMPLES": "tests: examples per operation in the schema fuzz test",
+    "DRIFTGATE_FUZZ_SEED": "tests: the schema fuzz test's seed",
+}
 # How `driftgate serve` hands its resolved settings to server worker processes.
 SETTINGS_ENV = "_DRIFTGATE_SETTINGS_JSON"
 
@@ -211,11 +236,20 @@ def load_settings(path: str | Path | None = None, environ: Mapping[str, str] | N
         raise ConfigError(f"invalid config: {exc}") from exc
 
 
+_warned: set[str] = set()
+
+
 def _apply_env_overrides(raw: dict[str, Any], environ: Mapping[str, str]) -> None:
-    for key, value in environ.items():
-        if not key.startswith(ENV_PREFIX) or key == ENV_PREFIX + "CONFIG":
+    known = setting_env_names()
+    for key, value in sorted(environ.items()):
+        if not key.startswith(ENV_PREFIX) or key in NOT_SETTINGS:
             continue
-        path = key[len(ENV_PREFIX) :].lower().split("__")
+        if key not in known:
+            if key not in _warned:  # once per process: a command may read its settings twice
+                _warned.add(key)
+                log.warning("ignoring %s: it names no setting (see `DRIFTGATE_<SECTION>__<FIELD>` in the docs)", key)
+            continue
+        path = known[key]
         node = raw
         for part in path[:-1]:
             child = node.get(part)
@@ -226,6 +260,27 @@ def _apply_env_overrides(raw: dict[str, Any], environ: Mapping[str, str]) -> Non
             node[path[-1]] = yaml.safe_load(value)
         except yaml.YAMLError as exc:
             raise ConfigError(f"{key} is not a valid YAML value: {exc}") from exc
+
+
+def setting_env_names() -> dict[str, tuple[str, ...]]:
+    """``DRIFTGATE_<SECTION>__<FIELD>`` -> its path in the YAML, for every field of :class:`Settings`."""
+    return {ENV_PREFIX + "__".join(path).upper(): path for path in _field_paths(Settings, (), frozenset())}
+
+
+def _field_paths(
+    struct: type[msgspec.Struct], prefix: tuple[str, ...], outer: frozenset[type]
+) -> Iterator[tuple[str, ...]]:
+    """Each field's path, and the paths inside it when it is (optionally) a struct itself.
+
+    ``outer`` holds the structs on the way here, so a struct that contains itself ends the descent."""
+    outer = outer | {struct}
+    for field in msgspec.inspect.type_info(struct).fields:
+        path = (*prefix, field.encode_name)
+        yield path
+        options = field.type.types if isinstance(field.type, msgspec.inspect.UnionType) else (field.type,)
+        for option in options:
+            if isinstance(option, msgspec.inspect.StructType) and option.cls not in outer:
+                yield from _field_paths(option.cls, path, outer)
 
 
 def encode_settings(settings: Settings) -> bytes:

@@ -6,20 +6,17 @@ import time
 from typing import Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from gateway.cli_options import ExitCode, console, fail
 from gateway.security.audit import AuditLog
 from gateway.security.keys import KeyStore
-
-console = Console(stderr=True)
 
 
 def create_key(url: str, name: str, scope: str, adapters: Optional[str], rpm: Optional[int], tpm: Optional[int],
                expires_days: Optional[float], max_concurrent: Optional[int] = None) -> None:  # fmt: skip
     if scope not in ("inference", "admin"):
-        console.print(f"[red]error:[/] --scope must be inference or admin, not {scope!r}")
-        raise typer.Exit(2)
+        fail(f"--scope must be inference or admin, not {scope!r}", ExitCode.USAGE)
     store = KeyStore(url)
     try:
         key, token = store.create(
@@ -29,8 +26,7 @@ def create_key(url: str, name: str, scope: str, adapters: Optional[str], rpm: Op
             max_concurrent=max_concurrent,
         )  # fmt: skip
     except ValueError as exc:
-        console.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(2) from exc
+        fail(str(exc), ExitCode.USAGE)
     finally:
         store.close()
     AuditLog(url).append("cli", "key.created", f"key:{key.id}", {"scope": key.scope, "name": name})
@@ -59,8 +55,7 @@ def revoke_key(url: str, key_id: str) -> None:
     revoked = store.revoke(key_id)
     store.close()
     if not revoked:
-        console.print(f"[red]error:[/] no active key {key_id}")
-        raise typer.Exit(1)
+        fail(f"no active key {key_id}", ExitCode.REFUSED)
     AuditLog(url).append("cli", "key.revoked", f"key:{key_id}", {})
     console.print(f"[green]✓[/] key {key_id} revoked")
 
@@ -73,5 +68,5 @@ def verify_audit(url: str) -> None:
     if problems:
         for problem in problems:
             console.print(f"[red]✗[/] entry {problem.seq}: {problem.problem}")
-        raise typer.Exit(1)
+        raise typer.Exit(ExitCode.REFUSED)
     console.print(f"[green]✓[/] audit trail intact: {count} entries, every link and hash checks out")
