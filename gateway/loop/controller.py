@@ -31,8 +31,7 @@ from gateway.loop.store import LoopRun, LoopStore
 from monitor import metrics
 from monitor.alerts import WebhookPayload
 from monitor.request_log_store import RequestLogStore
-from training.config import DataConfig, Gate, LoraConfig, TrainSpec
-from training.config import LoopConfig as TrainLoop
+from training.config import DataConfig, Gate, LoraConfig, TrainingSchedule, TrainSpec
 from training.evaluate import GateVerdict, ModelScores
 from training.jobs import ACTIVE as JOB_ACTIVE
 from training.jobs import JobConflict, JobRunner
@@ -336,7 +335,7 @@ class LoopController:
             method=train.method,
             data_config=DataConfig(general_share=train.general_share),
             lora=LoraConfig(rank=train.rank, alpha=2 * train.rank, dropout=0.0),
-            loop=TrainLoop(
+            loop=TrainingSchedule(
                 steps=train.steps,
                 batch_size=train.batch_size,
                 learning_rate=train.learning_rate,
