@@ -107,8 +107,7 @@ class LoopController:
             if not alias:
                 continue
             snapshot = self.adapters.snapshot
-            found = snapshot.aliases.get(alias)
-            production = snapshot.version(alias, found.production) if found else None
+            known, production = alias in snapshot.aliases, snapshot.production(alias)
             ids = [i for i in alert.annotations.get("request_ids", "").split(",") if i]
             teacher_samples = min(len(ids), self.config.teacher.max_prompts) if self.config.teacher else 0
             fingerprint = (
@@ -129,7 +128,7 @@ class LoopController:
                 teacher_samples=teacher_samples,
             )
             log.warning("loop %s for %s: %s (%s)", run.id, alias, run.status, run.reason)
-            metrics.LOOP_DECISIONS.labels(alias if found else "unknown", run.status).inc()
+            metrics.LOOP_DECISIONS.labels(alias if known else "unknown", run.status).inc()
             decided.append(run)
         return decided
 
@@ -292,9 +291,7 @@ class LoopController:
     # Helpers.
 
     def _production(self, alias: str) -> AdapterVersion:
-        snapshot = self.adapters.snapshot
-        found = snapshot.aliases.get(alias)
-        version = snapshot.version(alias, found.production) if found else None
+        version = self.adapters.snapshot.production(alias)
         if version is None:
             raise RuntimeError(f"`{alias}` has no production version")
         return version
