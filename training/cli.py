@@ -15,7 +15,7 @@ import msgspec
 import typer
 from rich.console import Console
 
-from training.config import DataConfig, LoopConfig, LoraConfig, Method, TrainSpec
+from training.config import DataConfig, LoraConfig, Method, TrainingSchedule, TrainSpec
 from training.prepare import Redact
 from training.status import Progress, write_json_atomic
 
@@ -94,7 +94,7 @@ def run_command(
             method=msgspec.convert(method, Method),
             data_config=DataConfig(general_share=general_share),
             lora=LoraConfig(rank=rank, alpha=2 * rank),
-            loop=LoopConfig(
+            loop=TrainingSchedule(
                 steps=steps,
                 eval_every=eval_every,
                 batch_size=batch_size,

@@ -42,7 +42,9 @@ class LoraConfig(msgspec.Struct, forbid_unknown_fields=True):
             raise ValueError(f"LoRA rank must be 1..64, got {self.rank}")
 
 
-class LoopConfig(msgspec.Struct, forbid_unknown_fields=True):
+class TrainingSchedule(msgspec.Struct, forbid_unknown_fields=True):
+    """How the hand loop runs: steps, batches, learning rate, evaluation cadence and early stopping."""
+
     steps: int = 200
     batch_size: int = 4
     grad_accum: int = 1
@@ -77,7 +79,7 @@ class TrainSpec(msgspec.Struct, forbid_unknown_fields=True):
     method: Method = "lora"
     data_config: DataConfig = msgspec.field(default_factory=DataConfig)
     lora: LoraConfig = msgspec.field(default_factory=LoraConfig)
-    loop: LoopConfig = msgspec.field(default_factory=LoopConfig)
+    loop: TrainingSchedule = msgspec.field(default_factory=TrainingSchedule)
     gate: Gate = msgspec.field(default_factory=Gate)
     # The adapter currently in production for this alias; None compares against the base model.
     production_adapter: str | None = None

@@ -8,12 +8,17 @@ from __future__ import annotations
 
 import math
 import re
+from typing import TYPE_CHECKING
 
 import msgspec
 
 from training.config import Gate
 from training.data import Example
 from training.formatting import IGNORE, Encoded, collate
+
+if TYPE_CHECKING:
+    from peft import PeftModel
+    from transformers import PreTrainedTokenizerBase
 
 _TOKEN = re.compile(r"\w+")
 
@@ -41,7 +46,7 @@ class GateVerdict(msgspec.Struct, frozen=True):
     reasons: tuple[str, ...]
 
 
-def eval_loss(model, examples: list[Encoded], pad_id: int, batch_size: int = 4) -> float:
+def eval_loss(model: PeftModel, examples: list[Encoded], pad_id: int, batch_size: int = 4) -> float:
     """Mean cross-entropy per trained (assistant) token, weighted by tokens rather than by batch."""
     import torch
 
@@ -86,7 +91,7 @@ def exact_match(candidate: str, reference: str) -> bool:
     return _TOKEN.findall(candidate.lower()) == _TOKEN.findall(reference.lower())
 
 
-def generate(model, tokenizer, example: Example, max_new_tokens: int) -> str:
+def generate(model: PeftModel, tokenizer: PreTrainedTokenizerBase, example: Example, max_new_tokens: int) -> str:
     """Greedy answer to everything but the example's last (assistant) message."""
     import torch
 
@@ -104,7 +109,9 @@ def generate(model, tokenizer, example: Example, max_new_tokens: int) -> str:
     return tokenizer.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True).strip()
 
 
-def task_score(model, tokenizer, examples: list[Example], limit: int) -> TaskScore | None:
+def task_score(
+    model: PeftModel, tokenizer: PreTrainedTokenizerBase, examples: list[Example], limit: int
+) -> TaskScore | None:
     """Exact match and ROUGE-L of greedy answers against the records' references; None without references."""
     scored = [e for e in examples if e.reference is not None][:limit]
     if not scored:

@@ -8,10 +8,15 @@ tokenizer's offsets map them onto tokens. This works with any template, where th
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import msgspec
 
 from training.data import Example
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedTokenizerBase
 
 IGNORE = -100
 
@@ -43,7 +48,7 @@ class LengthStats(msgspec.Struct, frozen=True):
         return cls(len(ordered), ordered[0], rank(0.5), rank(0.9), rank(0.99), ordered[-1])
 
 
-def assistant_spans(example: Example, tokenizer) -> tuple[str, list[tuple[int, int]]]:
+def assistant_spans(example: Example, tokenizer: PreTrainedTokenizerBase) -> tuple[str, list[tuple[int, int]]]:
     """The rendered conversation and the character spans of every assistant turn (with its end marker)."""
     messages = [{"role": m.role, "content": m.content} for m in example.messages]
     text = tokenizer.apply_chat_template(messages, tokenize=False)
@@ -59,7 +64,7 @@ def assistant_spans(example: Example, tokenizer) -> tuple[str, list[tuple[int, i
     return text, spans
 
 
-def encode(example: Example, tokenizer, max_length: int | None = None) -> Encoded:
+def encode(example: Example, tokenizer: PreTrainedTokenizerBase, max_length: int | None = None) -> Encoded:
     text, spans = assistant_spans(example, tokenizer)
     tokens = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     ids = tokens["input_ids"]
@@ -77,7 +82,7 @@ def choose_max_seq_length(stats: LengthStats, cap: int, multiple: int = 64) -> i
     return min(cap, multiple * math.ceil(stats.p99 / multiple))
 
 
-def collate(batch: list[Encoded], pad_id: int):
+def collate(batch: list[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
     """Right-padded tensors; padding is masked out of attention and of the loss."""
     import torch
 

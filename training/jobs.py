@@ -53,13 +53,29 @@ class JobRunner(Protocol):
     def logs(self, job_id: str, tail_bytes: int = 65536) -> str: ...
 
 
-class _JobFile(msgspec.Struct):
+class JobRecord(msgspec.Struct):
+    """A job's ``job.json``, the same for both runners: what the job trains, and whether it was cancelled."""
+
     id: str
     base_model: str
     out: str
-    pid: int
     created_at: float
     cancelled: bool = False
+    # The local child's process group (the Kubernetes runner asks the cluster instead).
+    pid: int | None = None
+
+
+def read_job_record(root: Path, job_id: str) -> JobRecord:
+    """``KeyError`` for an unknown job id, as the :class:`JobRunner` interface promises."""
+    try:
+        return msgspec.json.decode((root / job_id / "job.json").read_bytes(), type=JobRecord)
+    except FileNotFoundError as exc:
+        raise KeyError(job_id) from exc
+
+
+def job_ids(root: Path) -> list[str]:
+    """Every job under ``root``, oldest first (ids start with their creation time)."""
+    return [path.parent.name for path in sorted(root.glob("*/job.json"))]
 
 
 @contextmanager
@@ -105,15 +121,12 @@ class LocalJobRunner:
                     env={**os.environ, "COLUMNS": "120"},
                 )
             self._children[job_id] = child
-            write_json_atomic(folder / "job.json", _JobFile(job_id, base, spec.out, child.pid, time.time()))
+            write_json_atomic(folder / "job.json", JobRecord(job_id, base, spec.out, time.time(), pid=child.pid))
         return self.status(job_id)
 
     def status(self, job_id: str) -> JobStatus:
         folder = self.root / job_id
-        try:
-            job = msgspec.json.decode((folder / "job.json").read_bytes(), type=_JobFile)
-        except FileNotFoundError as exc:
-            raise KeyError(job_id) from exc
+        job = read_job_record(self.root, job_id)
         progress = read_progress(folder / "status.json") or Progress()
         if progress.state in ACTIVE and not self._alive(job):
             # The child died without saying so (crash, kill -9): nothing it wrote counts.
@@ -124,11 +137,11 @@ class LocalJobRunner:
         return JobStatus(job.id, job.base_model, job.out, progress, job.created_at)
 
     def list(self) -> list[JobStatus]:
-        return [self.status(p.parent.name) for p in sorted(self.root.glob("*/job.json"))]
+        return [self.status(job_id) for job_id in job_ids(self.root)]
 
     def cancel(self, job_id: str, grace_s: float = 10.0) -> JobStatus:
         folder = self.root / job_id
-        job = msgspec.json.decode((folder / "job.json").read_bytes(), type=_JobFile)
+        job = read_job_record(self.root, job_id)
         if self.status(job_id).progress.state not in ACTIVE:
             return self.status(job_id)
         write_json_atomic(folder / "job.json", msgspec.structs.replace(job, cancelled=True))
@@ -153,10 +166,12 @@ class LocalJobRunner:
             log.seek(max(0, path.stat().st_size - tail_bytes))
             return log.read().decode("utf-8", errors="replace")
 
-    def _alive(self, job: _JobFile) -> bool:
+    def _alive(self, job: JobRecord) -> bool:
         child = self._children.get(job.id)
         if child is not None:
             return child.poll() is None
+        if job.pid is None:
+            return False
         try:  # started by another gateway worker: a zombie or a reused pid reads as gone
             with open(f"/proc/{job.pid}/stat") as stat:
                 fields = stat.read().rsplit(")", 1)[1].split()
@@ -165,7 +180,9 @@ class LocalJobRunner:
             return False
 
     @staticmethod
-    def _signal(pid: int, sig: signal.Signals) -> None:
+    def _signal(pid: int | None, sig: signal.Signals) -> None:
+        if pid is None:
+            return
         try:
             os.killpg(pid, sig)
         except ProcessLookupError:

@@ -28,7 +28,7 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from training.config import TrainSpec
-from training.jobs import ACTIVE, JobStatus, new_job_folder
+from training.jobs import ACTIVE, JobRecord, JobStatus, job_ids, new_job_folder, read_job_record
 from training.status import Progress, State, read_progress, write_json_atomic
 
 # (API group, resource, verbs): every call this module makes, and nothing else.
@@ -82,14 +82,6 @@ class K8sJobSettings(msgspec.Struct, frozen=True):
         )
 
 
-class _JobFile(msgspec.Struct):
-    id: str
-    base_model: str
-    out: str
-    created_at: float
-    cancelled: bool = False
-
-
 def job_name(job_id: str) -> str:
     return f"driftgate-train-{job_id}"
 
@@ -112,12 +104,12 @@ class KubernetesJobRunner:
         base = spec.base
         # Same rule as the local runner: one active job per base model, checked under a lock on shared storage.
         with new_job_folder(self.root, base, spec, self.list) as (job_id, folder, spec):
-            write_json_atomic(folder / "job.json", _JobFile(job_id, base, spec.out, time.time()))
+            write_json_atomic(folder / "job.json", JobRecord(job_id, base, spec.out, time.time()))
             self._batch.create_namespaced_job(self.settings.namespace, self.manifest(job_id, base))
         return self.status(job_id)
 
     def status(self, job_id: str) -> JobStatus:
-        job_file = self._job_file(job_id)
+        job_file = read_job_record(self.root, job_id)
         progress = read_progress(self.root / job_id / "status.json") or Progress()
         if job_file.cancelled:
             progress = _finish(progress, "cancelled", "cancelled")
@@ -130,10 +122,10 @@ class KubernetesJobRunner:
         return JobStatus(job_file.id, job_file.base_model, job_file.out, progress, job_file.created_at)
 
     def list(self) -> list[JobStatus]:
-        return [self.status(p.parent.name) for p in sorted(self.root.glob("*/job.json"))]
+        return [self.status(job_id) for job_id in job_ids(self.root)]
 
     def cancel(self, job_id: str) -> JobStatus:
-        job_file = self._job_file(job_id)
+        job_file = read_job_record(self.root, job_id)
         if self.status(job_id).progress.state not in ACTIVE:
             return self.status(job_id)
         write_json_atomic(self.root / job_id / "job.json", msgspec.structs.replace(job_file, cancelled=True))
@@ -144,7 +136,7 @@ class KubernetesJobRunner:
         return self.status(job_id)
 
     def logs(self, job_id: str, tail_bytes: int = 65536) -> str:
-        self._job_file(job_id)
+        read_job_record(self.root, job_id)
         pods = self._pods(job_id)
         if not pods:
             return ""
@@ -223,12 +215,6 @@ class KubernetesJobRunner:
         }
 
     # -- internals ---------------------------------------------------------------------------------------
-
-    def _job_file(self, job_id: str) -> _JobFile:
-        try:
-            return msgspec.json.decode((self.root / job_id / "job.json").read_bytes(), type=_JobFile)
-        except FileNotFoundError as exc:
-            raise KeyError(job_id) from exc
 
     def _read_job(self, job_id: str) -> dict[str, Any] | None:
         try:

@@ -7,10 +7,14 @@ bitsandbytes build, so :func:`cpu_4bit_support` tries them on a tiny layer inste
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 import torch
 
 from training.config import LoraConfig, Method
+
+if TYPE_CHECKING:
+    from peft import PeftModel
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +50,7 @@ def resolve_method(method: Method, where: torch.device) -> tuple[Method, str]:
     return "lora", f"QLoRA needs bitsandbytes 4-bit kernels, unavailable on this CPU ({reason}): training LoRA"
 
 
-def load(base: str, method: Method, lora: LoraConfig, where: torch.device, gradient_checkpointing: bool):
+def load(base: str, method: Method, lora: LoraConfig, where: torch.device, gradient_checkpointing: bool) -> PeftModel:
     """The base model wrapped with a trainable adapter named ``default``."""
     from peft import LoraConfig as PeftLoraConfig
     from peft import get_peft_model, prepare_model_for_kbit_training
@@ -82,7 +86,7 @@ def load(base: str, method: Method, lora: LoraConfig, where: torch.device, gradi
     return get_peft_model(model, config)
 
 
-def optimizer(model, method: Method, learning_rate: float):
+def optimizer(model: PeftModel, method: Method, learning_rate: float) -> torch.optim.Optimizer:
     params = [p for p in model.parameters() if p.requires_grad]
     if method == "qlora":
         import bitsandbytes as bnb

@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import msgspec
 from rich.console import Console
@@ -19,13 +20,64 @@ from rich.table import Table
 
 from training import models, records
 from training.config import TrainSpec
+from training.data import Example
 from training.evaluate import GateVerdict, ModelScores, check_gate, eval_loss, perplexity, task_score
-from training.formatting import LengthStats, choose_max_seq_length, encode
+from training.formatting import Encoded, LengthStats, choose_max_seq_length, encode
 from training.prepare import GENERAL_PATH, DataReport, PreparedData, Redact, prepare, sha256_file
+from training.status import Phase
 from training.status import Progress as Status
 from training.trainer import StepReport, load_adapter_weights, seed_everything, train_loop
 
+if TYPE_CHECKING:
+    from peft import PeftModel
+    from transformers import PreTrainedTokenizerBase
+
 OnStatus = Callable[[Status], None]
+
+
+class EvalSuite(msgspec.Struct, frozen=True):
+    """What every model of a run is scored on: the base model, the production adapter and the candidate."""
+
+    examples: list[Example]  # the eval split as records: references for the generated answers
+    encoded: list[Encoded]  # the same split tokenized: validation loss
+    general: list[Encoded]  # general prompts never trained on: the forgetting check
+    slices: dict[str, list[Encoded]]  # the spec's named eval sets
+    pad_id: int
+    batch_size: int
+    # Answers generated and scored against references; 0 skips generation.
+    task_eval_limit: int
+
+
+class StatusPublisher:
+    """The run's :class:`~training.status.Progress`, stamped and handed to ``on_status`` at every change."""
+
+    def __init__(self, total_steps: int, on_status: OnStatus | None) -> None:
+        self.status = Status(state="running", total_steps=total_steps)
+        self._on_status = on_status
+
+    def phase(self, phase: Phase, *, eval_loss: float | None = None) -> None:
+        self.status.phase = phase
+        if eval_loss is not None:
+            self.status.eval_loss = eval_loss
+        self._publish()
+
+    def step(self, report: StepReport) -> None:
+        self.status.step = report.step
+        self.status.loss = round(report.loss, 5)
+        self.status.tokens_per_s = round(report.tokens_per_s, 1)
+        if report.eval_loss is not None and report.best_eval_loss is not None:
+            self.status.eval_loss = round(report.eval_loss, 5)
+            self.status.best_eval_loss = round(report.best_eval_loss, 5)
+        self._publish()
+
+    def succeeded(self, run_record: Path) -> None:
+        self.status.state, self.status.phase, self.status.run_record = "succeeded", "done", str(run_record)
+        self._publish()
+
+    def _publish(self) -> None:
+        self.status.updated_at = time.time()
+        if self._on_status is not None:
+            self._on_status(self.status)
 
 
 class RunResult(msgspec.Struct):
@@ -68,22 +120,27 @@ def length_table(stats: LengthStats, chosen: int) -> Table:
     return table
 
 
-def lengths(data: PreparedData, tokenizer, spec: TrainSpec) -> tuple[LengthStats, int]:
+def lengths(data: PreparedData, tokenizer: PreTrainedTokenizerBase, spec: TrainSpec) -> tuple[LengthStats, int]:
     sizes = [len(encode(e, tokenizer).input_ids) for e in data.train + data.eval]
     stats = LengthStats.of(sizes)
     chosen = spec.data_config.max_seq_length or choose_max_seq_length(stats, spec.data_config.max_seq_cap)
     return stats, chosen
 
 
-def scores(name, model, tokenizer, spec, encoded_eval, encoded_general, data, pad_id, encoded_slices) -> ModelScores:
-    loss = eval_loss(model, encoded_eval, pad_id, spec.loop.batch_size)
+def scores(name: str, model: PeftModel, tokenizer: PreTrainedTokenizerBase, suite: EvalSuite) -> ModelScores:
+    """One model's numbers on the run's :class:`EvalSuite` (whichever adapter is active in ``model``)."""
+
+    def loss_on(examples: list[Encoded]) -> float:
+        return eval_loss(model, examples, suite.pad_id, suite.batch_size)
+
+    loss = loss_on(suite.encoded)
     return ModelScores(
         name,
         round(loss, 5),
         round(perplexity(loss), 4),
-        round(eval_loss(model, encoded_general, pad_id, spec.loop.batch_size), 5),
-        task_score(model, tokenizer, data.eval, spec.task_eval_limit) if spec.task_eval_limit else None,
-        {key: round(eval_loss(model, found, pad_id, spec.loop.batch_size), 5) for key, found in encoded_slices.items()},
+        round(loss_on(suite.general), 5),
+        task_score(model, tokenizer, suite.examples, suite.task_eval_limit) if suite.task_eval_limit else None,
+        {key: round(loss_on(found), 5) for key, found in suite.slices.items()},
     )
 
 
@@ -95,18 +152,11 @@ def run(
 
     hf_logging.disable_progress_bar()
     console = console or Console(stderr=True)
-    status = Status(state="running", total_steps=spec.loop.steps)
-
-    def publish(**changes: object) -> None:
-        for key, value in changes.items():
-            setattr(status, key, value)
-        status.updated_at = time.time()
-        if on_status is not None:
-            on_status(status)
+    publisher = StatusPublisher(spec.loop.steps, on_status)
 
     durations: dict[str, float] = {}
     clock = time.perf_counter()
-    publish(phase="preparing")
+    publisher.phase("preparing")
     seed_everything(spec.loop.seed)
     data = prepare(spec.data, spec.data_config, redact=redact, seed=spec.loop.seed, eval_sets=spec.eval_sets)
     console.print(report_table(data.report))
@@ -115,9 +165,15 @@ def run(
     stats, max_len = lengths(data, tokenizer, spec)
     console.print(length_table(stats, max_len))
     train_set = [encode(e, tokenizer, max_len) for e in data.train]
-    eval_set = [encode(e, tokenizer, max_len) for e in data.eval]
-    general_set = [encode(e, tokenizer, max_len) for e in data.general_eval]
-    slice_sets = {name: [encode(e, tokenizer, max_len) for e in found] for name, found in data.eval_sets.items()}
+    suite = EvalSuite(
+        examples=data.eval,
+        encoded=[encode(e, tokenizer, max_len) for e in data.eval],
+        general=[encode(e, tokenizer, max_len) for e in data.general_eval],
+        slices={name: [encode(e, tokenizer, max_len) for e in found] for name, found in data.eval_sets.items()},
+        pad_id=pad_id,
+        batch_size=spec.loop.batch_size,
+        task_eval_limit=spec.task_eval_limit,
+    )
     durations["prepare"] = round(time.perf_counter() - clock, 3)
 
     where = models.device()
@@ -129,19 +185,19 @@ def run(
     model = models.load(spec.base, method, spec.lora, where, gradient_checkpointing=where.type == "cuda")
 
     clock = time.perf_counter()
-    publish(phase="baseline")
+    publisher.phase("baseline")
     # LoRA's B starts at zero (and DoRA's magnitude at the weight norm): adapter off = the base model.
     with model.disable_adapter():
-        base = scores("base", model, tokenizer, spec, eval_set, general_set, data, pad_id, slice_sets)
+        base = scores("base", model, tokenizer, suite)
     baseline = base
     if spec.production_adapter:
         model.load_adapter(spec.production_adapter, adapter_name="production")
         model.set_adapter("production")
-        baseline = scores("production", model, tokenizer, spec, eval_set, general_set, data, pad_id, slice_sets)
+        baseline = scores("production", model, tokenizer, suite)
         model.set_adapter("default")
         model.delete_adapter("production")
     durations["baseline"] = round(time.perf_counter() - clock, 3)
-    publish(phase="training", eval_loss=base.eval_loss)
+    publisher.phase("training", eval_loss=base.eval_loss)
 
     clock = time.perf_counter()
     optimizer = models.optimizer(model, method, spec.loop.learning_rate)
@@ -151,27 +207,31 @@ def run(
         def on_step(step: StepReport) -> None:
             shown = f"{step.eval_loss:.4f}" if step.eval_loss is not None else bar.tasks[task].fields["ev"]
             bar.update(task, completed=step.step, loss=step.loss, tps=step.tokens_per_s, ev=shown)
-            changes: dict[str, object] = {"step": step.step, "loss": round(step.loss, 5)}
-            changes["tokens_per_s"] = round(step.tokens_per_s, 1)
-            if step.eval_loss is not None:
-                changes |= {"eval_loss": round(step.eval_loss, 5), "best_eval_loss": round(step.best_eval_loss, 5)}
-            publish(**changes)
+            publisher.step(step)
 
         loop = train_loop(
-            model, optimizer, train_set, eval_set, spec.loop, out, pad_id=pad_id, resume=spec.resume, report=on_step
+            model,
+            optimizer,
+            train_set,
+            suite.encoded,
+            spec.loop,
+            out,
+            pad_id=pad_id,
+            resume=spec.resume,
+            report=on_step,
         )
     durations["train"] = round(time.perf_counter() - clock, 3)
 
     clock = time.perf_counter()
-    publish(phase="evaluating")
+    publisher.phase("evaluating")
     adapter_dir = out / "adapter"
     load_adapter_weights(model, adapter_dir)
-    candidate = scores("candidate", model, tokenizer, spec, eval_set, general_set, data, pad_id, slice_sets)
+    candidate = scores("candidate", model, tokenizer, suite)
     verdict = check_gate(spec.gate, candidate, baseline, base)
     durations["evaluate"] = round(time.perf_counter() - clock, 3)
     durations["total"] = round(sum(durations.values()), 3)
 
-    publish(phase="writing")
+    publisher.phase("writing")
     record = records.RunRecord(
         spec=msgspec.to_builtins(spec),
         method_requested=spec.method,
@@ -198,7 +258,7 @@ def run(
         f"validation loss {baseline.name} {baseline.eval_loss:.4f} -> candidate {candidate.eval_loss:.4f}; "
         f"gate {'[green]passed[/]' if verdict.passed else '[red]failed[/]: ' + '; '.join(verdict.reasons)}"
     )
-    publish(state="succeeded", phase="done", run_record=str(run_json))
+    publisher.succeeded(run_json)
     return RunResult(str(adapter_dir), str(run_json), str(card), method, verdict, candidate, baseline)
 
 

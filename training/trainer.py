@@ -13,13 +13,19 @@ import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import msgspec
 import torch
 
-from training.config import LoopConfig
+from training.config import TrainingSchedule
 from training.evaluate import eval_loss
 from training.formatting import Encoded, collate
+
+if TYPE_CHECKING:
+    from peft import PeftModel
+    from torch.optim import Optimizer
+    from torch.optim.lr_scheduler import LRScheduler
 
 Report = Callable[["StepReport"], None]
 
@@ -36,6 +42,17 @@ class StepReport(msgspec.Struct):
 class EvalPoint(msgspec.Struct, frozen=True):
     step: int
     eval_loss: float
+
+
+class TrainerState(msgspec.Struct):
+    """Where the loop stands: saved with every checkpoint, so a resumed run goes on from the same numbers."""
+
+    step: int = 0
+    best_eval_loss: float = math.inf
+    best_step: int = 0
+    # Evaluations in a row without a new best; ``TrainingSchedule.patience`` of them stop the run.
+    bad_evals: int = 0
+    history: list[EvalPoint] = msgspec.field(default_factory=list)
 
 
 class LoopResult(msgspec.Struct):
@@ -71,11 +88,11 @@ def batch_order(size: int, batch_size: int, index: int, seed: int) -> list[int]:
 
 
 def train_loop(
-    model,
-    optimizer,
+    model: PeftModel,
+    optimizer: Optimizer,
     train: list[Encoded],
     evaluation: list[Encoded],
-    config: LoopConfig,
+    config: TrainingSchedule,
     out: Path,
     *,
     pad_id: int,
@@ -89,13 +106,13 @@ def train_loop(
     where = next(p for p in model.parameters() if p.requires_grad).device
     scheduler = get_cosine_schedule_with_warmup(optimizer, math.ceil(config.warmup_ratio * config.steps), config.steps)
     checkpoint = out / "checkpoint"
-    state = _fresh_state()
+    state = TrainerState()
     if resume and (checkpoint / "state.pt").exists():
         state = _load_checkpoint(checkpoint, model, optimizer, scheduler)
-    resumed_from = state["step"]
+    resumed_from = state.step
     tokens, seconds = 0, 0.0
     model.train()
-    for step in range(state["step"] + 1, config.steps + 1):
+    for step in range(state.step + 1, config.steps + 1):
         started = time.perf_counter()
         total_loss = 0.0
         for micro in range(config.grad_accum):
@@ -110,38 +127,38 @@ def train_loop(
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         seconds += time.perf_counter() - started
-        state["step"] = step
+        state.step = step
         evaluated = None
         if step % config.eval_every == 0 or step == config.steps:
             evaluated = eval_loss(model, evaluation, pad_id, config.batch_size)
             model.train()
-            state["history"].append(EvalPoint(step, evaluated))
-            if evaluated < state["best"] - 1e-4:
-                state["best"], state["best_step"], state["bad_evals"] = evaluated, step, 0
+            state.history.append(EvalPoint(step, evaluated))
+            if evaluated < state.best_eval_loss - 1e-4:
+                state.best_eval_loss, state.best_step, state.bad_evals = evaluated, step, 0
                 _save_adapter(model, out / "adapter")
             else:
-                state["bad_evals"] += 1
+                state.bad_evals += 1
             _save_checkpoint(checkpoint, state, model, optimizer, scheduler)
         if report is not None:
-            best = state["best"] if state["best"] < math.inf else None
+            best = state.best_eval_loss if state.best_eval_loss < math.inf else None
             report(StepReport(step, config.steps, total_loss, tokens / seconds if seconds else 0.0, evaluated, best))
-        if state["bad_evals"] >= config.patience:
+        if state.bad_evals >= config.patience:
             break
     shutil.rmtree(checkpoint, ignore_errors=True)
     return LoopResult(
-        steps_run=state["step"],
-        best_step=state["best_step"],
-        best_eval_loss=state["best"],
-        stopped_early=state["step"] < config.steps,
+        steps_run=state.step,
+        best_step=state.best_step,
+        best_eval_loss=state.best_eval_loss,
+        stopped_early=state.step < config.steps,
         resumed_from=resumed_from,
         train_tokens=tokens,
         train_seconds=round(seconds, 3),
         tokens_per_s=round(tokens / seconds, 1) if seconds else 0.0,
-        history=state["history"],
+        history=state.history,
     )
 
 
-def load_adapter_weights(model, adapter_dir: Path) -> None:
+def load_adapter_weights(model: PeftModel, adapter_dir: Path) -> None:
     """Put the saved (best) adapter back into the live model, for the final evaluation."""
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
@@ -149,11 +166,7 @@ def load_adapter_weights(model, adapter_dir: Path) -> None:
     set_peft_model_state_dict(model, load_file(adapter_dir / "adapter_model.safetensors"))
 
 
-def _fresh_state() -> dict:
-    return {"step": 0, "best": math.inf, "best_step": 0, "bad_evals": 0, "history": []}
-
-
-def _save_adapter(model, target: Path) -> None:
+def _save_adapter(model: PeftModel, target: Path) -> None:
     """Replace ``target`` whole: a crash leaves the previous best adapter, never half of a new one."""
     staging = target.with_name(f".{target.name}.tmp")
     shutil.rmtree(staging, ignore_errors=True)
@@ -163,7 +176,9 @@ def _save_adapter(model, target: Path) -> None:
     staging.rename(target)
 
 
-def _save_checkpoint(path: Path, state: dict, model, optimizer, scheduler) -> None:
+def _save_checkpoint(
+    path: Path, state: TrainerState, model: PeftModel, optimizer: Optimizer, scheduler: LRScheduler
+) -> None:
     from peft import get_peft_model_state_dict
 
     staging = path.with_name(f".{path.name}.tmp")
@@ -171,7 +186,8 @@ def _save_checkpoint(path: Path, state: dict, model, optimizer, scheduler) -> No
     staging.mkdir(parents=True)
     torch.save(
         {
-            "state": {**state, "history": [msgspec.to_builtins(h) for h in state["history"]]},
+            # Builtins, not the Struct: the pickle then names no class of ours that a rename could break.
+            "state": msgspec.to_builtins(state),
             "adapter": get_peft_model_state_dict(model),
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
@@ -183,7 +199,7 @@ def _save_checkpoint(path: Path, state: dict, model, optimizer, scheduler) -> No
     staging.rename(path)
 
 
-def _load_checkpoint(path: Path, model, optimizer, scheduler) -> dict:
+def _load_checkpoint(path: Path, model: PeftModel, optimizer: Optimizer, scheduler: LRScheduler) -> TrainerState:
     from peft import set_peft_model_state_dict
 
     saved = torch.load(path / "state.pt", weights_only=False)
@@ -192,6 +208,4 @@ def _load_checkpoint(path: Path, model, optimizer, scheduler) -> dict:
     scheduler.load_state_dict(saved["scheduler"])
     random.setstate(saved["rng"]["python"])
     torch.set_rng_state(saved["rng"]["torch"])
-    state = saved["state"]
-    state["history"] = [msgspec.convert(h, EvalPoint) for h in state["history"]]
-    return state
+    return msgspec.convert(saved["state"], TrainerState)

@@ -61,6 +61,11 @@ class Snapshot(msgspec.Struct, frozen=True):
     def version(self, alias: str, number: int | None) -> AdapterVersion | None:
         return None if number is None else self.versions.get(version_name(alias, number))
 
+    def production(self, alias: str) -> AdapterVersion | None:
+        """The version serving ``alias`` outside any canary; None for an unknown alias or one not yet promoted."""
+        found = self.aliases.get(alias)
+        return None if found is None else self.version(alias, found.production)
+
     def served(self) -> list[AdapterVersion]:
         """Versions some alias sends traffic to: every backend of their base model must hold them."""
         out = []
@@ -130,13 +135,11 @@ class AdapterCard(ModelCard, kw_only=True):
 def adapter_cards(snapshot: Snapshot) -> list[AdapterCard]:
     """Each alias with a production version, then every version some alias serves (pinnable by name)."""
     cards = []
-    for alias in sorted(snapshot.aliases.values(), key=lambda alias: alias.name):
-        version = snapshot.version(alias.name, alias.production)
+    for alias in sorted(snapshot.aliases):
+        version = snapshot.production(alias)
         if version is not None:
             cards.append(
-                AdapterCard(
-                    id=alias.name, created=int(version.created), parent=version.base_model, version=version.name
-                )
+                AdapterCard(id=alias, created=int(version.created), parent=version.base_model, version=version.name)
             )
     for version in sorted(snapshot.served(), key=lambda version: version.name):
         cards.append(

@@ -167,12 +167,12 @@ class Reconciler:
     # One backend.
 
     def budget(self, backend: Backend) -> int:
-        limits = [route.max_loras for route in self._pool.routes if backend.url in _urls(route.backends)]
+        limits = [route.max_loras for route in self._pool.routes_on(backend)]
         known = [limit for limit in limits if limit is not None]
         return min(known) if known else self._embedded.max_loras
 
     def needed(self, backend: Backend, snapshot: Snapshot) -> set[str]:
-        served_here = {route.name for route in self._pool.routes if backend.url in _urls(route.backends)}
+        served_here = {route.name for route in self._pool.routes_on(backend)}
         now = time.monotonic()
         # Another worker may start a request on a version it has not yet seen leave (up to poll_s late); its
         # count reaches the board at its next share (reconcile_s) and this worker reads it at its own next one.
@@ -275,7 +275,3 @@ class Reconciler:
             return
         self.loaded.get(backend.url, set()).discard(version.name)
         log.info("unloaded %s from %s", version.name, backend.url)
-
-
-def _urls(backends: list[str]) -> set[str]:
-    return {url.rstrip("/") for url in backends}

@@ -40,7 +40,7 @@ class Resolver:
         if alias is not None:
             if alias.canary is not None and bucket(alias.name, caller) < alias.canary_share:
                 return snapshot.version(alias.name, alias.canary), False
-            version = snapshot.version(alias.name, alias.production)
+            version = snapshot.production(alias.name)
             return None if version is None else (version, False)
         version = snapshot.versions.get(model)
         if version is None or version.stage == "archived" or version.alias not in snapshot.aliases:
@@ -49,12 +49,7 @@ class Resolver:
 
     def _publish(self, snapshot: Snapshot) -> None:
         """``driftgate_adapter_version_info``: 1 for each version an alias serves now, 0 for those it no longer does."""
-        current = set()
-        for alias in snapshot.aliases.values():
-            for number in (alias.production, alias.canary):
-                version = snapshot.version(alias.name, number)
-                if version is not None:
-                    current.add((alias.name, version.name, version.stage))
+        current = {(version.alias, version.name, version.stage) for version in snapshot.served()}
         for labels in self._published - current:
             metrics.ADAPTER_VERSION_INFO.labels(*labels).set(0)
         for labels in current:

@@ -62,10 +62,10 @@ class DriftWatch:
         from monitor.reference import ReferenceSet
 
         wanted = {}
-        for alias in snapshot.aliases.values():
-            version = snapshot.version(alias.name, alias.production)
-            if version is not None and version.reference_embeddings and alias.name not in self.config.references:
-                wanted[alias.name] = version
+        for alias in snapshot.aliases:
+            version = snapshot.production(alias)
+            if version is not None and version.reference_embeddings and alias not in self.config.references:
+                wanted[alias] = version
         for name in [n for n, v in self._versions.items() if v is not None and n not in wanted]:
             del self._versions[name]
             self.monitor.remove(name)
@@ -86,16 +86,10 @@ class DriftWatch:
 
     def build_reference(self, dataset: str, alias: str) -> str:
         """Embed a training set's prompts into ``<home>/references/sha-<hash>`` (once per distinct file)."""
-        from monitor.reference import build_reference, read_prompts
-
         digest = hashlib.sha256(Path(dataset).read_bytes()).hexdigest()
         directory = self._home / "references" / f"sha-{digest[:16]}"
         if not (directory / "reference.npy").is_file():
-            source = str(Path(dataset).resolve())
-            reference = build_reference(
-                self.embedder, read_prompts(Path(dataset)), alias=alias, version="", source=source
-            )
-            reference.save(directory)
+            embed_prompt_file(self.embedder, dataset, directory, alias=alias, version="")
         return str(directory)
 
     def submit(self, alias: str, request_id: str, text: str) -> None:
@@ -164,17 +158,26 @@ class DriftWatch:
 
 def load_reference(home: Path, model: str, prompt_file: str, embedder: Embedder) -> ReferenceSet:
     """The model's reference embeddings: built from its prompt file once, then read back from disk."""
-    from monitor.reference import ReferenceSet, build_reference, read_prompts
+    from monitor.reference import ReferenceSet
 
     directory = reference_dir(home, model)
-    source = str(Path(prompt_file).resolve())
     try:
         cached = ReferenceSet.load(directory)
-        if cached.meta.source == source:
+        if cached.meta.source == str(Path(prompt_file).resolve()):
             return cached
     except (OSError, ValueError, msgspec.DecodeError):
         pass
-    reference = build_reference(embedder, read_prompts(Path(prompt_file)), alias=model, version="base", source=source)
+    return embed_prompt_file(embedder, prompt_file, directory, alias=model, version="base")
+
+
+def embed_prompt_file(
+    embedder: Embedder, prompt_file: str, directory: Path, *, alias: str, version: str
+) -> ReferenceSet:
+    """Embed a JSONL file's prompts and save them in ``directory`` as a reference set (its source: the file)."""
+    from monitor.reference import build_reference, read_prompts
+
+    source = str(Path(prompt_file).resolve())
+    reference = build_reference(embedder, read_prompts(Path(prompt_file)), alias=alias, version=version, source=source)
     reference.save(directory)
     return reference
 

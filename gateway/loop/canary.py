@@ -38,7 +38,9 @@ class ReferenceFit(msgspec.Struct, frozen=True):
     production_distance: float
 
 
-class Verdict(msgspec.Struct, frozen=True):
+class CanaryVerdict(msgspec.Struct, frozen=True):
+    """Promote the canary or roll it back, and every reason (one per signal outside its margin)."""
+
     promote: bool
     reasons: list[str]
 
@@ -92,12 +94,12 @@ def judge(
     production: Signals,
     elapsed_s: float,
     fit: ReferenceFit | None = None,
-) -> Verdict | None:
+) -> CanaryVerdict | None:
     """None while the canary has seen too few requests and has time left; otherwise promote or roll back."""
     if canary.requests < policy.min_requests:
         if elapsed_s < policy.max_s:
             return None
-        return Verdict(
+        return CanaryVerdict(
             False, [f"only {canary.requests} canary requests in {elapsed_s:.0f} s (need {policy.min_requests})"]
         )
     reasons = []
@@ -120,4 +122,4 @@ def judge(
             f"the canary's prompts sit farther from its own reference ({fit.candidate_distance:.3f}) "
             f"than from production's ({fit.production_distance:.3f})"
         )
-    return Verdict(not reasons, reasons or ["every online signal within the policy's margins"])
+    return CanaryVerdict(not reasons, reasons or ["every online signal within the policy's margins"])

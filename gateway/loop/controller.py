@@ -31,8 +31,7 @@ from gateway.loop.store import LoopRun, LoopStore
 from monitor import metrics
 from monitor.alerts import WebhookPayload
 from monitor.request_log_store import RequestLogStore
-from training.config import DataConfig, Gate, LoraConfig, TrainSpec
-from training.config import LoopConfig as TrainLoop
+from training.config import DataConfig, Gate, LoraConfig, TrainingSchedule, TrainSpec
 from training.evaluate import GateVerdict, ModelScores
 from training.jobs import ACTIVE as JOB_ACTIVE
 from training.jobs import JobConflict, JobRunner
@@ -108,8 +107,7 @@ class LoopController:
             if not alias:
                 continue
             snapshot = self.adapters.snapshot
-            found = snapshot.aliases.get(alias)
-            production = snapshot.version(alias, found.production) if found else None
+            known, production = alias in snapshot.aliases, snapshot.production(alias)
             ids = [i for i in alert.annotations.get("request_ids", "").split(",") if i]
             teacher_samples = min(len(ids), self.config.teacher.max_prompts) if self.config.teacher else 0
             fingerprint = (
@@ -130,7 +128,7 @@ class LoopController:
                 teacher_samples=teacher_samples,
             )
             log.warning("loop %s for %s: %s (%s)", run.id, alias, run.status, run.reason)
-            metrics.LOOP_DECISIONS.labels(alias if found else "unknown", run.status).inc()
+            metrics.LOOP_DECISIONS.labels(alias if known else "unknown", run.status).inc()
             decided.append(run)
         return decided
 
@@ -293,9 +291,7 @@ class LoopController:
     # Helpers.
 
     def _production(self, alias: str) -> AdapterVersion:
-        snapshot = self.adapters.snapshot
-        found = snapshot.aliases.get(alias)
-        version = snapshot.version(alias, found.production) if found else None
+        version = self.adapters.snapshot.production(alias)
         if version is None:
             raise RuntimeError(f"`{alias}` has no production version")
         return version
@@ -336,7 +332,7 @@ class LoopController:
             method=train.method,
             data_config=DataConfig(general_share=train.general_share),
             lora=LoraConfig(rank=train.rank, alpha=2 * train.rank, dropout=0.0),
-            loop=TrainLoop(
+            loop=TrainingSchedule(
                 steps=train.steps,
                 batch_size=train.batch_size,
                 learning_rate=train.learning_rate,

@@ -109,28 +109,30 @@ class PastRun(msgspec.Struct, frozen=True):
     fingerprint: str
 
 
-class Decision(msgspec.Struct, frozen=True):
+class RunDecision(msgspec.Struct, frozen=True):
+    """Whether a drift alert starts a loop run, and the reason the run's timeline shows."""
+
     accepted: bool
     reason: str
 
 
-def decide(policy: LoopPolicy, fingerprint: str, history: list[PastRun], new_samples: int, now: float) -> Decision:
+def decide(policy: LoopPolicy, fingerprint: str, history: list[PastRun], new_samples: int, now: float) -> RunDecision:
     """Whether a firing alert for an alias starts a run, and why (every branch names its reason)."""
     for run in history:
         if run.active:
             same = " (the same alert)" if run.fingerprint == fingerprint else ""
-            return Decision(False, f"duplicate: run {run.id} is still in progress{same}")
+            return RunDecision(False, f"duplicate: run {run.id} is still in progress{same}")
     accepted = sorted((run for run in history if run.accepted), key=lambda run: run.created)
     if accepted and now - accepted[-1].created < policy.cooldown_s:
         left = policy.cooldown_s - (now - accepted[-1].created)
-        return Decision(
+        return RunDecision(
             False, f"cooldown: run {accepted[-1].id} started {now - accepted[-1].created:.0f} s ago ({left:.0f} s left)"
         )
     today = [run for run in accepted if now - run.created < DAY_S]
     if len(today) >= policy.max_jobs_per_day:
-        return Decision(False, f"daily limit: {len(today)} runs in the last 24 h (max {policy.max_jobs_per_day})")
+        return RunDecision(False, f"daily limit: {len(today)} runs in the last 24 h (max {policy.max_jobs_per_day})")
     if new_samples < policy.min_new_samples:
-        return Decision(False, f"too few new samples: {new_samples} (the policy needs {policy.min_new_samples})")
+        return RunDecision(False, f"too few new samples: {new_samples} (the policy needs {policy.min_new_samples})")
     if policy.approval == "manual":
-        return Decision(True, f"{new_samples} new samples; waiting for approval (manual mode)")
-    return Decision(True, f"{new_samples} new samples; starting (auto mode)")
+        return RunDecision(True, f"{new_samples} new samples; waiting for approval (manual mode)")
+    return RunDecision(True, f"{new_samples} new samples; starting (auto mode)")

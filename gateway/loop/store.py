@@ -15,7 +15,7 @@ from typing import Any, Literal
 import msgspec
 import sqlalchemy as sa
 
-from gateway.loop.policy import Decision, LoopPolicy, PastRun, decide
+from gateway.loop.policy import LoopPolicy, PastRun, RunDecision, decide
 from monitor.database import create_engine, ensure_schema, upsert_ignoring
 
 SCHEMA_VERSION = 1
@@ -138,7 +138,7 @@ class LoopStore:
             ]
             samples = _unused_samples(conn, alias) + teacher_samples
             if production is None:
-                decision = Decision(False, f"`{alias}` has no production version to retrain")
+                decision = RunDecision(False, f"`{alias}` has no production version to retrain")
             else:
                 decision = decide(policy, fingerprint, history, samples, now)
             status: Status = "skipped"

@@ -75,7 +75,8 @@ class BackendPool:
             for url in route.backends:
                 backend = self._backends.get(url.rstrip("/"))
                 if backend is None:
-                    backend = self._backends[url.rstrip("/")] = Backend(url, breaker)
+                    backend = Backend(url, breaker)
+                    self._backends[backend.url] = backend
                 backend.breaker.models.append(route.name)
                 metrics.BACKEND_CIRCUIT_OPEN.labels(route.name, backend.url).set(0)
                 replicas.append(backend)
@@ -91,6 +92,10 @@ class BackendPool:
 
     def route(self, model: str) -> ModelRoute | None:
         return self._routes.get(model)
+
+    def routes_on(self, backend: Backend) -> list[ModelRoute]:
+        """The model routes ``backend`` serves (one vLLM replica may serve several)."""
+        return [route for route in self._routes.values() if backend in self._by_model[route.name]]
 
     def candidates(self, model: str) -> list[Backend]:
         """Healthy replicas for ``model`` whose breaker admits a request, fewest outstanding requests first.

@@ -60,6 +60,23 @@ class _Exchange:
             self.response.close()
         self._lease.close()
 
+    async def read(self, model: str) -> bytes:
+        """The whole body, then the backend given back; a timeout or a dropped connection counts against it."""
+        completed = False
+        try:
+            body = await self.response.read()
+            completed = True
+            return body
+        except TimeoutError as exc:
+            _failed(self.backend, "timeout")
+            raise errors.upstream_timeout(model) from exc
+        except aiohttp.ClientError as exc:
+            self.backend.mark_down(f"response broke: {exc!r}")
+            _failed(self.backend, "disconnect")
+            raise errors.backend_unavailable(model) from exc
+        finally:
+            self.finish(completed=completed)
+
 
 class UpstreamStream:
     """An open streaming response: iterate it once; it gives the backend back when done or dropped."""
@@ -113,19 +130,7 @@ class Upstream:
         """Forward a non-streaming request and return the backend's status and body."""
         exchange = await self._open(model, path, body, headers)
         started = time.perf_counter()
-        completed = False
-        try:
-            payload = await exchange.response.read()
-            completed = True
-        except TimeoutError as exc:
-            _failed(exchange.backend, "timeout")
-            raise errors.upstream_timeout(model) from exc
-        except aiohttp.ClientError as exc:
-            exchange.backend.mark_down(f"response broke: {exc!r}")
-            _failed(exchange.backend, "disconnect")
-            raise errors.backend_unavailable(model) from exc
-        finally:
-            exchange.finish(completed=completed)
+        payload = await exchange.read(model)
         waited = exchange.waited_s + time.perf_counter() - started
         return UpstreamResponse(exchange.response.status, payload, waited, exchange.backend.url)
 
@@ -134,13 +139,7 @@ class Upstream:
         exchange = await self._open(model, path, body, headers)
         if exchange.response.status == 200:
             return UpstreamStream(exchange, model)
-        completed = False
-        try:
-            payload = await exchange.response.read()
-            completed = True
-        finally:
-            exchange.finish(completed=completed)
-        raise upstream_error(exchange.response.status, payload)
+        raise upstream_error(exchange.response.status, await exchange.read(model))
 
     async def _open(self, model: str, path: str, body: bytes, headers: dict[str, str]) -> _Exchange:
         previous: Backend | None = None

@@ -249,3 +249,34 @@ async def test_request_caps_are_400s_that_never_reach_the_upstream(upstreams) ->
     assert assert_openai_error(too_long_new, 400)["param"] == "max_completion_tokens"
     assert assert_openai_error(too_many, 400)["param"] == "messages"
     assert fine.status_code == 200 and len(upstream.observed.bodies) == 1
+
+
+async def test_a_stream_whose_error_reply_is_cut_short_gets_a_clean_error() -> None:
+    """The backend answers a stream request with a 500 whose body it never finishes: an OpenAI-shaped 503."""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        request_line = await reader.readline()
+        headers = await reader.readuntil(b"\r\n\r\n")
+        length = next(
+            (int(h.split(b":")[1]) for h in headers.split(b"\r\n") if h.lower().startswith(b"content-length")), 0
+        )
+        await reader.readexactly(length)
+        if request_line.startswith(b"GET /health"):
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+        else:
+            head = (
+                b"HTTP/1.1 500 Internal Server Error\r\ncontent-type: application/json\r\ncontent-length: 200\r\n\r\n"
+            )
+            writer.write(head + b'{"err')
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with running_gateway(settings_for(ModelRoute("m", [f"http://127.0.0.1:{port}"]))) as client:
+            streamed = await client.post("/v1/chat/completions", json={**CHAT, "stream": True})
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert_openai_error(streamed, 503, "backend_unavailable")
