@@ -14,6 +14,8 @@ command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
 command -v podman >/dev/null 2>&1 || missing+=(podman)
 command -v runc >/dev/null 2>&1 || missing+=(runc)
 command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
+# podman's pods (the container tests, podman-compose) need a pause binary, built into a local image.
+command -v catatonit >/dev/null 2>&1 || missing+=(catatonit)
 
 sudo=()
 [ "$(id -u)" -eq 0 ] || sudo=(sudo)

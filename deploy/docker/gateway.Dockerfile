@@ -59,6 +59,8 @@ RUN python -c "from monitor.embedder_export import ensure_embedder; \
 ensure_embedder('/opt/driftgate/models/all-MiniLM-L6-v2-onnx', source='${EMBEDDER_SOURCE}')" \
     && python -c "from guards.toxicity_export import ensure_toxicity_model; \
 ensure_toxicity_model('/opt/driftgate/models/guards')"
+# The exports write through private temporary files (0600): the runtime user must read them.
+RUN chmod -R a+rX /opt/driftgate/models
 
 FROM ${BASE_IMAGE}
 ARG VERSION=0.1.0
