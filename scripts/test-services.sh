@@ -16,6 +16,8 @@ command -v runc >/dev/null 2>&1 || missing+=(runc)
 command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
 # podman's pods (the container tests, podman-compose) need a pause binary, built into a local image.
 command -v catatonit >/dev/null 2>&1 || missing+=(catatonit)
+# Containers on one compose network find each other by name (CNI's dnsname plugin).
+[ -e /usr/lib/cni/dnsname ] || missing+=(golang-github-containernetworking-plugin-dnsname)
 
 sudo=()
 [ "$(id -u)" -eq 0 ] || sudo=(sudo)

@@ -8,7 +8,9 @@ fi
 if [ ! -s "$PGDATA/PG_VERSION" ]; then
     pwfile=$(mktemp)
     printf '%s\n' "${POSTGRES_PASSWORD:?set POSTGRES_PASSWORD or POSTGRES_PASSWORD_FILE}" > "$pwfile"
-    initdb --username="$POSTGRES_USER" --pwfile="$pwfile" --auth-host=scram-sha-256 --auth-local=trust >/dev/null
+    # UTF-8 as the official image does (a minimal base has no locale: initdb would pick SQL_ASCII).
+    initdb --username="$POSTGRES_USER" --pwfile="$pwfile" --encoding=UTF8 --locale=C.UTF-8 \
+        --auth-host=scram-sha-256 --auth-local=trust >/dev/null
     rm -f "$pwfile"
     printf "listen_addresses = '*'\n" >> "$PGDATA/postgresql.conf"
     printf 'host all all all scram-sha-256\n' >> "$PGDATA/pg_hba.conf"

@@ -58,6 +58,8 @@ RUN useradd --uid 10001 --user-group --create-home --home-dir /var/lib/driftgate
 COPY --from=model --chown=10001:10001 /var/lib/driftgate/models /var/lib/driftgate/models
 COPY --from=model /model-path /etc/driftgate-model-path
 COPY deploy/docker/vllm-cpu-entrypoint.sh /usr/local/bin/vllm-cpu-entrypoint
+# vLLM's CPU kernels (vllm._C) link libnuma.
+RUN apt-get update && apt-get install -y --no-install-recommends libnuma1 && rm -rf /var/lib/apt/lists/*
 ENV VLLM_ALLOW_RUNTIME_LORA_UPDATING=True VLLM_CPU_KVCACHE_SPACE=2 SERVED_MODEL_NAME=HuggingFaceTB/SmolLM2-135M-Instruct
 USER 10001
 WORKDIR /var/lib/driftgate
