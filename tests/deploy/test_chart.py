@@ -71,7 +71,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         },
     },
 }
-CRDS = {"ServiceMonitor", "PrometheusRule"}
+CRDS = {"ServiceMonitor", "PrometheusRule", "AlertmanagerConfig"}
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 # Objects the Bitnami subchart creates; it is not vendored here (no network), so it does not render.
@@ -99,7 +99,7 @@ def test_every_object_is_valid_kubernetes(rendered) -> None:
         if obj["kind"] in ("Service", "Deployment"):
             assert DNS_LABEL.match(name) and len(name) <= 63, name
         if obj["kind"] in CRDS:
-            assert obj["apiVersion"] == "monitoring.coreos.com/v1" and obj["spec"]
+            assert obj["apiVersion"].startswith("monitoring.coreos.com/v1") and obj["spec"]
         else:
             validate(obj, K8S_VERSION, strict=True)
     keys = [(o["kind"], o["metadata"]["name"]) for o in objects]
@@ -184,6 +184,37 @@ def test_gateway_probes_config_and_settings(rendered) -> None:
     assert settings.request_log is not None and settings.request_log.url == "postgresql+psycopg://u:p@h/d"
     assert settings.adapters is not None and settings.adapters.url
     assert [m.name for m in settings.models] == [m["name"] for m in models_of(name)]
+    # The admin key and scrape token are read from the keys Secret, mounted where the config says.
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    assert settings.auth.admin_key_file == f"{mounts['keys']}/admin-key"
+    assert settings.auth.metrics_token_file == f"{mounts['keys']}/metrics-token"
+    keys = next(v for v in gateway["spec"]["template"]["spec"]["volumes"] if v["name"] == "keys")
+    secret = keys["secret"]["secretName"]
+    assert secret == ("dg-keys" if name == "existing-secrets" else "dg-driftgate-keys")
+    if name != "existing-secrets":
+        made = next(s for s in by_kind(objects, "Secret") if s["metadata"]["name"] == secret)
+        assert set(made["stringData"]) == {"admin-key", "metrics-token"}
+        # Given in values ("hpa-off"), or generated: a random token, never empty.
+        given = name == "hpa-off"
+        assert made["stringData"]["admin-key"] == "k" if given else len(made["stringData"]["admin-key"]) > 40
+        assert len(made["stringData"]["metrics-token"]) > 40
+    # Drift watches adapter aliases and the loop is on wherever training runs.
+    assert settings.drift.adapters
+    assert (settings.loop is not None) == (name != "minimal")
+
+
+def test_drift_alerts_are_routed_to_the_gateway_with_the_admin_key() -> None:
+    objects = render(DB)
+    (route,) = by_kind(objects, "AlertmanagerConfig")
+    assert route["spec"]["route"]["matchers"] == [{"name": "alertname", "value": "EmbeddingDrift", "matchType": "="}]
+    (webhook,) = route["spec"]["receivers"][0]["webhookConfigs"]
+    assert webhook["url"] == "http://dg-driftgate-gateway.ml.svc:8000/admin/alerts"
+    assert webhook["httpConfig"]["authorization"]["credentials"] == {"name": "dg-driftgate-keys", "key": "admin-key"}
+    (monitor,) = by_kind(objects, "ServiceMonitor")
+    assert monitor["spec"]["endpoints"][0]["authorization"]["credentials"]["key"] == "metrics-token"
+    (test_pod,) = [p for p in by_kind(objects, "Pod") if "helm.sh/hook" in p["metadata"].get("annotations", {})]
+    assert test_pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    assert "/v1/models" in test_pod["spec"]["containers"][0]["args"][0]
 
 
 def test_hpa_scales_on_cpu_and_in_flight_requests(rendered) -> None:

@@ -44,21 +44,60 @@ def test_compose_file_validates() -> None:
         "otel-collector",
         "jaeger",
     }
-    assert "--enable-lora" in services["vllm"]["command"]
-    assert services["vllm"]["environment"]["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] == "True"
-    assert services["vllm"]["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == ["gpu"]
+    # CPU as it is (the vllm-cpu image serves LoRA: deploy/docker/vllm-cpu.Dockerfile's CMD) ...
+    assert services["vllm"]["image"].startswith("driftgate/vllm-cpu:") and "deploy" not in services["vllm"]
     assert services["gateway"]["depends_on"]["vllm"]["condition"] == "service_healthy"
+    # ... and the official image on a GPU with the override file.
+    gpu_file = COMPOSE.with_name("docker-compose.gpu.yml")
+    gpu = yaml.safe_load(run(tool("docker-compose"), "-f", str(COMPOSE), "-f", str(gpu_file), "config"))
+    vllm = gpu["services"]["vllm"]
+    assert vllm["image"].startswith("vllm/vllm-openai:") and "--enable-lora" in vllm["command"]
+    assert vllm["environment"]["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] == "True"
+    assert vllm["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == ["gpu"]
     # Every bind-mounted file or directory exists (a missing one would be created empty by the engine).
     for service in services.values():
         for volume in service.get("volumes", []):
             source = volume["source"] if isinstance(volume, dict) else volume.split(":")[0]
-            if source.startswith("/") and "admin-key" not in source:
+            if source.startswith("/"):
                 assert Path(source).exists(), source
 
 
-def test_prometheus_and_alertmanager_configs_pass_their_tools() -> None:
-    run(tool("promtool"), "check", "config", str(REPO / "deploy" / "prometheus" / "prometheus.yml"))
-    run(tool("amtool"), "check-config", str(REPO / "deploy" / "alertmanager" / "alertmanager.yml"))
+def test_prometheus_and_alertmanager_configs_pass_their_tools(tmp_path: Path) -> None:
+    # Both tools stat the credential files; the stack mounts them as compose secrets under /run/secrets.
+    for source, tool_args in (
+        (REPO / "deploy" / "prometheus" / "prometheus.yml", (tool("promtool"), "check", "config")),
+        (REPO / "deploy" / "alertmanager" / "alertmanager.yml", (tool("amtool"), "check-config")),
+    ):
+        text = source.read_text()
+        for secret in ("admin-key", "metrics-token"):
+            (tmp_path / secret).write_text("dg-" + "x" * 40 + "\n")
+            text = text.replace(f"/run/secrets/{secret}", str(tmp_path / secret))
+        (tmp_path / "rules").mkdir(exist_ok=True)
+        for rule in (source.parent / "rules").glob("*.yml"):
+            (tmp_path / "rules" / rule.name).write_text(rule.read_text())
+        copy = tmp_path / source.name
+        copy.write_text(text)
+        run(*tool_args, str(copy))
+
+
+def test_the_stack_reads_its_keys_from_secret_files() -> None:
+    compose = yaml.safe_load(COMPOSE.read_text())
+    settings = load_settings(REPO / "deploy" / "compose" / "driftgate.yaml", {})
+    gateway = compose["services"]["gateway"]
+    assert set(gateway["secrets"]) == {"admin-key", "metrics-token"}
+    assert settings.auth.admin_key_file == "/run/secrets/admin-key"
+    assert settings.auth.metrics_token_file == "/run/secrets/metrics-token"
+    assert "admin-key" in compose["services"]["alertmanager"]["secrets"]
+    assert "metrics-token" in compose["services"]["prometheus"]["secrets"]
+    prometheus = yaml.safe_load((REPO / "deploy" / "prometheus" / "prometheus.yml").read_text())
+    (job,) = [j for j in prometheus["scrape_configs"] if j["job_name"] == "driftgate"]
+    assert job["authorization"]["credentials_file"] == "/run/secrets/metrics-token"
+    alertmanager = yaml.safe_load((REPO / "deploy" / "alertmanager" / "alertmanager.yml").read_text())
+    (hook,) = [r for r in alertmanager["receivers"] if r["name"] == "driftgate-loop"][0]["webhook_configs"]
+    assert hook["url"] == "http://gateway:8000/admin/alerts"
+    assert hook["http_config"]["authorization"]["credentials_file"] == "/run/secrets/admin-key"
+    # Drift on, the loop on: an EmbeddingDrift alert has something to start.
+    assert settings.drift.references and settings.drift.adapters and settings.loop is not None
 
 
 def test_the_stacks_gateway_config_loads() -> None:
