@@ -12,6 +12,7 @@ from litestar.exceptions import HTTPException
 from gateway import errors
 from gateway.adapters.routes import adapter_router
 from gateway.config import SETTINGS_ENV, Settings, decode_settings, load_settings
+from gateway.domain_errors import DomainError
 from gateway.drift.routes import drift_state
 from gateway.edge.feedback_routes import feedback
 from gateway.edge.health_routes import healthz, prometheus_metrics, readyz
@@ -69,6 +70,7 @@ def create_app(settings: Settings | None = None, tracing: Tracing | None = None)
         lifespan=[lifespan],
         exception_handlers={
             errors.OpenAIError: errors.openai_error_handler,
+            DomainError: errors.domain_error_handler,
             ClientDisconnected: client_disconnected_handler,
             HTTPException: errors.http_exception_handler,
             Exception: errors.internal_error_handler,

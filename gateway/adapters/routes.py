@@ -23,13 +23,13 @@ from gateway.adapters.registry import not_found
 from gateway.adapters.service import Adapters
 from gateway.edge.admin_access import audit, require_admin_scope
 from gateway.edge.schemas import decode_request
-from gateway.errors import OpenAIError
+from gateway.errors import FeatureNotConfigured
 
 
 def _adapters(state: State) -> Adapters:
     adapters: Adapters | None = state.gateway.adapters
     if adapters is None:
-        raise OpenAIError(404, "Adapters are off in this gateway (set `adapters:` in the config).", code="not_found")
+        raise FeatureNotConfigured("Adapters are off in this gateway (set `adapters:` in the config).")
     return adapters
 
 

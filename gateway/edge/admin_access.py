@@ -7,7 +7,7 @@ from litestar import Request
 from litestar.connection import ASGIConnection
 from litestar.handlers import BaseRouteHandler
 
-from gateway.security.auth import admin_only
+from gateway.errors import InsufficientScope
 
 
 async def require_admin_scope(connection: ASGIConnection, handler: BaseRouteHandler) -> None:
@@ -17,7 +17,7 @@ async def require_admin_scope(connection: ASGIConnection, handler: BaseRouteHand
         return
     key = await gateway.auth.key_for(connection.headers.get("authorization"))
     if key is not None and key.scope != "admin":
-        raise admin_only()
+        raise InsufficientScope()
     connection.state.admin = key.id if key is not None else "local"
 
 

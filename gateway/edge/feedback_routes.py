@@ -15,10 +15,9 @@ from litestar import Request, post
 from litestar.datastructures import State
 from msgspec import Meta
 
-from gateway.edge.guarding import CONTENT_FILTER
 from gateway.edge.openai_routes import caller_key
 from gateway.edge.schemas import decode_request
-from gateway.errors import OpenAIError, invalid_request
+from gateway.errors import ContentFiltered, FeatureNotConfigured, InvalidRequest, RequestNotFound
 from gateway.runtime import Gateway
 from guards import RedactionContext
 from monitor.request_log import RequestRecord
@@ -51,13 +50,13 @@ async def feedback(request: Request, state: State) -> FeedbackReceipt:
     key = await caller_key(request, gateway)
     body = decode_request(await request.body(), FeedbackRequest)
     if body.rating is None and body.correction is None:
-        raise invalid_request("Give a `rating`, a `correction`, or both.", param="rating")
+        raise InvalidRequest("Give a `rating`, a `correction`, or both.", param="rating")
     if gateway.loop_store is None or gateway.request_log is None:
-        raise OpenAIError(404, "Feedback needs the request log, which is off in this gateway.", code="not_found")
+        raise FeatureNotConfigured("Feedback needs the request log, which is off in this gateway.")
     record = await _logged(gateway, body.request_id)
     if record is None or (key is not None and key.scope != "admin" and record.key_id != key.id):
         # Another caller's request is as unknown as one that never existed.
-        raise OpenAIError(404, f"No logged request `{body.request_id}`.", param="request_id", code="request_not_found")
+        raise RequestNotFound(f"No logged request `{body.request_id}`.", param="request_id")
     correction = _guarded(gateway, record, body.correction) if body.correction is not None else None
     item = await asyncio.to_thread(
         gateway.loop_store.add_feedback,
@@ -96,7 +95,5 @@ def _guarded(gateway: Gateway, record: RequestRecord, correction: str) -> str:
         return correction
     verdict = guards.output.run(correction, RedactionContext())
     if verdict.blocked:
-        raise OpenAIError(
-            400, "The correction was refused by the output guards.", param="correction", code=CONTENT_FILTER
-        )
+        raise ContentFiltered("The correction was refused by the output guards.", param="correction")
     return verdict.text

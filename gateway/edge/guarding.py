@@ -13,7 +13,7 @@ from typing import Any
 import msgspec
 
 from gateway.config import ModelRoute, Settings
-from gateway.errors import OpenAIError
+from gateway.errors import ContentFiltered
 from guards import Decision, GuardModels, Guards, GuardsConfig, RedactionContext, StreamRedactor
 from monitor import metrics
 
@@ -231,11 +231,8 @@ def _delta_slot(path: str, choice: dict) -> tuple[dict | None, str]:
     return choice, "text"
 
 
-def _blocked_prompt(decisions: tuple[Decision, ...]) -> OpenAIError:
+def _blocked_prompt(decisions: tuple[Decision, ...]) -> ContentFiltered:
     reasons = sorted({decision.entity.lower() for decision in decisions if decision.action == "block"})
-    return OpenAIError(
-        400,
-        f"The prompt was blocked by the gateway's input guards ({', '.join(reasons)}).",
-        code=CONTENT_FILTER,
-        param="messages",
+    return ContentFiltered(
+        f"The prompt was blocked by the gateway's input guards ({', '.join(reasons)}).", param="messages"
     )

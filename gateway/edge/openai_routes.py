@@ -17,7 +17,8 @@ from opentelemetry.trace import SpanKind
 from gateway import errors
 from gateway.adapters.models import adapter_cards
 from gateway.config import ModelRoute, RequestLimits
-from gateway.edge.guarding import CONTENT_FILTER, RequestGuards, user_words
+from gateway.domain_errors import DomainError
+from gateway.edge.guarding import RequestGuards, user_words
 from gateway.edge.observe import Observation
 from gateway.edge.schemas import (
     ChatCompletionRequest,
@@ -27,7 +28,7 @@ from gateway.edge.schemas import (
     ModelList,
     decode_request,
 )
-from gateway.errors import OpenAIError
+from gateway.errors import ContentFiltered, InvalidRequest, ModelNotFound, OpenAIError
 from gateway.runtime import Gateway
 from gateway.security.auth import Ticket
 from gateway.security.keys import ApiKey
@@ -90,7 +91,7 @@ async def _handle(
         if key is not None:
             observation.key_id = key.id
             if not key.may_use(parsed.model):
-                raise errors.model_not_found(parsed.model)  # another tenant's model: as if it did not exist
+                raise ModelNotFound.of(parsed.model)  # another tenant's model: as if it did not exist
         route = gateway.pool.route(parsed.model)
         if route is not None:
             observation.model = route.name
@@ -98,9 +99,7 @@ async def _handle(
         else:
             route, upstream_model = await _adapter_route(request, gateway, parsed, observation)
         if kind is EmbeddingRequest and not route.embeddings:
-            raise errors.OpenAIError(
-                404, f"The model `{route.name}` does not serve embeddings.", param="model", code="model_not_found"
-            )
+            raise ModelNotFound(f"The model `{route.name}` does not serve embeddings.", param="model")
         guards = gateway.guards.for_model(route.name) if kind is not EmbeddingRequest else None
         request_guards = RequestGuards(guards) if guards is not None else None
         if request_guards is not None:
@@ -118,13 +117,17 @@ async def _handle(
             return await _forward_stream(request, gateway, observation, request_guards, route.name, path, body)
         return await _forward(request, gateway, observation, request_guards, route.name, path, body)
     except OpenAIError as exc:
-        if exc.body.error.code == CONTENT_FILTER:
+        if isinstance(exc, ContentFiltered):
             reasons = (
                 [d.entity for d in observation.guards.decisions if d.action == "block"] if observation.guards else []
             )
             gateway.record("gateway", "guard.blocked", f"request:{observation.id}", {"stage": "input", "why": reasons})
-        observation.finish(exc.status)
+        observation.finish(exc.status_code)
         raise
+    except DomainError as exc:  # loading the adapter version failed
+        error = errors.from_domain(exc)
+        observation.finish(error.status_code)
+        raise error from exc
     except ClientDisconnected:
         observation.finish(499)
         raise
@@ -138,12 +141,12 @@ def _within_limits(
 ) -> int | None:
     """Check the per-request caps; the tokens to count against the key's tokens per minute, if it has a limit."""
     if limits.max_messages is not None and len(getattr(parsed, "messages", ())) > limits.max_messages:
-        raise errors.invalid_request(f"At most {limits.max_messages} messages per request.", param="messages")
+        raise InvalidRequest(f"At most {limits.max_messages} messages per request.", param="messages")
     if limits.max_tokens is not None:
         for field in ("max_tokens", "max_completion_tokens"):
             asked = getattr(parsed, field, None)
             if asked is not None and asked > limits.max_tokens:
-                raise errors.invalid_request(f"{field} may be at most {limits.max_tokens}.", param=field)
+                raise InvalidRequest(f"{field} may be at most {limits.max_tokens}.", param=field)
     if ticket.key is not None and ticket.key.tpm is not None:
         prompt = estimate_prompt_tokens(parsed)
         ticket.prompt_estimate = prompt
@@ -218,15 +221,18 @@ async def _adapter_route(
 ) -> tuple[ModelRoute, str]:
     """An alias or pinned version: its base model's route and the LoRA name vLLM knows the version by."""
     if gateway.adapters is None:
-        raise errors.model_not_found(parsed.model)
+        raise ModelNotFound.of(parsed.model)
     # Canary stickiness: the caller's own user id, else its API key, else its address.
     caller = parsed.user or request.headers.get("authorization") or (request.client.host if request.client else "")
-    version, release = await gateway.adapters.resolve(parsed.model, caller)
+    resolved = await gateway.adapters.resolve(parsed.model, caller)
+    if resolved is None:
+        raise ModelNotFound.of(parsed.model)
+    version, release = resolved
     observation.model = version.alias
     observation.hold(version.name, release)
     route = gateway.pool.route(version.base_model)
     if route is None:
-        raise errors.model_not_found(parsed.model)
+        raise ModelNotFound.of(parsed.model)
     return route, version.name
 
 

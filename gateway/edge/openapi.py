@@ -15,6 +15,7 @@ describe them are documentation only (the fields every OpenAI-compatible server 
 
 from __future__ import annotations
 
+import inspect
 from functools import cache
 from importlib import metadata
 from typing import Any, Literal
@@ -26,7 +27,7 @@ from gateway.edge.feedback_routes import FeedbackReceipt, FeedbackRequest
 from gateway.edge.health_routes import Readiness
 from gateway.edge.openai_routes import OVERHEAD_HEADER, REQUEST_ID_HEADER
 from gateway.edge.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, ModelList
-from gateway.errors import ErrorBody, ErrorDetail
+from gateway.errors import CATALOG, ErrorBody, ErrorDetail, codes_by_status
 
 REF = "#/components/schemas/{name}"
 
@@ -84,8 +85,31 @@ _ERRORS = {
 
 
 def _error_responses(*statuses: str) -> dict[str, Any]:
+    """Error responses in OpenAI's shape; ``x-error-codes`` lists the catalog's codes each status can carry."""
     error = {"application/json": {"schema": {"$ref": REF.format(name="ErrorBody")}}}
-    return {status: {"description": _ERRORS[status], "content": error} for status in statuses}
+    codes = codes_by_status()
+    return {
+        status: {"description": _ERRORS[status], "content": error, "x-error-codes": codes.get(int(status), [])}
+        for status in statuses
+    }
+
+
+def _markdown(docstring: str) -> str:
+    return " ".join(inspect.cleandoc(docstring).split()).replace("``", "`")
+
+
+def _error_codes() -> dict[str, Any]:
+    """Every ``error.code`` the gateway sends itself, with its status, type and meaning (``gateway.errors``)."""
+    return {
+        "type": "string",
+        "description": "The codes of the gateway's own errors. An error the backend answered keeps the backend's"
+        " code, so `ErrorDetail.code` may carry others.",
+        "oneOf": [
+            {"const": error.code, "description": f"{error.status_code} {error.type}: {_markdown(error.__doc__ or '')}"}
+            for error in CATALOG
+            if error.code is not None
+        ],
+    }
 
 
 def _generation(operation_id: str, summary: str, request: str, reply: str, streams: bool) -> dict[str, Any]:
@@ -163,6 +187,8 @@ def document() -> dict[str, Any]:
         schema = components[struct.__name__]
         schema["required"] = list(schema["properties"])
     # The one rule msgspec cannot express: feedback needs a non-null rating or correction (or both).
+    components["ErrorCode"] = _error_codes()
+    components["ErrorDetail"]["properties"]["code"]["description"] = "One of `ErrorCode`, or the backend's own."
     components["FeedbackRequest"]["anyOf"] = [
         {"required": [field], "properties": {field: {"not": {"type": "null"}}}} for field in ("rating", "correction")
     ]

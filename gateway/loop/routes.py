@@ -12,7 +12,7 @@ from litestar.params import FromPath, FromQuery
 
 from gateway.edge.admin_access import require_admin_scope
 from gateway.edge.schemas import decode_request
-from gateway.errors import OpenAIError
+from gateway.errors import FeatureNotConfigured, TrainingJobConflict, TrainingJobNotFound
 from gateway.loop.controller import IncomingPayload, LoopController
 from gateway.loop.store import LoopRun
 from gateway.runtime import Gateway
@@ -40,9 +40,7 @@ class JobLogs(msgspec.Struct):
 def _loop(state: State) -> LoopController:
     loop: LoopController | None = state.gateway.loop
     if loop is None:
-        raise OpenAIError(
-            404, "The closed loop is off in this gateway (set `loop:` and `adapters:`).", code="not_found"
-        )
+        raise FeatureNotConfigured("The closed loop is off in this gateway (set `loop:` and `adapters:`).")
     return loop
 
 
@@ -84,7 +82,7 @@ def _job(gateway: Gateway, job_id: str) -> JobStatus:
     try:
         return gateway.jobs.status(job_id)
     except KeyError as exc:
-        raise OpenAIError(404, f"Training job {job_id} does not exist.", code="not_found", param="job_id") from exc
+        raise TrainingJobNotFound(f"Training job {job_id} does not exist.", param="job_id") from exc
 
 
 @get("/")
@@ -99,7 +97,7 @@ async def start_job(request: Request, state: State) -> JobStatus:
     try:
         job = await asyncio.to_thread(gateway.jobs.start, spec)
     except JobConflict as exc:
-        raise OpenAIError(409, str(exc), code="job_conflict") from exc
+        raise TrainingJobConflict(str(exc)) from exc
     gateway.record(f"key:{request.state.admin}", "training.started", f"job:{job.id}", {"base": job.base_model})
     return job
 

@@ -21,7 +21,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from gateway.errors import OpenAIError
+from gateway.errors import InvalidApiKey, RateLimited, ServerOverloaded
 from gateway.security.keys import ApiKey, InvalidKey, KeyStore
 from gateway.security.settings import AuthConfig
 from monitor import metrics
@@ -32,40 +32,6 @@ if TYPE_CHECKING:
 _log = logging.getLogger(__name__)
 # What a shared call returns when the state database did not answer (the worker's own counters decide).
 _UNANSWERED: Any = object()
-
-
-def unauthorized() -> OpenAIError:
-    return OpenAIError(
-        401,
-        "Incorrect or missing API key: send `Authorization: Bearer dg_...`.",
-        type="invalid_request_error",
-        code="invalid_api_key",
-        headers={"www-authenticate": "Bearer"},
-    )
-
-
-def admin_only() -> OpenAIError:
-    return OpenAIError(403, "This key may not use admin routes.", type="permission_error", code="insufficient_scope")
-
-
-def overloaded(max_in_flight: int) -> OpenAIError:
-    return OpenAIError(
-        503,
-        f"The gateway is at capacity ({max_in_flight} requests in flight); retry shortly.",
-        type="service_unavailable_error",
-        code="server_overloaded",
-        headers={"retry-after": "1"},
-    )
-
-
-def rate_limited(what: str, retry_after_s: float) -> OpenAIError:
-    return OpenAIError(
-        429,
-        f"Rate limit reached for {what}; retry after {retry_after_s:.0f} s.",
-        type="rate_limit_error",
-        code="rate_limit_exceeded",
-        headers={"retry-after": str(max(1, round(retry_after_s)))},
-    )
 
 
 class Authenticator:
@@ -100,7 +66,7 @@ class Authenticator:
         if not await self.required():
             return None
         if not authorization or not authorization.lower().startswith("bearer "):
-            raise unauthorized()
+            raise InvalidApiKey()
         token = authorization[7:].strip()
         now = time.monotonic()
         cached = self._cache.get(token)
@@ -113,7 +79,7 @@ class Authenticator:
                 self._cache.clear()
             cached = self._cache[token] = (now, key)
         if cached[1] is None or not cached[1].usable(time.time()):
-            raise unauthorized()
+            raise InvalidApiKey()
         return cached[1]
 
 
@@ -192,7 +158,7 @@ class RateLimiter:
             return self.check(key)
         if wait is not None:
             metrics.REJECTED_REQUESTS.labels("rpm").inc()
-            raise rate_limited(f"key {key.id} ({key.rpm} requests per minute)", wait)
+            raise RateLimited.of(f"key {key.id} ({key.rpm} requests per minute)", wait)
         return None
 
     async def _admit_shared(self, ticket: Ticket, key: ApiKey) -> None:
@@ -207,7 +173,7 @@ class RateLimiter:
                 return self._admit(ticket, key)
             if not got:
                 metrics.REJECTED_REQUESTS.labels("concurrency").inc()
-                raise rate_limited(f"key {key.id} ({key.max_concurrent} concurrent requests)", 1)
+                raise RateLimited.of(f"key {key.id} ({key.max_concurrent} concurrent requests)", 1)
             ticket.lease = lease  # given back when the request ends, even if the rpm check below refuses it
             self._leases.add(lease)
         await self.check_shared(key)
@@ -222,7 +188,9 @@ class RateLimiter:
             return self._reserve(ticket, key, estimate)
         if wait is not None:
             metrics.REJECTED_REQUESTS.labels("tpm").inc()
-            raise rate_limited(f"key {key.id} ({key.tpm} tokens per minute; this request needs about {estimate})", wait)
+            raise RateLimited.of(
+                f"key {key.id} ({key.tpm} tokens per minute; this request needs about {estimate})", wait
+            )
         ticket.shared_tokens = (int(now // 60), estimate)
         return None
 
@@ -236,14 +204,14 @@ class RateLimiter:
             window.popleft()
         if len(window) >= key.rpm:
             metrics.REJECTED_REQUESTS.labels("rpm").inc()
-            raise rate_limited(f"key {key.id} ({key.rpm} requests per minute)", 60 - (now - window[0]))
+            raise RateLimited.of(f"key {key.id} ({key.rpm} requests per minute)", 60 - (now - window[0]))
         window.append(now)
 
     def enter(self, max_in_flight: int | None) -> Ticket:
         """Take a place among the requests in flight, or refuse at once (no queue: memory stays bounded)."""
         if max_in_flight is not None and self.in_flight >= max_in_flight:
             metrics.REJECTED_REQUESTS.labels("overloaded").inc()
-            raise overloaded(max_in_flight)
+            raise ServerOverloaded.of(max_in_flight)
         self.in_flight += 1
         metrics.IN_FLIGHT.inc()
         return Ticket(self)
@@ -252,7 +220,7 @@ class RateLimiter:
         active = self._active.get(key.id, 0)
         if key.max_concurrent is not None and active >= key.max_concurrent:
             metrics.REJECTED_REQUESTS.labels("concurrency").inc()
-            raise rate_limited(f"key {key.id} ({key.max_concurrent} concurrent requests)", 1)
+            raise RateLimited.of(f"key {key.id} ({key.max_concurrent} concurrent requests)", 1)
         self.check(key)
         self._active[key.id] = active + 1
         ticket.key = key
@@ -270,7 +238,7 @@ class RateLimiter:
             metrics.REJECTED_REQUESTS.labels("tpm").inc()
             what = f"key {key.id} ({key.tpm} tokens per minute; this request needs about {estimate})"
             if estimate > key.tpm:
-                raise rate_limited(what, 60)
+                raise RateLimited.of(what, 60)
             # Wait until enough of the window's tokens have aged out.
             excess, wait = used + estimate - key.tpm, 60.0
             for spent_at, tokens in window:
@@ -278,7 +246,7 @@ class RateLimiter:
                 if excess <= 0:
                     wait = 60 - (now - spent_at)
                     break
-            raise rate_limited(what, wait)
+            raise RateLimited.of(what, wait)
         ticket.tokens = [now, estimate]
         window.append(ticket.tokens)
 

@@ -16,7 +16,7 @@ from litestar.params import FromPath
 
 from gateway.edge.admin_access import audit, require_admin_scope
 from gateway.edge.schemas import decode_request
-from gateway.errors import OpenAIError, invalid_request
+from gateway.errors import KeyNotFound
 from gateway.security.auth import Authenticator
 from gateway.security.keys import ApiKey
 
@@ -59,19 +59,16 @@ async def list_keys(state: State) -> KeyList:
 async def create_key(request: Request, state: State) -> CreatedKey:
     body = decode_request(await request.body(), CreateKeyRequest)
     auth = _auth(state)
-    try:
-        key, token = await asyncio.to_thread(
-            auth.store.create,
-            body.name,
-            body.scope,
-            adapters=body.adapters,
-            rpm=body.rpm,
-            tpm=body.tpm,
-            max_concurrent=body.max_concurrent,
-            expires_in_s=None if body.expires_in_days is None else body.expires_in_days * 86_400,
-        )
-    except ValueError as exc:
-        raise invalid_request(str(exc)) from exc
+    key, token = await asyncio.to_thread(
+        auth.store.create,
+        body.name,
+        body.scope,
+        adapters=body.adapters,
+        rpm=body.rpm,
+        tpm=body.tpm,
+        max_concurrent=body.max_concurrent,
+        expires_in_s=None if body.expires_in_days is None else body.expires_in_days * 86_400,
+    )
     auth.forget()  # the first key turns authentication on
     audit(request, "key.created", f"key:{key.id}", {"scope": key.scope, "name": key.name})
     return CreatedKey(key, token)
@@ -82,7 +79,7 @@ async def revoke_key(key_id: FromPath[str], request: Request, state: State) -> A
     auth = _auth(state)
     revoked = await asyncio.to_thread(auth.store.revoke, key_id)
     if revoked is None:
-        raise OpenAIError(404, f"No active key `{key_id}`.", param="key_id", code="key_not_found")
+        raise KeyNotFound(f"No active key `{key_id}`.", param="key_id")
     auth.forget(key_id)
     audit(request, "key.revoked", f"key:{key_id}")
     return revoked

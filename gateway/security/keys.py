@@ -18,6 +18,7 @@ from typing import Literal
 import msgspec
 import sqlalchemy as sa
 
+from gateway.domain_errors import Invalid
 from monitor.database import create_engine, ensure_schema, schema_versions
 
 Scope = Literal["inference", "admin"]
@@ -138,10 +139,10 @@ class KeyStore:
     ) -> tuple[ApiKey, str]:
         """A new key and its token. The token is returned once and never stored."""
         if scope not in ("inference", "admin"):
-            raise ValueError(f"scope must be inference or admin, not {scope!r}")
+            raise Invalid("key", f"scope must be inference or admin, not {scope!r}", field="scope")
         for limit in (rpm, tpm, max_concurrent):
             if limit is not None and limit < 1:
-                raise ValueError("rpm, tpm and max_concurrent must be at least 1")
+                raise Invalid("key", "rpm, tpm and max_concurrent must be at least 1")
         key_id, secret, salt = secrets.token_hex(6), secrets.token_urlsafe(32), secrets.token_bytes(16)
         now = time.time()
         key = ApiKey(
