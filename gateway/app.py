@@ -16,15 +16,9 @@ from gateway.domain_errors import DomainError
 from gateway.drift.routes import drift_state
 from gateway.edge.feedback_routes import feedback
 from gateway.edge.health_routes import healthz, prometheus_metrics, readyz
-from gateway.edge.openai_routes import (
-    ClientDisconnected,
-    chat_completions,
-    client_disconnected_handler,
-    completions,
-    embeddings,
-    list_models,
-)
+from gateway.edge.openai_routes import chat_completions, completions, embeddings, list_models
 from gateway.edge.openapi import openapi_json
+from gateway.edge.request_path import ClientDisconnected, client_disconnected_handler
 from gateway.host import process_guard
 from gateway.loop.routes import loop_router, training_router
 from gateway.runtime import Gateway

@@ -16,6 +16,7 @@ from gateway.config import Settings, state_url
 from gateway.drift.watch import DriftWatch, running_drift_watch
 from gateway.edge.guarding import GuardSet
 from gateway.edge.request_log import running_request_log
+from gateway.edge.request_path import RequestPath
 from gateway.host.job_runners import job_runner
 from gateway.loop.controller import LoopController
 from gateway.loop.store import LoopStore
@@ -57,6 +58,7 @@ class Gateway:
         self.guards = GuardSet(settings)
         self.started_at = int(time.time())
         self._upstream: Upstream | None = None
+        self._request_path: RequestPath | None = None
         self.request_log: RequestLogWriter | None = None
         self.drift: DriftWatch | None = None
         self.adapters: Adapters | None = None
@@ -115,6 +117,12 @@ class Gateway:
             raise RuntimeError("the gateway is not running: use Gateway.running()")
         return self._upstream
 
+    @property
+    def request_path(self) -> RequestPath:
+        if self._request_path is None:
+            raise RuntimeError("the gateway is not running: use Gateway.running()")
+        return self._request_path
+
     @asynccontextmanager
     async def running(self) -> AsyncIterator[Gateway]:
         """Open the upstream connection pool, check every backend once, then keep checking."""
@@ -146,6 +154,20 @@ class Gateway:
                     running_adapters(self.settings, self.pool, session) as self.adapters,
                     self._running_loop(url),
                 ):
+                    self._request_path = RequestPath(
+                        limits=limits,
+                        limiter=self.limiter,
+                        auth=self.auth,
+                        pool=self.pool,
+                        adapters=self.adapters,
+                        guards=self.guards,
+                        drift=self.drift,
+                        sink=self.request_log.submit if self.request_log is not None else None,
+                        tracer=self.tracer,
+                        upstream=self._upstream,
+                        audit=self.record,
+                        started_at=self.started_at,
+                    )
                     yield self
             finally:
                 checks.cancel()
@@ -157,6 +179,7 @@ class Gateway:
                         await leases
                     shared.close()
                 self._upstream = None
+                self._request_path = None
                 keys.close()
                 self.audit.close()
                 if self.tracing is not None:

@@ -15,7 +15,6 @@ from litestar import Request, post
 from litestar.datastructures import State
 from msgspec import Meta
 
-from gateway.edge.openai_routes import caller_key
 from gateway.edge.schemas import decode_request
 from gateway.errors import ContentFiltered, FeatureNotConfigured, InvalidRequest, RequestNotFound
 from gateway.runtime import Gateway
@@ -47,7 +46,7 @@ class FeedbackReceipt(msgspec.Struct):
 @post("/v1/feedback", status_code=201)
 async def feedback(request: Request, state: State) -> FeedbackReceipt:
     gateway: Gateway = state.gateway
-    key = await caller_key(request, gateway)
+    key = await gateway.request_path.caller_key(request)
     body = decode_request(await request.body(), FeedbackRequest)
     if body.rating is None and body.correction is None:
         raise InvalidRequest("Give a `rating`, a `correction`, or both.", param="rating")
@@ -86,11 +85,7 @@ async def _logged(gateway: Gateway, request_id: str) -> RequestRecord | None:
 
 
 def _guarded(gateway: Gateway, record: RequestRecord, correction: str) -> str:
-    route = gateway.pool.route(record.alias)
-    if route is None and gateway.adapters is not None:
-        version = gateway.adapters.snapshot.versions.get(record.version or "")
-        route = gateway.pool.route(version.base_model) if version is not None else None
-    guards = gateway.guards.for_model(route.name) if route is not None else None
+    guards = gateway.request_path.guards_for(record.alias, record.version)
     if guards is None:
         return correction
     verdict = guards.output.run(correction, RedactionContext())

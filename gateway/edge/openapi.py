@@ -25,7 +25,7 @@ from litestar import Response, get
 
 from gateway.edge.feedback_routes import FeedbackReceipt, FeedbackRequest
 from gateway.edge.health_routes import Readiness
-from gateway.edge.openai_routes import OVERHEAD_HEADER, REQUEST_ID_HEADER
+from gateway.edge.request_path import OVERHEAD_HEADER, REQUEST_ID_HEADER
 from gateway.edge.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, ModelList
 from gateway.errors import CATALOG, ErrorBody, ErrorDetail, codes_by_status
 
