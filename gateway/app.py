@@ -1,4 +1,5 @@
-"""The Litestar application: routes, error shapes and the per-worker lifespan."""
+"""The Litestar application: routes, their dependencies (:mod:`gateway.providers`), error shapes (one handler
+per kind: catalog errors, domain refusals, Litestar's own, the rest) and the per-worker lifespan."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from contextlib import asynccontextmanager
 from litestar import Litestar
 from litestar.exceptions import HTTPException
 
-from gateway import errors
+from gateway import errors, providers
 from gateway.adapters.routes import adapter_router
 from gateway.config import SETTINGS_ENV, Settings, decode_settings, load_settings
 from gateway.domain_errors import DomainError
@@ -62,6 +63,7 @@ def create_app(settings: Settings | None = None, tracing: Tracing | None = None)
             key_router,
         ],
         lifespan=[lifespan],
+        dependencies=providers.dependencies(),
         exception_handlers={
             errors.OpenAIError: errors.openai_error_handler,
             DomainError: errors.domain_error_handler,

@@ -1,4 +1,4 @@
-"""What the routes share inside one gateway worker: settings, the backend pool and the upstream client."""
+"""What one gateway worker builds and shares between its routes (:class:`Gateway`)."""
 
 from __future__ import annotations
 
@@ -50,6 +50,23 @@ def _log_failure(future: asyncio.Future) -> None:
 
 
 class Gateway:
+    """Everything one gateway worker (one process) builds, and when each part exists.
+
+    From construction (no I/O): ``settings``, ``tracing``/``tracer``, ``pool`` (the backends, not yet
+    checked), ``guards`` (the guard pipelines per model), ``limiter`` (this worker's in-flight cap and per-key
+    counters), ``jobs`` (the training job runner) and ``started_at``.
+
+    Only inside :meth:`running` (the app's lifespan; None or refused outside it): ``upstream`` (the aiohttp
+    pool to the backends), ``auth`` (the key store behind a cache), ``audit`` (the audit trail),
+    ``request_log`` (its writer; None when ``request_log`` is off), ``drift`` (None when drift detection is
+    off), ``adapters`` (None without ``adapters:``), ``loop_store`` (feedback and loop runs; None without the
+    request log), ``loop`` (the loop controller; None without ``loop:`` and ``adapters:``), and
+    ``request_path`` (the inference routes' steps, built last from the parts above).
+
+    Handlers never read these from the app's state: :mod:`gateway.providers` hands each handler the parts it
+    names, and refuses a part that is off (404 ``feature_not_configured``).
+    """
+
     def __init__(self, settings: Settings, tracing: Tracing | None = None) -> None:
         self.settings = settings
         self.tracing = tracing
@@ -119,6 +136,7 @@ class Gateway:
 
     @property
     def request_path(self) -> RequestPath:
+        """The inference routes' machinery over this worker's parts (see :mod:`gateway.edge.request_path`)."""
         if self._request_path is None:
             raise RuntimeError("the gateway is not running: use Gateway.running()")
         return self._request_path

@@ -12,14 +12,16 @@ from typing import Annotated
 
 import msgspec
 from litestar import Request, post
-from litestar.datastructures import State
+from litestar.di import NamedDependency
 from msgspec import Meta
 
+from gateway.edge.request_path import RequestPath
 from gateway.edge.schemas import decode_request
-from gateway.errors import ContentFiltered, FeatureNotConfigured, InvalidRequest, RequestNotFound
-from gateway.runtime import Gateway
+from gateway.errors import ContentFiltered, InvalidRequest, RequestNotFound
+from gateway.loop.store import LoopStore
 from guards import RedactionContext
 from monitor.request_log import RequestRecord
+from monitor.request_log_writer import RequestLogWriter
 
 # How long a just-answered request may take to reach the log before its feedback is refused as unknown.
 FLUSH_WAIT_S = 3.0
@@ -44,21 +46,23 @@ class FeedbackReceipt(msgspec.Struct):
 
 
 @post("/v1/feedback", status_code=201)
-async def feedback(request: Request, state: State) -> FeedbackReceipt:
-    gateway: Gateway = state.gateway
-    key = await gateway.request_path.caller_key(request)
+async def feedback(
+    request: Request,
+    request_path: NamedDependency[RequestPath],
+    loop_store: NamedDependency[LoopStore],
+    request_log: NamedDependency[RequestLogWriter],
+) -> FeedbackReceipt:
+    key = await request_path.caller_key(request)
     body = decode_request(await request.body(), FeedbackRequest)
     if body.rating is None and body.correction is None:
         raise InvalidRequest("Give a `rating`, a `correction`, or both.", param="rating")
-    if gateway.loop_store is None or gateway.request_log is None:
-        raise FeatureNotConfigured("Feedback needs the request log, which is off in this gateway.")
-    record = await _logged(gateway, body.request_id)
+    record = await _logged(request_log, body.request_id)
     if record is None or (key is not None and key.scope != "admin" and record.key_id != key.id):
         # Another caller's request is as unknown as one that never existed.
         raise RequestNotFound(f"No logged request `{body.request_id}`.", param="request_id")
-    correction = _guarded(gateway, record, body.correction) if body.correction is not None else None
+    correction = _guarded(request_path, record, body.correction) if body.correction is not None else None
     item = await asyncio.to_thread(
-        gateway.loop_store.add_feedback,
+        loop_store.add_feedback,
         record.id,
         record.alias,
         record.version,
@@ -69,9 +73,7 @@ async def feedback(request: Request, state: State) -> FeedbackReceipt:
     return FeedbackReceipt(item.id, record.id, record.alias, record.version, body.rating, correction is not None)
 
 
-async def _logged(gateway: Gateway, request_id: str) -> RequestRecord | None:
-    writer = gateway.request_log
-    assert writer is not None
+async def _logged(writer: RequestLogWriter, request_id: str) -> RequestRecord | None:
     found = await asyncio.to_thread(writer.store.get, request_id)
     if found is None:
         # Answered a moment ago: its record may still wait in the writer's queue.
@@ -84,8 +86,8 @@ async def _logged(gateway: Gateway, request_id: str) -> RequestRecord | None:
     return found
 
 
-def _guarded(gateway: Gateway, record: RequestRecord, correction: str) -> str:
-    guards = gateway.request_path.guards_for(record.alias, record.version)
+def _guarded(request_path: RequestPath, record: RequestRecord, correction: str) -> str:
+    guards = request_path.guards_for(record.alias, record.version)
     if guards is None:
         return correction
     verdict = guards.output.run(correction, RedactionContext())

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import msgspec
 from litestar import Response, get
-from litestar.datastructures import State
+from litestar.di import NamedDependency
 
-from gateway.runtime import Gateway
+from gateway.upstream.backends import BackendPool
 from monitor import metrics
 
 
@@ -23,10 +23,9 @@ async def healthz() -> dict[str, str]:
 
 
 @get("/readyz")
-async def readyz(state: State) -> Response[Readiness]:
+async def readyz(pool: NamedDependency[BackendPool]) -> Response[Readiness]:
     """Ready when every configured model has at least one healthy backend."""
-    gateway: Gateway = state.gateway
-    missing = gateway.pool.unready_models()
+    missing = pool.unready_models()
     if missing:
         return Response(Readiness("not_ready", missing), status_code=503)
     return Response(Readiness("ready", []), status_code=200)
