@@ -1,4 +1,5 @@
-"""The Litestar application: routes, error shapes and the per-worker lifespan."""
+"""The Litestar application: routes, their dependencies (:mod:`gateway.providers`), error shapes (one handler
+per kind: catalog errors, domain refusals, Litestar's own, the rest) and the per-worker lifespan."""
 
 from __future__ import annotations
 
@@ -10,25 +11,18 @@ from contextlib import asynccontextmanager
 from litestar import Litestar
 from litestar.exceptions import HTTPException
 
-from gateway import errors
+from gateway import errors, providers
 from gateway.adapters.routes import adapter_router
 from gateway.config import SETTINGS_ENV, Settings, decode_settings, load_settings
+from gateway.domain_errors import DomainError
 from gateway.drift.routes import drift_state
 from gateway.edge.docs_routes import api_docs, api_docs_asset
 from gateway.edge.feedback_routes import feedback
 from gateway.edge.health_routes import healthz, prometheus_metrics, readyz
 from gateway.edge.moderations_routes import moderations
-from gateway.edge.openai_routes import (
-    ClientDisconnected,
-    chat_completions,
-    client_disconnected_handler,
-    completions,
-    embeddings,
-    list_models,
-    responses,
-    retrieve_model,
-)
+from gateway.edge.openai_routes import chat_completions, completions, embeddings, list_models, responses, retrieve_model
 from gateway.edge.openapi import openapi_json
+from gateway.edge.request_path import ClientDisconnected, client_disconnected_handler
 from gateway.host import process_guard
 from gateway.loop.routes import loop_router, training_router
 from gateway.runtime import Gateway
@@ -78,8 +72,10 @@ def create_app(settings: Settings | None = None, tracing: Tracing | None = None)
             key_router,
         ],
         lifespan=[lifespan],
+        dependencies=providers.dependencies(),
         exception_handlers={
             errors.OpenAIError: errors.openai_error_handler,
+            DomainError: errors.domain_error_handler,
             ClientDisconnected: client_disconnected_handler,
             HTTPException: errors.http_exception_handler,
             Exception: errors.internal_error_handler,

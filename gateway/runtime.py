@@ -1,4 +1,4 @@
-"""What the routes share inside one gateway worker: settings, the backend pool and the upstream client."""
+"""What one gateway worker builds and shares between its routes (:class:`Gateway`)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from gateway.config import Settings, state_url
 from gateway.drift.watch import DriftWatch, running_drift_watch
 from gateway.edge.guarding import GuardSet
 from gateway.edge.request_log import running_request_log
+from gateway.edge.request_path import RequestPath
 from gateway.host.job_runners import job_runner
 from gateway.loop.controller import LoopController
 from gateway.loop.store import LoopStore
@@ -49,6 +50,23 @@ def _log_failure(future: asyncio.Future) -> None:
 
 
 class Gateway:
+    """Everything one gateway worker (one process) builds, and when each part exists.
+
+    From construction (no I/O): ``settings``, ``tracing``/``tracer``, ``pool`` (the backends, not yet
+    checked), ``guards`` (the guard pipelines per model), ``limiter`` (this worker's in-flight cap and per-key
+    counters), ``jobs`` (the training job runner) and ``started_at``.
+
+    Only inside :meth:`running` (the app's lifespan; None or refused outside it): ``upstream`` (the aiohttp
+    pool to the backends), ``auth`` (the key store behind a cache), ``audit`` (the audit trail),
+    ``request_log`` (its writer; None when ``request_log`` is off), ``drift`` (None when drift detection is
+    off), ``adapters`` (None without ``adapters:``), ``loop_store`` (feedback and loop runs; None without the
+    request log), ``loop`` (the loop controller; None without ``loop:`` and ``adapters:``), and
+    ``request_path`` (the inference routes' steps, built last from the parts above).
+
+    Handlers never read these from the app's state: :mod:`gateway.providers` hands each handler the parts it
+    names, and refuses a part that is off (404 ``feature_not_configured``).
+    """
+
     def __init__(self, settings: Settings, tracing: Tracing | None = None) -> None:
         self.settings = settings
         self.tracing = tracing
@@ -57,6 +75,7 @@ class Gateway:
         self.guards = GuardSet(settings)
         self.started_at = int(time.time())
         self._upstream: Upstream | None = None
+        self._request_path: RequestPath | None = None
         self.request_log: RequestLogWriter | None = None
         self.drift: DriftWatch | None = None
         self.adapters: Adapters | None = None
@@ -115,6 +134,13 @@ class Gateway:
             raise RuntimeError("the gateway is not running: use Gateway.running()")
         return self._upstream
 
+    @property
+    def request_path(self) -> RequestPath:
+        """The inference routes' machinery over this worker's parts (see :mod:`gateway.edge.request_path`)."""
+        if self._request_path is None:
+            raise RuntimeError("the gateway is not running: use Gateway.running()")
+        return self._request_path
+
     @asynccontextmanager
     async def running(self) -> AsyncIterator[Gateway]:
         """Open the upstream connection pool, check every backend once, then keep checking."""
@@ -146,6 +172,20 @@ class Gateway:
                     running_adapters(self.settings, self.pool, session) as self.adapters,
                     self._running_loop(url),
                 ):
+                    self._request_path = RequestPath(
+                        limits=limits,
+                        limiter=self.limiter,
+                        auth=self.auth,
+                        pool=self.pool,
+                        adapters=self.adapters,
+                        guards=self.guards,
+                        drift=self.drift,
+                        sink=self.request_log.submit if self.request_log is not None else None,
+                        tracer=self.tracer,
+                        upstream=self._upstream,
+                        audit=self.record,
+                        started_at=self.started_at,
+                    )
                     yield self
             finally:
                 checks.cancel()
@@ -157,6 +197,7 @@ class Gateway:
                         await leases
                     shared.close()
                 self._upstream = None
+                self._request_path = None
                 keys.close()
                 self.audit.close()
                 if self.tracing is not None:

@@ -21,33 +21,24 @@ from collections.abc import Callable
 
 import aiohttp
 
-from gateway import errors
 from gateway.adapters.inflight import InflightBoard
 from gateway.adapters.models import AdapterVersion, Snapshot
 from gateway.config import AdaptersConfig, Settings
-from gateway.errors import OpenAIError
+from gateway.domain_errors import BackendFailed, DomainError, Unavailable
 from gateway.upstream.backends import Backend, BackendPool
 from monitor import metrics
 
 log = logging.getLogger(__name__)
 
 
-def load_failed(version: AdapterVersion, backend: str, detail: str) -> OpenAIError:
-    return OpenAIError(
-        502,
-        f"Backend {backend} could not load `{version.name}`: {detail}",
-        type="api_error",
-        code="adapter_load_failed",
-    )
+def load_failed(version: AdapterVersion, backend: str, detail: str) -> BackendFailed:
+    return BackendFailed("adapter", f"Backend {backend} could not load `{version.name}`: {detail}")
 
 
-def no_room(version: AdapterVersion, backend: str) -> OpenAIError:
-    return OpenAIError(
-        503,
+def no_room(version: AdapterVersion, backend: str) -> Unavailable:
+    return Unavailable(
+        "adapter",
         f"Backend {backend} holds its maximum of LoRA adapters, all in use; `{version.name}` cannot be loaded now.",
-        type="service_unavailable_error",
-        code="adapter_capacity",
-        headers={"retry-after": "1"},
     )
 
 
@@ -110,7 +101,7 @@ class Reconciler:
         """Load ``version`` on every healthy backend of its base model that lacks it; raise if one cannot."""
         backends = self._pool.candidates(version.base_model)
         if not backends:
-            raise errors.backend_unavailable(version.base_model)
+            raise Unavailable("backend", f"No healthy backend serves `{version.base_model}` right now; retry shortly.")
         await asyncio.gather(*(self._load(backend, version) for backend in backends))
 
     def left(self, names: set[str]) -> None:
@@ -209,7 +200,7 @@ class Reconciler:
             if name not in self.loaded.get(backend.url, ()):
                 try:
                     await self._load(backend, snapshot.versions[name])
-                except OpenAIError as exc:
+                except DomainError as exc:
                     log.warning("%s", exc)
 
     def _lock(self, backend: Backend) -> asyncio.Lock:

@@ -21,7 +21,7 @@ import msgspec
 import sqlalchemy as sa
 
 from gateway.adapters.models import AdapterVersion, Alias, RegisterRequest, Snapshot, Stage, version_name
-from gateway.errors import OpenAIError
+from gateway.domain_errors import Conflict, NotFound
 from monitor.database import create_engine, ensure_schema, upsert_ignoring
 
 SCHEMA_VERSION = 1
@@ -59,12 +59,12 @@ aliases = sa.Table(
 )
 
 
-def not_found(what: str) -> OpenAIError:
-    return OpenAIError(404, f"{what} does not exist.", code="model_not_found", param="model")
+def not_found(what: str) -> NotFound:
+    return NotFound("adapter", f"{what} does not exist.")
 
 
-def conflict(message: str) -> OpenAIError:
-    return OpenAIError(409, message, type="invalid_request_error", code="adapter_state_conflict")
+def conflict(message: str) -> Conflict:
+    return Conflict("adapter", message)
 
 
 class Registry:

@@ -6,7 +6,7 @@ Every route here sits behind :func:`~gateway.edge.admin_access.require_admin_sco
 from __future__ import annotations
 
 from litestar import Request, Router, delete, get, post
-from litestar.datastructures import State
+from litestar.di import NamedDependency
 from litestar.params import FromPath
 
 from gateway.adapters.models import (
@@ -21,16 +21,9 @@ from gateway.adapters.models import (
 )
 from gateway.adapters.registry import not_found
 from gateway.adapters.service import Adapters
-from gateway.edge.admin_access import audit, require_admin_scope
+from gateway.edge.admin_access import require_admin_scope
 from gateway.edge.schemas import decode_request
-from gateway.errors import OpenAIError
-
-
-def _adapters(state: State) -> Adapters:
-    adapters: Adapters | None = state.gateway.adapters
-    if adapters is None:
-        raise OpenAIError(404, "Adapters are off in this gateway (set `adapters:` in the config).", code="not_found")
-    return adapters
+from gateway.providers import AdminAudit
 
 
 def _listing(snapshot: Snapshot) -> AdapterList:
@@ -46,49 +39,59 @@ def _one(snapshot: Snapshot, alias: str) -> AliasView:
 
 
 @get("/")
-async def list_adapters(state: State) -> AdapterList:
-    return _listing(await _adapters(state).refresh())
+async def list_adapters(adapters: NamedDependency[Adapters]) -> AdapterList:
+    return _listing(await adapters.refresh())
 
 
 @post("/", status_code=201)
-async def register(request: Request, state: State) -> AdapterVersion:
-    version = await _adapters(state).register(decode_request(await request.body(), RegisterRequest))
-    audit(request, "adapter.registered", version.name, {"weights": version.weights})
+async def register(
+    request: Request, adapters: NamedDependency[Adapters], audit: NamedDependency[AdminAudit]
+) -> AdapterVersion:
+    version = await adapters.register(decode_request(await request.body(), RegisterRequest))
+    audit("adapter.registered", version.name, {"weights": version.weights})
     return version
 
 
 @get("/{alias:str}")
-async def show(alias: FromPath[str], state: State) -> AliasView:
-    return _one(await _adapters(state).refresh(), alias)
+async def show(alias: FromPath[str], adapters: NamedDependency[Adapters]) -> AliasView:
+    return _one(await adapters.refresh(), alias)
 
 
 @post("/{alias:str}/promote", status_code=200)
-async def promote(alias: FromPath[str], request: Request, state: State) -> AliasView:
+async def promote(
+    alias: FromPath[str], request: Request, adapters: NamedDependency[Adapters], audit: NamedDependency[AdminAudit]
+) -> AliasView:
     body = decode_request(await request.body(), PromoteRequest)
-    view = _one(await _adapters(state).promote(alias, body.version), alias)
-    audit(request, "adapter.promoted", f"{alias}@{body.version}")
+    view = _one(await adapters.promote(alias, body.version), alias)
+    audit("adapter.promoted", f"{alias}@{body.version}", None)
     return view
 
 
 @post("/{alias:str}/canary", status_code=200)
-async def canary(alias: FromPath[str], request: Request, state: State) -> AliasView:
+async def canary(
+    alias: FromPath[str], request: Request, adapters: NamedDependency[Adapters], audit: NamedDependency[AdminAudit]
+) -> AliasView:
     body = decode_request(await request.body(), CanaryRequest)
-    view = _one(await _adapters(state).canary(alias, body.version, body.share), alias)
-    audit(request, "adapter.canary", f"{alias}@{body.version}", {"share": body.share})
+    view = _one(await adapters.canary(alias, body.version, body.share), alias)
+    audit("adapter.canary", f"{alias}@{body.version}", {"share": body.share})
     return view
 
 
 @post("/{alias:str}/rollback", status_code=200)
-async def rollback(alias: FromPath[str], request: Request, state: State) -> AliasView:
-    view = _one(await _adapters(state).rollback(alias), alias)
-    audit(request, "adapter.rolled_back", alias)
+async def rollback(
+    alias: FromPath[str], adapters: NamedDependency[Adapters], audit: NamedDependency[AdminAudit]
+) -> AliasView:
+    view = _one(await adapters.rollback(alias), alias)
+    audit("adapter.rolled_back", alias, None)
     return view
 
 
 @delete("/{alias:str}", status_code=200)
-async def retire(alias: FromPath[str], request: Request, state: State) -> AdapterList:
-    listing = _listing(await _adapters(state).retire(alias))
-    audit(request, "adapter.retired", alias)
+async def retire(
+    alias: FromPath[str], adapters: NamedDependency[Adapters], audit: NamedDependency[AdminAudit]
+) -> AdapterList:
+    listing = _listing(await adapters.retire(alias))
+    audit("adapter.retired", alias, None)
     return listing
 
 

@@ -25,7 +25,7 @@ from gateway.adapters.registry import Registry, conflict, not_found
 from gateway.adapters.resolver import Resolver
 from gateway.adapters.validation import check_adapter
 from gateway.config import ModelRoute, Settings, state_url
-from gateway.errors import OpenAIError, invalid_request, model_not_found
+from gateway.domain_errors import DomainError, Invalid
 from gateway.upstream.backends import BackendPool
 from monitor import metrics
 
@@ -62,14 +62,12 @@ class Adapters:
     def snapshot(self) -> Snapshot:
         return self.resolver.snapshot
 
-    async def resolve(self, model: str, caller: str) -> tuple[AdapterVersion, Callable[[], None]]:
-        """The version that answers ``model``, loaded where it will run, and the call that ends its in-flight count.
-
-        404 when no alias or version matches.
-        """
+    async def resolve(self, model: str, caller: str) -> tuple[AdapterVersion, Callable[[], None]] | None:
+        """The version that answers ``model``, loaded where it will run, and the call that ends its in-flight count;
+        None when no alias or version is called ``model``."""
         found = self.resolver.resolve(model, caller)
         if found is None:
-            raise model_not_found(model)
+            return None
         version, pinned = found
         if not self.reconciler.holds(version):
             await self.reconciler.ensure(version)
@@ -78,9 +76,7 @@ class Adapters:
     def route(self, base_model: str) -> ModelRoute:
         route = self._pool.route(base_model)
         if route is None:
-            raise OpenAIError(
-                400, f"`{base_model}` is not a configured model.", param="base_model", code="model_not_found"
-            )
+            raise Invalid("base_model", f"`{base_model}` is not a configured model.", field="base_model")
         return route
 
     # Moves: each returns the snapshot it produced.
@@ -91,7 +87,7 @@ class Adapters:
         await asyncio.to_thread(check_adapter, request.weights, route, max_rank)
         if request.dataset is not None:
             if not Path(request.dataset).is_file():
-                raise invalid_request(f"dataset {request.dataset} is not a readable file.", param="dataset")
+                raise Invalid("dataset", f"dataset {request.dataset} is not a readable file.", field="dataset")
             if request.reference_embeddings is None and self.reference_builder is not None:
                 reference = await asyncio.to_thread(self.reference_builder, request.dataset, request.alias)
                 request = msgspec.structs.replace(request, reference_embeddings=reference)
@@ -131,7 +127,7 @@ class Adapters:
                         raise conflict(f"{target.name} is archived; it cannot be promoted or put on canary.")
                     await self.reconciler.ensure(target)
                 after = await asyncio.to_thread(self._write, alias, number, kind, share)
-            except OpenAIError:
+            except DomainError:
                 metrics.ADAPTER_FAILURES.labels(alias if alias in before.aliases else "unknown", kind).inc()
                 raise
             self._swap(after)

@@ -10,18 +10,18 @@ import json
 from pathlib import Path, PurePosixPath
 
 from gateway.config import ModelRoute
-from gateway.errors import OpenAIError
+from gateway.domain_errors import Invalid
 from gateway.host.model_pull import MARKER
 
 WEIGHT_FILES = ("adapter_model.safetensors", "adapter_model.bin")
 
 
-def invalid_adapter(message: str) -> OpenAIError:
-    return OpenAIError(400, message, param="weights", code="invalid_adapter")
+def invalid_adapter(message: str) -> Invalid:
+    return Invalid("adapter", message, field="weights")
 
 
 def check_adapter(weights: str, route: ModelRoute, max_lora_rank: int) -> None:
-    """Raise an OpenAI-shaped 400 unless ``weights`` is a LoRA adapter that ``route``'s backends can load."""
+    """Raise :class:`~gateway.domain_errors.Invalid` unless ``weights`` is a LoRA adapter ``route``'s backends load."""
     if "://" in weights:
         raise invalid_adapter(f"`{weights}` is a URI; give a directory path that the gateway and vLLM both mount.")
     directory = Path(weights)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import msgspec
 from litestar import get
-from litestar.datastructures import State
+from litestar.di import NamedDependency
 
+from gateway.drift.watch import DriftWatch
 from gateway.edge.admin_access import require_admin_scope
-from gateway.runtime import Gateway
 from monitor.drift_types import AliasState, DriftEvent
 
 
@@ -22,8 +22,7 @@ class DriftReport(msgspec.Struct):
 
 
 @get("/admin/drift", guards=[require_admin_scope])
-async def drift_state(state: State) -> DriftReport:
-    gateway: Gateway = state.gateway
-    if gateway.drift is None:
+async def drift_state(drift: NamedDependency[DriftWatch | None]) -> DriftReport:
+    if drift is None:  # drift detection is off
         return DriftReport([], [], 0)
-    return DriftReport(gateway.drift.states(), list(gateway.drift.events), gateway.drift.dropped)
+    return DriftReport(drift.states(), list(drift.events), drift.dropped)

@@ -9,7 +9,7 @@ from pathlib import Path
 from litestar import Response, get
 from litestar.params import FromPath
 
-from gateway.errors import OpenAIError
+from gateway.errors import RouteNotFound
 
 STATIC = Path(__file__).parent / "static"
 SWAGGER_UI = STATIC / "swagger-ui"
@@ -39,6 +39,6 @@ async def api_docs_asset(name: FromPath[str]) -> Response[bytes]:
     """A script, stylesheet or image of the API page."""
     asset = ASSETS.get(name)
     if asset is None:
-        raise OpenAIError(404, f"No asset `{name}`.", param="name", code="not_found")
+        raise RouteNotFound(f"No asset `{name}`.", param="name")
     path, media_type = asset
     return Response(_read(path), media_type=media_type, headers={"cache-control": "public, max-age=3600"})

@@ -12,16 +12,16 @@ from typing import Annotated
 
 import msgspec
 from litestar import Request, post
-from litestar.datastructures import State
+from litestar.di import NamedDependency
 from msgspec import Meta
 
-from gateway.edge.guarding import CONTENT_FILTER
-from gateway.edge.openai_routes import caller_key
+from gateway.edge.request_path import RequestPath
 from gateway.edge.schemas import decode_request
-from gateway.errors import OpenAIError, invalid_request
-from gateway.runtime import Gateway
+from gateway.errors import ContentFiltered, InvalidRequest, RequestNotFound
+from gateway.loop.store import LoopStore
 from guards import RedactionContext
 from monitor.request_log import RequestRecord
+from monitor.request_log_writer import RequestLogWriter
 
 # How long a just-answered request may take to reach the log before its feedback is refused as unknown.
 FLUSH_WAIT_S = 3.0
@@ -46,21 +46,23 @@ class FeedbackReceipt(msgspec.Struct):
 
 
 @post("/v1/feedback", status_code=201)
-async def feedback(request: Request, state: State) -> FeedbackReceipt:
-    gateway: Gateway = state.gateway
-    key = await caller_key(request, gateway)
+async def feedback(
+    request: Request,
+    request_path: NamedDependency[RequestPath],
+    loop_store: NamedDependency[LoopStore],
+    request_log: NamedDependency[RequestLogWriter],
+) -> FeedbackReceipt:
+    key = await request_path.caller_key(request)
     body = decode_request(await request.body(), FeedbackRequest)
     if body.rating is None and body.correction is None:
-        raise invalid_request("Give a `rating`, a `correction`, or both.", param="rating")
-    if gateway.loop_store is None or gateway.request_log is None:
-        raise OpenAIError(404, "Feedback needs the request log, which is off in this gateway.", code="not_found")
-    record = await _logged(gateway, body.request_id)
+        raise InvalidRequest("Give a `rating`, a `correction`, or both.", param="rating")
+    record = await _logged(request_log, body.request_id)
     if record is None or (key is not None and key.scope != "admin" and record.key_id != key.id):
         # Another caller's request is as unknown as one that never existed.
-        raise OpenAIError(404, f"No logged request `{body.request_id}`.", param="request_id", code="request_not_found")
-    correction = _guarded(gateway, record, body.correction) if body.correction is not None else None
+        raise RequestNotFound(f"No logged request `{body.request_id}`.", param="request_id")
+    correction = _guarded(request_path, record, body.correction) if body.correction is not None else None
     item = await asyncio.to_thread(
-        gateway.loop_store.add_feedback,
+        loop_store.add_feedback,
         record.id,
         record.alias,
         record.version,
@@ -71,9 +73,7 @@ async def feedback(request: Request, state: State) -> FeedbackReceipt:
     return FeedbackReceipt(item.id, record.id, record.alias, record.version, body.rating, correction is not None)
 
 
-async def _logged(gateway: Gateway, request_id: str) -> RequestRecord | None:
-    writer = gateway.request_log
-    assert writer is not None
+async def _logged(writer: RequestLogWriter, request_id: str) -> RequestRecord | None:
     found = await asyncio.to_thread(writer.store.get, request_id)
     if found is None:
         # Answered a moment ago: its record may still wait in the writer's queue.
@@ -86,17 +86,11 @@ async def _logged(gateway: Gateway, request_id: str) -> RequestRecord | None:
     return found
 
 
-def _guarded(gateway: Gateway, record: RequestRecord, correction: str) -> str:
-    route = gateway.pool.route(record.alias)
-    if route is None and gateway.adapters is not None:
-        version = gateway.adapters.snapshot.versions.get(record.version or "")
-        route = gateway.pool.route(version.base_model) if version is not None else None
-    guards = gateway.guards.for_model(route.name) if route is not None else None
+def _guarded(request_path: RequestPath, record: RequestRecord, correction: str) -> str:
+    guards = request_path.guards_for(record.alias, record.version)
     if guards is None:
         return correction
     verdict = guards.output.run(correction, RedactionContext())
     if verdict.blocked:
-        raise OpenAIError(
-            400, "The correction was refused by the output guards.", param="correction", code=CONTENT_FILTER
-        )
+        raise ContentFiltered("The correction was refused by the output guards.", param="correction")
     return verdict.text

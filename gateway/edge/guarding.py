@@ -13,7 +13,7 @@ from typing import Any
 import msgspec
 
 from gateway.config import ModelRoute, Settings
-from gateway.errors import OpenAIError
+from gateway.errors import ContentFiltered
 from guards import Decision, GuardModels, Guards, GuardsConfig, RedactionContext, StreamRedactor
 from monitor import metrics
 
@@ -429,11 +429,6 @@ def _delta_slot(path: str, choice: dict) -> tuple[dict | None, str]:
     return choice, "text"
 
 
-def _blocked_prompt(decisions: tuple[Decision, ...], param: str) -> OpenAIError:
+def _blocked_prompt(decisions: tuple[Decision, ...], param: str) -> ContentFiltered:
     reasons = sorted({f"{d.guard}: {d.entity.lower()}" for d in decisions if d.action == "block"})
-    return OpenAIError(
-        400,
-        f"The prompt was blocked by the gateway's input guards ({', '.join(reasons)}).",
-        code=CONTENT_FILTER,
-        param=param,
-    )
+    return ContentFiltered(f"The prompt was blocked by the gateway's input guards ({', '.join(reasons)}).", param=param)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import msgspec
 from litestar import Request, Response, get
-from litestar.datastructures import State
+from litestar.di import NamedDependency
 
-from gateway.runtime import Gateway
+from gateway.security.auth import Authenticator
+from gateway.upstream.backends import BackendPool
 from monitor import metrics
 
 
@@ -23,21 +24,18 @@ async def healthz() -> dict[str, str]:
 
 
 @get("/readyz")
-async def readyz(state: State) -> Response[Readiness]:
+async def readyz(pool: NamedDependency[BackendPool]) -> Response[Readiness]:
     """Ready when every configured model has at least one healthy backend."""
-    gateway: Gateway = state.gateway
-    missing = gateway.pool.unready_models()
+    missing = pool.unready_models()
     if missing:
         return Response(Readiness("not_ready", missing), status_code=503)
     return Response(Readiness("ready", []), status_code=200)
 
 
 @get("/metrics")
-async def prometheus_metrics(request: Request) -> Response[bytes]:
+async def prometheus_metrics(request: Request, auth: NamedDependency[Authenticator]) -> Response[bytes]:
     """Prometheus exposition of every ``driftgate_`` metric (all workers merged); with
     ``auth.metrics_token_file``, only for the scrape token or an admin key (it names every alias and version)."""
-    auth = request.app.state.gateway.auth
-    if auth is not None:
-        await auth.check_scrape(request.headers.get("authorization"))
+    await auth.check_scrape(request.headers.get("authorization"))
     body, content_type = metrics.render()
     return Response(body, media_type=content_type)

@@ -15,12 +15,12 @@ from typing import Annotated
 
 import msgspec
 from litestar import Request, post
-from litestar.datastructures import State
+from litestar.di import NamedDependency
 from msgspec import Meta
 
-from gateway.edge.openai_routes import caller_key
+from gateway.edge.guarding import GuardSet
+from gateway.edge.request_path import RequestPath
 from gateway.edge.schemas import decode_request
-from gateway.runtime import Gateway
 from guards import Guards
 
 MODEL = "driftgate-guards"
@@ -63,12 +63,13 @@ class ModerationList(msgspec.Struct):
 
 
 @post("/v1/moderations", status_code=200)
-async def moderations(request: Request, state: State) -> ModerationList:
-    gateway: Gateway = state.gateway
-    await caller_key(request, gateway)
+async def moderations(
+    request: Request, request_path: NamedDependency[RequestPath], guard_set: NamedDependency[GuardSet]
+) -> ModerationList:
+    await request_path.caller_key(request)
     body = decode_request(await request.body(), ModerationRequest)
     texts = [body.input] if isinstance(body.input, str) else body.input
-    guards = gateway.guards.for_moderation(body.model)
+    guards = guard_set.for_moderation(body.model)
     # A list is scored off the event loop: up to 64 texts at ~0.5 ms each would stall other requests.
     results = moderate(guards, texts) if len(texts) == 1 else await asyncio.to_thread(moderate, guards, texts)
     return ModerationList(f"modr-{uuid.uuid4().hex}", body.model or MODEL, results)

@@ -21,6 +21,7 @@ Struct it decodes its body into, its errors, a summary) is the :data:`OPERATIONS
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import cache
@@ -40,7 +41,8 @@ from gateway.edge import docs_routes
 from gateway.edge.feedback_routes import FeedbackReceipt, FeedbackRequest
 from gateway.edge.health_routes import Readiness, prometheus_metrics
 from gateway.edge.moderations_routes import ModerationList, ModerationRequest
-from gateway.edge.openai_routes import OVERHEAD_HEADER, REQUEST_ID_HEADER, retrieve_model
+from gateway.edge.openai_routes import retrieve_model
+from gateway.edge.request_path import OVERHEAD_HEADER, REQUEST_ID_HEADER
 from gateway.edge.schemas import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -49,7 +51,7 @@ from gateway.edge.schemas import (
     ModelList,
     ResponsesRequest,
 )
-from gateway.errors import ErrorBody, ErrorDetail
+from gateway.errors import CATALOG, ErrorBody, ErrorDetail, codes_by_status
 from gateway.loop import routes as loop_routes
 from gateway.loop.controller import IncomingPayload
 from gateway.security import key_routes
@@ -139,8 +141,31 @@ _ERRORS = {
 
 
 def _error_responses(*statuses: str) -> dict[str, Any]:
+    """Error responses in OpenAI's shape; ``x-error-codes`` lists the catalog's codes each status can carry."""
     error = {"application/json": {"schema": {"$ref": REF.format(name="ErrorBody")}}}
-    return {status: {"description": _ERRORS[status], "content": error} for status in statuses}
+    codes = codes_by_status()
+    return {
+        status: {"description": _ERRORS[status], "content": error, "x-error-codes": codes.get(int(status), [])}
+        for status in statuses
+    }
+
+
+def _markdown(docstring: str) -> str:
+    return " ".join(inspect.cleandoc(docstring).split()).replace("``", "`")
+
+
+def _error_codes() -> dict[str, Any]:
+    """Every ``error.code`` the gateway sends itself, with its status, type and meaning (``gateway.errors``)."""
+    return {
+        "type": "string",
+        "description": "The codes of the gateway's own errors. An error the backend answered keeps the backend's"
+        " code, so `ErrorDetail.code` may carry others.",
+        "oneOf": [
+            {"const": error.code, "description": f"{error.status_code} {error.type}: {_markdown(error.__doc__ or '')}"}
+            for error in CATALOG
+            if error.code is not None
+        ],
+    }
 
 
 _CHUNK_STREAM = 'With `"stream": true`: server-sent events of chunks, ending with `data: [DONE]`.'
@@ -399,6 +424,8 @@ def document(app: Litestar) -> dict[str, Any]:
         schema = components[struct.__name__]
         schema["required"] = list(schema["properties"])
     # The one rule msgspec cannot express: feedback needs a non-null rating or correction (or both).
+    components["ErrorCode"] = _error_codes()
+    components["ErrorDetail"]["properties"]["code"]["description"] = "One of `ErrorCode`, or the backend's own."
     components["FeedbackRequest"]["anyOf"] = [
         {"required": [field], "properties": {field: {"not": {"type": "null"}}}} for field in ("rating", "correction")
     ]

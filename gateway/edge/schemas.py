@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal, TypeVar
 import msgspec
 from msgspec import Meta
 
-from gateway.errors import OpenAIError, invalid_request
+from gateway.errors import InvalidJson, InvalidRequest
 
 PositiveInt = Annotated[int, Meta(ge=1)]
 Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
@@ -104,7 +104,7 @@ _PATH = re.compile(r" - at `\$\.?(?P<param>[^`]*)`$")
 def decode_request(body: bytes, kind: type[RequestT]) -> RequestT:
     """Validate ``body`` as ``kind``, turning any problem into an OpenAI-shaped 400."""
     if not body:
-        raise invalid_request("The request body is empty; send a JSON object.")
+        raise InvalidJson("The request body is empty; send a JSON object.")
     try:
         decoder = _DECODERS.get(kind) or _DECODERS.setdefault(kind, msgspec.json.Decoder(kind))
         return decoder.decode(body)
@@ -114,11 +114,11 @@ def decode_request(body: bytes, kind: type[RequestT]) -> RequestT:
         message = str(exc)
         match = _PATH.search(message)
         param = match["param"] or None if match else None
-        raise invalid_request(f"Invalid request: {message}", param=param) from exc
+        raise InvalidRequest(f"Invalid request: {message}", param=param) from exc
     except msgspec.DecodeError as exc:
         raise _malformed_json(exc) from exc
     except RecursionError as exc:  # msgspec recurses per nesting level, even inside fields it skips
-        raise invalid_request("The JSON body is nested too deeply.", code="invalid_json") from exc
+        raise InvalidJson("The JSON body is nested too deeply.") from exc
 
 
 def _with_integral_floats(body: bytes, kind: type[RequestT]) -> RequestT | None:
@@ -144,8 +144,7 @@ def _integral_floats_as_ints(value: Any) -> Any:
     return value
 
 
-def _malformed_json(exc: msgspec.DecodeError) -> OpenAIError:
-    return invalid_request(
-        f"We could not parse the JSON body of your request ({exc}). The OpenAI API expects a JSON payload.",
-        code="invalid_json",
+def _malformed_json(exc: msgspec.DecodeError) -> InvalidJson:
+    return InvalidJson(
+        f"We could not parse the JSON body of your request ({exc}). The OpenAI API expects a JSON payload."
     )

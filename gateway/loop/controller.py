@@ -23,7 +23,7 @@ import numpy as np
 from gateway.adapters.models import AdapterVersion, RegisterRequest
 from gateway.adapters.service import Adapters
 from gateway.config import Settings
-from gateway.errors import OpenAIError
+from gateway.domain_errors import Conflict, NotFound
 from gateway.loop import canary, dataset, teacher
 from gateway.loop.leader import Leadership
 from gateway.loop.policy import LoopConfig, LoopPolicy
@@ -139,9 +139,7 @@ class LoopController:
     async def approve(self, run_id: str, who: str) -> LoopRun:
         run = await self.run(run_id)
         if run.status != "awaiting_approval":
-            raise OpenAIError(
-                409, f"Loop run {run_id} is {run.status}, not awaiting approval.", code="loop_state_conflict"
-            )
+            raise Conflict("loop_run", f"Loop run {run_id} is {run.status}, not awaiting approval.")
         run.status = "queued"
         run.note("approval", f"approved by {who}")
         await asyncio.to_thread(self.store.save, run)
@@ -151,7 +149,7 @@ class LoopController:
     async def run(self, run_id: str) -> LoopRun:
         run = await asyncio.to_thread(self.store.get, run_id)
         if run is None:
-            raise OpenAIError(404, f"Loop run {run_id} does not exist.", code="not_found", param="run_id")
+            raise NotFound("loop_run", f"Loop run {run_id} does not exist.", field="run_id")
         return run
 
     # Driving runs (the leader only).

@@ -7,17 +7,17 @@ import asyncio
 
 import msgspec
 from litestar import Request, Router, get, post
-from litestar.datastructures import State
+from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery
 
 from gateway.edge.admin_access import require_admin_scope
 from gateway.edge.schemas import decode_request
-from gateway.errors import OpenAIError
+from gateway.errors import TrainingJobConflict, TrainingJobNotFound
 from gateway.loop.controller import IncomingPayload, LoopController
 from gateway.loop.store import LoopRun
-from gateway.runtime import Gateway
+from gateway.providers import AdminAudit
 from training.config import TrainSpec
-from training.jobs import JobConflict, JobStatus
+from training.jobs import JobConflict, JobRunner, JobStatus
 
 
 class Received(msgspec.Struct):
@@ -37,35 +37,25 @@ class JobLogs(msgspec.Struct):
     logs: str
 
 
-def _loop(state: State) -> LoopController:
-    loop: LoopController | None = state.gateway.loop
-    if loop is None:
-        raise OpenAIError(
-            404, "The closed loop is off in this gateway (set `loop:` and `adapters:`).", code="not_found"
-        )
-    return loop
-
-
 @post("/admin/alerts", status_code=200)
-async def receive_alerts(request: Request, state: State) -> Received:
+async def receive_alerts(request: Request, loop: NamedDependency[LoopController]) -> Received:
     payload = decode_request(await request.body(), IncomingPayload)
-    return Received(await _loop(state).receive(payload))
+    return Received(await loop.receive(payload))
 
 
 @get("/admin/loop")
-async def list_runs(state: State, alias: FromQuery[str | None] = None) -> RunList:
-    loop = _loop(state)
+async def list_runs(loop: NamedDependency[LoopController], alias: FromQuery[str | None] = None) -> RunList:
     return RunList(await asyncio.to_thread(loop.store.list, alias))
 
 
 @get("/admin/loop/{run_id:str}")
-async def show_run(run_id: FromPath[str], state: State) -> LoopRun:
-    return await _loop(state).run(run_id)
+async def show_run(run_id: FromPath[str], loop: NamedDependency[LoopController]) -> LoopRun:
+    return await loop.run(run_id)
 
 
 @post("/admin/loop/{run_id:str}/approve", status_code=200)
-async def approve_run(run_id: FromPath[str], request: Request, state: State) -> LoopRun:
-    return await _loop(state).approve(run_id, f"key:{request.state.admin}")
+async def approve_run(run_id: FromPath[str], request: Request, loop: NamedDependency[LoopController]) -> LoopRun:
+    return await loop.approve(run_id, f"key:{request.state.admin}")
 
 
 loop_router = Router(
@@ -76,52 +66,49 @@ loop_router = Router(
 # Training jobs.
 
 
-def _gateway(state: State) -> Gateway:
-    return state.gateway
-
-
-def _job(gateway: Gateway, job_id: str) -> JobStatus:
+def _job(jobs: JobRunner, job_id: str) -> JobStatus:
     try:
-        return gateway.jobs.status(job_id)
+        return jobs.status(job_id)
     except KeyError as exc:
-        raise OpenAIError(404, f"Training job {job_id} does not exist.", code="not_found", param="job_id") from exc
+        raise TrainingJobNotFound(f"Training job {job_id} does not exist.", param="job_id") from exc
 
 
 @get("/")
-async def list_jobs(state: State) -> JobList:
-    return JobList(await asyncio.to_thread(_gateway(state).jobs.list))
+async def list_jobs(jobs: NamedDependency[JobRunner]) -> JobList:
+    return JobList(await asyncio.to_thread(jobs.list))
 
 
 @post("/", status_code=201)
-async def start_job(request: Request, state: State) -> JobStatus:
+async def start_job(
+    request: Request, jobs: NamedDependency[JobRunner], audit: NamedDependency[AdminAudit]
+) -> JobStatus:
     spec = decode_request(await request.body(), TrainSpec)
-    gateway = _gateway(state)
     try:
-        job = await asyncio.to_thread(gateway.jobs.start, spec)
+        job = await asyncio.to_thread(jobs.start, spec)
     except JobConflict as exc:
-        raise OpenAIError(409, str(exc), code="job_conflict") from exc
-    gateway.record(f"key:{request.state.admin}", "training.started", f"job:{job.id}", {"base": job.base_model})
+        raise TrainingJobConflict(str(exc)) from exc
+    audit("training.started", f"job:{job.id}", {"base": job.base_model})
     return job
 
 
 @get("/{job_id:str}")
-async def show_job(job_id: FromPath[str], state: State) -> JobStatus:
-    return await asyncio.to_thread(_job, _gateway(state), job_id)
+async def show_job(job_id: FromPath[str], jobs: NamedDependency[JobRunner]) -> JobStatus:
+    return await asyncio.to_thread(_job, jobs, job_id)
 
 
 @get("/{job_id:str}/logs")
-async def job_logs(job_id: FromPath[str], state: State) -> JobLogs:
-    gateway = _gateway(state)
-    await asyncio.to_thread(_job, gateway, job_id)
-    return JobLogs(job_id, await asyncio.to_thread(gateway.jobs.logs, job_id))
+async def job_logs(job_id: FromPath[str], jobs: NamedDependency[JobRunner]) -> JobLogs:
+    await asyncio.to_thread(_job, jobs, job_id)
+    return JobLogs(job_id, await asyncio.to_thread(jobs.logs, job_id))
 
 
 @post("/{job_id:str}/cancel", status_code=200)
-async def cancel_job(job_id: FromPath[str], request: Request, state: State) -> JobStatus:
-    gateway = _gateway(state)
-    await asyncio.to_thread(_job, gateway, job_id)
-    job = await asyncio.to_thread(gateway.jobs.cancel, job_id)
-    gateway.record(f"key:{request.state.admin}", "training.cancelled", f"job:{job_id}", None)
+async def cancel_job(
+    job_id: FromPath[str], jobs: NamedDependency[JobRunner], audit: NamedDependency[AdminAudit]
+) -> JobStatus:
+    await asyncio.to_thread(_job, jobs, job_id)
+    job = await asyncio.to_thread(jobs.cancel, job_id)
+    audit("training.cancelled", f"job:{job_id}", None)
     return job
 
 

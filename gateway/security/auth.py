@@ -24,7 +24,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from gateway.errors import OpenAIError
+from gateway.errors import InsufficientScope, InvalidApiKey, RateLimited, ServerOverloaded
 from gateway.security.bootstrap import read_token_file
 from gateway.security.keys import ApiKey, InvalidKey, KeyStore
 from gateway.security.settings import AuthConfig
@@ -38,49 +38,11 @@ _log = logging.getLogger(__name__)
 _UNANSWERED: Any = object()
 
 
-def unauthorized() -> OpenAIError:
-    return OpenAIError(
-        401,
-        "Incorrect or missing API key: send `Authorization: Bearer dg_...`.",
-        type="invalid_request_error",
-        code="invalid_api_key",
-        headers={"www-authenticate": "Bearer"},
-    )
-
-
-def scrape_unauthorized() -> OpenAIError:
-    return OpenAIError(
-        401,
-        "Missing or incorrect token for /metrics: send `Authorization: Bearer <token>` with the scrape token "
-        "(auth.metrics_token_file) or an admin key.",
-        type="invalid_request_error",
-        code="invalid_api_key",
-        headers={"www-authenticate": "Bearer"},
-    )
-
-
-def admin_only() -> OpenAIError:
-    return OpenAIError(403, "This key may not use admin routes.", type="permission_error", code="insufficient_scope")
-
-
-def overloaded(max_in_flight: int) -> OpenAIError:
-    return OpenAIError(
-        503,
-        f"The gateway is at capacity ({max_in_flight} requests in flight); retry shortly.",
-        type="service_unavailable_error",
-        code="server_overloaded",
-        headers={"retry-after": "1"},
-    )
-
-
-def rate_limited(what: str, retry_after_s: float) -> OpenAIError:
-    return OpenAIError(
-        429,
-        f"Rate limit reached for {what}; retry after {retry_after_s:.0f} s.",
-        type="rate_limit_error",
-        code="rate_limit_exceeded",
-        headers={"retry-after": str(max(1, round(retry_after_s)))},
-    )
+# /metrics refuses with its own words: the scrape token is not an API key.
+_SCRAPE_REFUSAL = (
+    "Missing or incorrect token for /metrics: send `Authorization: Bearer <token>` with the scrape token "
+    "(auth.metrics_token_file) or an admin key."
+)
 
 
 class Authenticator:
@@ -120,7 +82,7 @@ class Authenticator:
         token = _bearer(authorization)
         key = None if token is None else await self._usable_key(token)
         if key is None:
-            raise unauthorized()
+            raise InvalidApiKey()
         return key
 
     async def check_scrape(self, authorization: str | None) -> None:
@@ -130,14 +92,14 @@ class Authenticator:
             return
         token = _bearer(authorization)
         if token is None:
-            raise scrape_unauthorized()
+            raise InvalidApiKey(_SCRAPE_REFUSAL)
         if hmac.compare_digest(token.encode(), self._scrape_token):
             return
         key = await self._usable_key(token)
         if key is None:
-            raise scrape_unauthorized()
+            raise InvalidApiKey(_SCRAPE_REFUSAL)
         if key.scope != "admin":
-            raise admin_only()
+            raise InsufficientScope()
 
     async def _usable_key(self, token: str) -> ApiKey | None:
         """The usable key ``token`` names, looked up through the cache; None for any other token."""
@@ -237,7 +199,7 @@ class RateLimiter:
             return self.check(key)
         if wait is not None:
             metrics.REJECTED_REQUESTS.labels("rpm").inc()
-            raise rate_limited(f"key {key.id} ({key.rpm} requests per minute)", wait)
+            raise RateLimited.of(f"key {key.id} ({key.rpm} requests per minute)", wait)
         return None
 
     async def _admit_shared(self, ticket: Ticket, key: ApiKey) -> None:
@@ -252,7 +214,7 @@ class RateLimiter:
                 return self._admit(ticket, key)
             if not got:
                 metrics.REJECTED_REQUESTS.labels("concurrency").inc()
-                raise rate_limited(f"key {key.id} ({key.max_concurrent} concurrent requests)", 1)
+                raise RateLimited.of(f"key {key.id} ({key.max_concurrent} concurrent requests)", 1)
             ticket.lease = lease  # given back when the request ends, even if the rpm check below refuses it
             self._leases.add(lease)
         await self.check_shared(key)
@@ -267,7 +229,9 @@ class RateLimiter:
             return self._reserve(ticket, key, estimate)
         if wait is not None:
             metrics.REJECTED_REQUESTS.labels("tpm").inc()
-            raise rate_limited(f"key {key.id} ({key.tpm} tokens per minute; this request needs about {estimate})", wait)
+            raise RateLimited.of(
+                f"key {key.id} ({key.tpm} tokens per minute; this request needs about {estimate})", wait
+            )
         ticket.shared_tokens = (int(now // 60), estimate)
         return None
 
@@ -281,14 +245,14 @@ class RateLimiter:
             window.popleft()
         if len(window) >= key.rpm:
             metrics.REJECTED_REQUESTS.labels("rpm").inc()
-            raise rate_limited(f"key {key.id} ({key.rpm} requests per minute)", 60 - (now - window[0]))
+            raise RateLimited.of(f"key {key.id} ({key.rpm} requests per minute)", 60 - (now - window[0]))
         window.append(now)
 
     def enter(self, max_in_flight: int | None) -> Ticket:
         """Take a place among the requests in flight, or refuse at once (no queue: memory stays bounded)."""
         if max_in_flight is not None and self.in_flight >= max_in_flight:
             metrics.REJECTED_REQUESTS.labels("overloaded").inc()
-            raise overloaded(max_in_flight)
+            raise ServerOverloaded.of(max_in_flight)
         self.in_flight += 1
         metrics.IN_FLIGHT.inc()
         return Ticket(self)
@@ -297,7 +261,7 @@ class RateLimiter:
         active = self._active.get(key.id, 0)
         if key.max_concurrent is not None and active >= key.max_concurrent:
             metrics.REJECTED_REQUESTS.labels("concurrency").inc()
-            raise rate_limited(f"key {key.id} ({key.max_concurrent} concurrent requests)", 1)
+            raise RateLimited.of(f"key {key.id} ({key.max_concurrent} concurrent requests)", 1)
         self.check(key)
         self._active[key.id] = active + 1
         ticket.key = key
@@ -315,7 +279,7 @@ class RateLimiter:
             metrics.REJECTED_REQUESTS.labels("tpm").inc()
             what = f"key {key.id} ({key.tpm} tokens per minute; this request needs about {estimate})"
             if estimate > key.tpm:
-                raise rate_limited(what, 60)
+                raise RateLimited.of(what, 60)
             # Wait until enough of the window's tokens have aged out.
             excess, wait = used + estimate - key.tpm, 60.0
             for spent_at, tokens in window:
@@ -323,7 +287,7 @@ class RateLimiter:
                 if excess <= 0:
                     wait = 60 - (now - spent_at)
                     break
-            raise rate_limited(what, wait)
+            raise RateLimited.of(what, wait)
         ticket.tokens = [now, estimate]
         window.append(ticket.tokens)
 

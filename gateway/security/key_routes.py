@@ -11,12 +11,13 @@ from typing import Annotated, Literal
 
 import msgspec
 from litestar import Request, Router, delete, get, post
-from litestar.datastructures import State
+from litestar.di import NamedDependency
 from litestar.params import FromPath
 
-from gateway.edge.admin_access import audit, require_admin_scope
+from gateway.edge.admin_access import require_admin_scope
 from gateway.edge.schemas import decode_request
-from gateway.errors import OpenAIError, invalid_request
+from gateway.errors import KeyNotFound
+from gateway.providers import AdminAudit
 from gateway.security.auth import Authenticator
 from gateway.security.keys import ApiKey
 
@@ -44,47 +45,40 @@ class KeyList(msgspec.Struct):
     data: list[ApiKey]
 
 
-def _auth(state: State) -> Authenticator:
-    auth: Authenticator | None = state.gateway.auth
-    assert auth is not None  # set by the lifespan before the first request is served
-    return auth
-
-
 @get("/")
-async def list_keys(state: State) -> KeyList:
-    return KeyList(await asyncio.to_thread(_auth(state).store.list))
+async def list_keys(auth: NamedDependency[Authenticator]) -> KeyList:
+    return KeyList(await asyncio.to_thread(auth.store.list))
 
 
 @post("/", status_code=201)
-async def create_key(request: Request, state: State) -> CreatedKey:
+async def create_key(
+    request: Request, auth: NamedDependency[Authenticator], audit: NamedDependency[AdminAudit]
+) -> CreatedKey:
     body = decode_request(await request.body(), CreateKeyRequest)
-    auth = _auth(state)
-    try:
-        key, token = await asyncio.to_thread(
-            auth.store.create,
-            body.name,
-            body.scope,
-            adapters=body.adapters,
-            rpm=body.rpm,
-            tpm=body.tpm,
-            max_concurrent=body.max_concurrent,
-            expires_in_s=None if body.expires_in_days is None else body.expires_in_days * 86_400,
-        )
-    except ValueError as exc:
-        raise invalid_request(str(exc)) from exc
+    key, token = await asyncio.to_thread(
+        auth.store.create,
+        body.name,
+        body.scope,
+        adapters=body.adapters,
+        rpm=body.rpm,
+        tpm=body.tpm,
+        max_concurrent=body.max_concurrent,
+        expires_in_s=None if body.expires_in_days is None else body.expires_in_days * 86_400,
+    )
     auth.forget()  # the first key turns authentication on
-    audit(request, "key.created", f"key:{key.id}", {"scope": key.scope, "name": key.name})
+    audit("key.created", f"key:{key.id}", {"scope": key.scope, "name": key.name})
     return CreatedKey(key, token)
 
 
 @delete("/{key_id:str}", status_code=200)
-async def revoke_key(key_id: FromPath[str], request: Request, state: State) -> ApiKey:
-    auth = _auth(state)
+async def revoke_key(
+    key_id: FromPath[str], auth: NamedDependency[Authenticator], audit: NamedDependency[AdminAudit]
+) -> ApiKey:
     revoked = await asyncio.to_thread(auth.store.revoke, key_id)
     if revoked is None:
-        raise OpenAIError(404, f"No active key `{key_id}`.", param="key_id", code="key_not_found")
+        raise KeyNotFound(f"No active key `{key_id}`.", param="key_id")
     auth.forget(key_id)
-    audit(request, "key.revoked", f"key:{key_id}")
+    audit("key.revoked", f"key:{key_id}", None)
     return revoked
 
 

@@ -23,6 +23,7 @@ from typing import Literal
 import msgspec
 import sqlalchemy as sa
 
+from gateway.domain_errors import Invalid
 from monitor.database import create_engine, ensure_schema, schema_versions
 
 Scope = Literal["inference", "admin"]
@@ -185,12 +186,12 @@ class KeyStore:
     ) -> tuple[ApiKey, str]:
         """A new key and its token. The token is returned once and never stored."""
         if scope not in ("inference", "admin"):
-            raise ValueError(f"scope must be inference or admin, not {scope!r}")
+            raise Invalid("key", f"scope must be inference or admin, not {scope!r}", field="scope")
         if name == FILE_KEY_NAME:
-            raise ValueError(f"the name {FILE_KEY_NAME!r} is reserved for the key that file holds")
+            raise Invalid("key", f"the name {FILE_KEY_NAME!r} is reserved for the key that file holds", field="name")
         for limit in (rpm, tpm, max_concurrent):
             if limit is not None and limit < 1:
-                raise ValueError("rpm, tpm and max_concurrent must be at least 1")
+                raise Invalid("key", "rpm, tpm and max_concurrent must be at least 1")
         key_id, secret, salt = secrets.token_hex(6), secrets.token_urlsafe(32), secrets.token_bytes(16)
         now = time.time()
         key = ApiKey(

@@ -20,9 +20,8 @@ from contextlib import ExitStack
 import aiohttp
 import msgspec
 
-from gateway import errors
 from gateway.config import Timeouts
-from gateway.errors import OpenAIError
+from gateway.errors import BackendError, BackendUnavailable, BadGateway, OpenAIError, UpstreamTimeout
 from gateway.upstream.backends import Backend, BackendPool
 from monitor import metrics
 
@@ -69,11 +68,11 @@ class _Exchange:
             return body
         except TimeoutError as exc:
             _failed(self.backend, "timeout")
-            raise errors.upstream_timeout(model) from exc
+            raise UpstreamTimeout.of(model) from exc
         except aiohttp.ClientError as exc:
             self.backend.mark_down(f"response broke: {exc!r}")
             _failed(self.backend, "disconnect")
-            raise errors.backend_unavailable(model) from exc
+            raise BackendUnavailable.of(model) from exc
         finally:
             self.finish(completed=completed)
 
@@ -102,11 +101,11 @@ class UpstreamStream:
         except TimeoutError:
             log.warning("stream from %s stalled past the read timeout", self._exchange.backend.url)
             _failed(self._exchange.backend, "timeout")
-            yield _sse_error(errors.upstream_timeout(self._model))
+            yield _sse_error(UpstreamTimeout.of(self._model))
         except aiohttp.ClientError as exc:
             self._exchange.backend.mark_down(f"stream broke: {exc!r}")
             _failed(self._exchange.backend, "disconnect")
-            yield _sse_error(errors.backend_unavailable(self._model))
+            yield _sse_error(BackendUnavailable.of(self._model))
         finally:
             # Runs on client disconnect too (the generator is closed): closing the connection makes
             # vLLM abort the generation.
@@ -167,12 +166,12 @@ class Upstream:
             except TimeoutError as exc:
                 lease.close()
                 _failed(backend, "timeout")
-                raise errors.upstream_timeout(model) from exc
+                raise UpstreamTimeout.of(model) from exc
             except aiohttp.ClientError as exc:
                 lease.close()
                 backend.mark_down(f"request failed: {exc!r}")
                 _failed(backend, "disconnect")
-                raise errors.backend_unavailable(model) from exc
+                raise BackendUnavailable.of(model) from exc
             except BaseException:
                 lease.close()
                 raise
@@ -181,7 +180,7 @@ class Upstream:
         if retry_after is not None and previous is None:
             metrics.REJECTED_REQUESTS.labels("circuit_open").inc()
             raise circuit_open(model, retry_after)
-        raise errors.backend_unavailable(model)
+        raise BackendUnavailable.of(model)
 
 
 def _failed(backend: Backend, kind: str) -> None:
@@ -190,14 +189,11 @@ def _failed(backend: Backend, kind: str) -> None:
     backend.breaker.failed(kind)
 
 
-def circuit_open(model: str, retry_after_s: float) -> OpenAIError:
+def circuit_open(model: str, retry_after_s: float) -> BackendUnavailable:
     """Every replica of ``model`` is behind an open breaker (or busy probing): fail now, not after a timeout."""
-    return OpenAIError(
-        503,
+    return BackendUnavailable(
         f"Every backend serving `{model}` is failing and paused (circuit open); retry after {retry_after_s:.0f} s.",
-        type="service_unavailable_error",
-        code="backend_unavailable",
-        headers={"retry-after": str(max(1, round(retry_after_s)))},
+        retry_after_s=retry_after_s,
     )
 
 
@@ -209,12 +205,12 @@ def upstream_error(status: int, payload: bytes) -> OpenAIError:
         decoded = None
     detail = decoded.get("error", decoded) if isinstance(decoded, dict) else None
     if isinstance(detail, dict):
-        return errors.OpenAIError(
+        return BackendError(
             status,
             str(detail.get("message") or f"backend answered {status}"),
-            type=str(detail.get("type") or "invalid_request_error"),
+            kind=str(detail.get("type") or "invalid_request_error"),
             code=None if detail.get("code") is None else str(detail.get("code")),
             param=detail.get("param"),
         )
     text = payload[:500].decode("utf-8", "replace")
-    return errors.bad_gateway(f"backend answered {status}: {text}")
+    return BadGateway(f"backend answered {status}: {text}")

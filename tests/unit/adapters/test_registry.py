@@ -9,7 +9,7 @@ import pytest
 
 from gateway.adapters.models import RegisterRequest
 from gateway.adapters.registry import Registry
-from gateway.errors import OpenAIError
+from gateway.domain_errors import Conflict, DomainError, NotFound
 
 
 @pytest.fixture
@@ -64,24 +64,24 @@ def test_canary_and_its_end(registry: Registry, adapter_dir) -> None:
 
 
 @pytest.mark.parametrize(
-    ("move", "status"),
+    ("move", "refusal"),
     [
-        (lambda r: r.promote("support", 9), 404),
-        (lambda r: r.promote("nope", 1), 404),
-        (lambda r: r.promote("support", 1), 409),  # archived after support@2 took over
-        (lambda r: r.set_canary("support", 1, 0.1), 409),
-        (lambda r: r.end_canary("support"), 409),
+        (lambda r: r.promote("support", 9), NotFound),
+        (lambda r: r.promote("nope", 1), NotFound),
+        (lambda r: r.promote("support", 1), Conflict),  # archived after support@2 took over
+        (lambda r: r.set_canary("support", 1, 0.1), Conflict),
+        (lambda r: r.end_canary("support"), Conflict),
     ],
 )
-def test_refused_moves_change_nothing(registry: Registry, adapter_dir, move, status: int) -> None:
+def test_refused_moves_change_nothing(registry: Registry, adapter_dir, move, refusal: type[DomainError]) -> None:
     register(registry, adapter_dir)
     register(registry, adapter_dir)
     registry.promote("support", 1)
     registry.promote("support", 2)
     before = registry.snapshot()
-    with pytest.raises(OpenAIError) as raised:
+    with pytest.raises(DomainError) as raised:
         move(registry)
-    assert raised.value.status == status
+    assert type(raised.value) is refusal and raised.value.subject == "adapter"
     assert registry.snapshot() == before
 
 

@@ -256,7 +256,7 @@ async def test_manual_mode_waits_for_approval(tmp_path: Path, upstreams) -> None
         assert (await client.post(f"/admin/loop/{run['id']}/approve")).status_code == 200
         await wait_for(client, run["id"], "canary")
         again = await client.post(f"/admin/loop/{run['id']}/approve")
-        assert again.status_code == 409 and again.json()["error"]["code"] == "loop_state_conflict"
+        assert again.status_code == 409 and again.json()["error"]["code"] == "loop_run_conflict"
 
 
 async def test_resolved_and_unrelated_alerts_start_nothing(tmp_path: Path, upstreams) -> None:

@@ -26,7 +26,7 @@ async def test_open_until_the_first_key_then_closed(store: KeyStore) -> None:
     for header in (None, "Bearer nope", f"Basic {token}", f"Bearer {token}x"):
         with pytest.raises(OpenAIError) as caught:
             await auth.key_for(header)
-        assert caught.value.status == 401 and caught.value.body.error.code == "invalid_api_key"
+        assert caught.value.status_code == 401 and caught.value.body.error.code == "invalid_api_key"
 
 
 async def test_a_revoked_key_stops_working_after_the_cache_ttl(store: KeyStore) -> None:
@@ -47,6 +47,6 @@ def test_requests_per_minute_are_limited_per_key(store: KeyStore) -> None:
         limiter.check(limited)
     with pytest.raises(OpenAIError) as caught:
         limiter.check(limited)
-    assert caught.value.status == 429 and 1 <= int(caught.value.headers["retry-after"]) <= 60
+    assert caught.value.status_code == 429 and 1 <= int(caught.value.headers["retry-after"]) <= 60
     for _ in range(100):
         limiter.check(unlimited)

@@ -51,20 +51,20 @@ async def test_concurrency_cap_counts_requests_until_they_are_released(store: Ke
     await second.admit(key)
     third = limiter.enter(None)
     error = await refused_async(third.admit(key))
-    assert error.status == 429 and error.body.error.code == "rate_limit_exceeded" and error.headers["retry-after"]
+    assert error.status_code == 429 and error.body.error.code == "rate_limit_exceeded" and error.headers["retry-after"]
     third.release()
     first.release()
     first.release()  # a second release changes nothing
     fourth = limiter.enter(None)
     await fourth.admit(key)
-    assert (await refused_async(limiter.enter(None).admit(key))).status == 429
+    assert (await refused_async(limiter.enter(None).admit(key))).status_code == 429
 
 
 def test_in_flight_cap_is_a_fast_503_and_frees_on_release() -> None:
     limiter = RateLimiter()
     held = [limiter.enter(2), limiter.enter(2)]
     error = refused(limiter.enter, 2)
-    assert error.status == 503 and error.body.error.code == "server_overloaded" and error.headers["retry-after"] == "1"
+    assert error.status_code == 503 and error.code == "server_overloaded" and error.headers["retry-after"] == "1"
     held[0].release()
     limiter.enter(2)
     assert limiter.in_flight == 2
@@ -80,7 +80,7 @@ async def test_tokens_per_minute_charge_the_estimate_then_actual_usage(store: Ke
     second = limiter.enter(None)
     await second.admit(key)
     error = await refused_async(second.reserve(60))  # 60 reserved + 60 > 100
-    assert error.status == 429 and int(error.headers["retry-after"]) == 60
+    assert error.status_code == 429 and int(error.headers["retry-after"]) == 60
     first.release(used_tokens=10)  # it used far less than it could have
     clock.now += 15
     await second.reserve(60)
@@ -93,7 +93,7 @@ async def test_tokens_per_minute_charge_the_estimate_then_actual_usage(store: Ke
     await third.reserve(30)
     too_big = limiter.enter(None)
     await too_big.admit(key)
-    assert (await refused_async(too_big.reserve(101))).status == 429
+    assert (await refused_async(too_big.reserve(101))).status_code == 429
 
 
 def test_a_version_1_keys_table_is_migrated_in_place(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ import time
 import pytest
 import sqlalchemy as sa
 
+from gateway.domain_errors import Invalid
 from gateway.security.audit import AuditLog, audit_head, audit_log
 from gateway.security.keys import InvalidKey, KeyStore, api_keys
 
@@ -57,9 +58,9 @@ def test_revoked_and_expired_keys_are_refused(url: str) -> None:
 
 def test_bad_key_settings_are_refused(url: str) -> None:
     store = KeyStore(url)
-    with pytest.raises(ValueError):
+    with pytest.raises(Invalid):
         store.create("x", "root")  # type: ignore[arg-type]
-    with pytest.raises(ValueError):
+    with pytest.raises(Invalid):
         store.create("x", "inference", rpm=0)
     assert store.list() == []
     store.close()

@@ -140,7 +140,7 @@ async def test_two_workers_share_a_keys_limits(counters: SharedCounters) -> None
         admitted[-1].release()
     fifth = tickets.enter(worker_b)
     error = await refused(fifth.admit(key))
-    assert error.status == 429 and "requests per minute" in error.body.error.message
+    assert error.status_code == 429 and "requests per minute" in error.body.error.message
     fifth.release()  # its concurrency lease too (the route releases every ticket when its request ends)
 
     capped = ApiKey("k2", "capped", "inference", max_concurrent=2)
@@ -148,7 +148,7 @@ async def test_two_workers_share_a_keys_limits(counters: SharedCounters) -> None
     await first.admit(capped)
     await second.admit(capped)
     error = await refused(tickets.enter(worker_a).admit(capped))
-    assert error.status == 429 and "concurrent" in error.body.error.message
+    assert error.status_code == 429 and "concurrent" in error.body.error.message
     assert sorted(worker_a.held_leases() + worker_b.held_leases()) == sorted([first.lease, second.lease])
     second.release()
     await asyncio.sleep(0.2)  # the release runs off the event loop
@@ -160,7 +160,7 @@ async def test_two_workers_share_a_keys_limits(counters: SharedCounters) -> None
     await one.admit(metered)
     await one.reserve(60)
     await two.admit(metered)
-    assert (await refused(two.reserve(60))).status == 429
+    assert (await refused(two.reserve(60))).status_code == 429
     one.release(used_tokens=10)
     await asyncio.sleep(0.2)
     await two.reserve(60)
@@ -180,7 +180,7 @@ async def test_an_unanswering_store_fails_open_to_the_workers_own_limits(tmp_pat
         await tickets.enter(limiter).admit(key)
     error = await refused(tickets.enter(limiter).admit(key))  # the worker's own window still holds
     tickets.release_all()
-    assert error.status == 429
+    assert error.status_code == 429
     assert metrics.SHARED_LIMIT_FAILURES.labels("concurrency")._value.get() >= 3
     assert metrics.SHARED_LIMIT_FAILURES.labels("rpm")._value.get() == failures  # concurrency fell back first
     counters.close()
