@@ -41,11 +41,11 @@ OPENAI_CATEGORIES: dict[str, tuple[str, ...]] = {
     "violence/graphic": (),
 }
 INJECTION = "prompt_injection"
-_Text = Annotated[str, Meta(max_length=262_144)]
 
 
 class ModerationRequest(msgspec.Struct, forbid_unknown_fields=True):
-    input: _Text | Annotated[list[_Text], Meta(min_length=1, max_length=64)]
+    # Each text is bounded by the request body limit (max_body_bytes, a 413 beyond it), not by a schema length.
+    input: str | Annotated[list[str], Meta(min_length=1, max_length=64)]
     # A route's name picks that route's guard settings; otherwise the gateway's default guards answer.
     model: str | None = None
 
