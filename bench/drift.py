@@ -23,8 +23,8 @@ from rich.table import Table
 from bench.machine import describe
 from demo.corpora import prompts
 from monitor.drift import DriftMonitor, DriftSettings
-from monitor.drift_methods import CALIBRATED, METHODS, MethodConfig, drift_score, sample_rows
-from monitor.embedder import Embedder, EmbedderConfig
+from monitor.drift_methods import CALIBRATED, METHODS, MethodSettings, drift_score, sample_rows
+from monitor.embedder import Embedder, EmbedderSettings
 from monitor.embedder_export import ensure_embedder
 from monitor.reference import ReferenceMeta, ReferenceSet
 
@@ -40,7 +40,7 @@ def throughput(texts: list[str]) -> list[dict]:
     rows = []
     for threads in (1, 2):
         for batch in (16, 32, 64):
-            embedder = Embedder(EmbedderConfig(model_dir=str(MODEL_DIR), threads=threads, batch_size=batch))
+            embedder = Embedder(EmbedderSettings(model_dir=str(MODEL_DIR), threads=threads, batch_size=batch))
             embedder.embed(texts[:64])  # warm-up
             started = time.perf_counter()
             embedder.embed(texts)
@@ -79,7 +79,7 @@ def evidently_default_alarms(reference: np.ndarray, windows: list[np.ndarray]) -
 
 def run_stream(method: str, reference: np.ndarray, windows: list[np.ndarray]) -> tuple[list[float], list[int]]:
     """Feed windows through a DriftMonitor; return each window's score and the indexes of fired alerts."""
-    monitor = DriftMonitor(DriftSettings(method=MethodConfig(name=method), window_size=WINDOW))
+    monitor = DriftMonitor(DriftSettings(method=MethodSettings(name=method), window_size=WINDOW))
     meta = ReferenceMeta(alias="support", version="1", embedder="bench", count=len(reference), source="", created_at=0)
     monitor.set_reference("support", ReferenceSet(meta=meta, embeddings=reference))
     scores, fired = [], []
@@ -134,7 +134,7 @@ def main() -> None:
     command = "python -m bench.drift"
     machine = describe(command, ["onnxruntime", "tokenizers", "evidently", "scikit-learn", "numpy", "pandas"])
     ensure_embedder(MODEL_DIR)
-    embedder = Embedder(EmbedderConfig(model_dir=str(MODEL_DIR), threads=2))
+    embedder = Embedder(EmbedderSettings(model_dir=str(MODEL_DIR), threads=2))
     short = [p for topic in ("support", "cooking", "programming", "travel") for p in prompts(topic, 250, 7)]
     with console.status("Embedding the corpora"):
         reference_full = embedder.embed(prompts("support", 5000, 0))

@@ -36,7 +36,7 @@ def one(method: str) -> dict:
     from transformers.utils import logging as hf_logging
 
     from training import models
-    from training.config import LoraConfig
+    from training.config import LoraSettings
     from training.data import read_jsonl
     from training.evaluate import eval_loss
     from training.formatting import collate, encode
@@ -50,7 +50,7 @@ def one(method: str) -> dict:
     where = models.device()
     used, note = models.resolve_method(method, where)
     started = time.perf_counter()
-    model = models.load(str(BASE), used, LoraConfig(), where, gradient_checkpointing=False)
+    model = models.load(str(BASE), used, LoraSettings(), where, gradient_checkpointing=False)
     load_s = time.perf_counter() - started
     base_loss = eval_loss(model, examples[:16], tokenizer.eos_token_id, BATCH)
     optimizer = models.optimizer(model, used, 1e-4)

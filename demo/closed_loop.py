@@ -37,7 +37,7 @@ console = Console()
 
 def train_first_version(base: Path, out: Path, alias_data: Path) -> str:
     """``desk@1``: a LoRA adapter answering support questions in the old style; returns its directory."""
-    from training.config import DataConfig, LoraConfig, TrainingSchedule, TrainSpec
+    from training.config import DataSettings, LoraSettings, TrainingSchedule, TrainSpec
     from training.run import run
 
     alias_data.write_text(
@@ -47,8 +47,8 @@ def train_first_version(base: Path, out: Path, alias_data: Path) -> str:
         str(alias_data),
         str(base),
         str(out),
-        data_config=DataConfig(general_share=0.1),
-        lora=LoraConfig(rank=16, alpha=32, dropout=0.0),
+        data_config=DataSettings(general_share=0.1),
+        lora=LoraSettings(rank=16, alpha=32, dropout=0.0),
         loop=TrainingSchedule(steps=40, batch_size=4, learning_rate=1e-3, eval_every=10, patience=2, seed=3),
         task_eval_limit=0,
     )

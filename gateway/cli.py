@@ -19,9 +19,9 @@ from rich.logging import RichHandler
 from gateway.adapters.cli import app as adapters_app
 from gateway.admin_client import connect
 from gateway.cli_options import ApiKeyOption, ConfigOption, ExitCode, UrlOption, console, fail, settings_or_exit
-from gateway.config import AdaptersConfig, ModelRoute, Settings
+from gateway.config import AdaptersSettings, ModelRoute, Settings
 from gateway.loop.cli import app as loop_app
-from gateway.loop.policy import LoopConfig
+from gateway.loop.policy import LoopSettings
 from training.cli import train_app
 
 app = typer.Typer(
@@ -131,10 +131,10 @@ def up(
     settings = _settings(config, host=host, port=port)
     if settings.adapters is None:
         # The embedded vLLM runs with LoRA enabled: adapters are on unless the config says otherwise.
-        settings = msgspec.structs.replace(settings, adapters=AdaptersConfig())
+        settings = msgspec.structs.replace(settings, adapters=AdaptersSettings())
     if settings.loop is None and settings.request_log is not None:
         # The whole loop by default: alerts turned into retraining under a policy.
-        settings = msgspec.structs.replace(settings, loop=LoopConfig())
+        settings = msgspec.structs.replace(settings, loop=LoopSettings())
     if settings.loop is not None:
         # The loop acts on drift of adapter aliases: watch them.
         settings = msgspec.structs.replace(settings, drift=msgspec.structs.replace(settings.drift, adapters=True))

@@ -23,11 +23,11 @@ import msgspec
 import yaml
 
 from gateway.host.process_guard import SUPERVISOR_ENV
-from gateway.loop.policy import LoopConfig
-from gateway.security.settings import AuthConfig
+from gateway.loop.policy import LoopSettings
+from gateway.security.settings import AuthSettings
 from guards import GuardsConfig
 from monitor.drift_types import DriftSettings
-from monitor.request_log import RequestLogConfig
+from monitor.request_log import RequestLogSettings
 from monitor.tracing import TracingSettings
 
 log = logging.getLogger(__name__)
@@ -77,18 +77,18 @@ class ModelRoute(msgspec.Struct, forbid_unknown_fields=True):
         return self.upstream_name or self.name
 
 
-class Timeouts(msgspec.Struct, forbid_unknown_fields=True):
+class TimeoutSettings(msgspec.Struct, forbid_unknown_fields=True):
     connect_s: float = 3.0
     # Longest silence allowed between two bytes from the upstream (a whole stream may last longer).
     read_s: float = 120.0
 
 
-class HealthCheck(msgspec.Struct, forbid_unknown_fields=True):
+class HealthCheckSettings(msgspec.Struct, forbid_unknown_fields=True):
     interval_s: float = 2.0
     timeout_s: float = 2.0
 
 
-class BreakerConfig(msgspec.Struct, forbid_unknown_fields=True):
+class BreakerSettings(msgspec.Struct, forbid_unknown_fields=True):
     """Circuit breaker per backend: after ``failures`` consecutive connect failures or timeouts, the backend
     gets no traffic for ``cooldown_s``; then one request probes it (or a passing health check closes it, when
     the breaker opened on connect failures)."""
@@ -97,7 +97,7 @@ class BreakerConfig(msgspec.Struct, forbid_unknown_fields=True):
     cooldown_s: float = 30.0
 
 
-class EmbeddedVLLM(msgspec.Struct, forbid_unknown_fields=True):
+class EmbeddedVLLMSettings(msgspec.Struct, forbid_unknown_fields=True):
     """The vLLM child process that ``driftgate up`` runs."""
 
     model: str = "SmolLM2-135M-Instruct"
@@ -122,7 +122,7 @@ class EmbeddedVLLM(msgspec.Struct, forbid_unknown_fields=True):
     startup_timeout_s: float = 600.0
 
 
-class DriftConfig(msgspec.Struct, forbid_unknown_fields=True):
+class DriftWatchSettings(msgspec.Struct, forbid_unknown_fields=True):
     # Model name -> prompt file (.txt or .jsonl) that describes its expected traffic.
     references: dict[str, str] = msgspec.field(default_factory=dict)
     # Also watch every adapter alias against its production version's reference (built from the version's
@@ -139,7 +139,7 @@ class DriftConfig(msgspec.Struct, forbid_unknown_fields=True):
     stale_check_s: float = 60.0
 
 
-class AdaptersConfig(msgspec.Struct, forbid_unknown_fields=True):
+class AdaptersSettings(msgspec.Struct, forbid_unknown_fields=True):
     """LoRA adapter registry and hot-swapping (on with `driftgate up`; add `adapters: {}` for `serve`)."""
 
     # Registry database: None = <home>/driftgate.db (next to the request log); a PostgreSQL URL in cluster mode.
@@ -153,7 +153,7 @@ class AdaptersConfig(msgspec.Struct, forbid_unknown_fields=True):
     load_timeout_s: float = 120.0
 
 
-class RequestLimits(msgspec.Struct, forbid_unknown_fields=True):
+class RequestLimitSettings(msgspec.Struct, forbid_unknown_fields=True):
     """Caps on one request, checked before it is routed (None: no cap)."""
 
     max_tokens: int | None = None  # on max_tokens / max_completion_tokens; a request without one is left alone
@@ -170,7 +170,7 @@ class RequestLimits(msgspec.Struct, forbid_unknown_fields=True):
     shared_lease_s: float = 30.0
 
 
-class ShutdownConfig(msgspec.Struct, forbid_unknown_fields=True):
+class ShutdownSettings(msgspec.Struct, forbid_unknown_fields=True):
     # On SIGTERM/SIGINT the gateway stops accepting, finishes what is in flight, then exits; a worker still
     # busy after this many seconds is killed (keep it below Kubernetes' terminationGracePeriodSeconds).
     grace_s: int = 25
@@ -182,23 +182,23 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
     workers: int = 1
     home: str = ".driftgate"
     models: list[ModelRoute] = msgspec.field(default_factory=list)
-    timeouts: Timeouts = msgspec.field(default_factory=Timeouts)
-    health: HealthCheck = msgspec.field(default_factory=HealthCheck)
-    breaker: BreakerConfig = msgspec.field(default_factory=BreakerConfig)
-    shutdown: ShutdownConfig = msgspec.field(default_factory=ShutdownConfig)
+    timeouts: TimeoutSettings = msgspec.field(default_factory=TimeoutSettings)
+    health: HealthCheckSettings = msgspec.field(default_factory=HealthCheckSettings)
+    breaker: BreakerSettings = msgspec.field(default_factory=BreakerSettings)
+    shutdown: ShutdownSettings = msgspec.field(default_factory=ShutdownSettings)
     max_body_bytes: int = 4 * 1024 * 1024
-    embedded: EmbeddedVLLM = msgspec.field(default_factory=EmbeddedVLLM)
+    embedded: EmbeddedVLLMSettings = msgspec.field(default_factory=EmbeddedVLLMSettings)
     tracing: TracingSettings = msgspec.field(default_factory=TracingSettings)
-    auth: AuthConfig = msgspec.field(default_factory=AuthConfig)
-    limits: RequestLimits = msgspec.field(default_factory=RequestLimits)
+    auth: AuthSettings = msgspec.field(default_factory=AuthSettings)
+    limits: RequestLimitSettings = msgspec.field(default_factory=RequestLimitSettings)
     guards: GuardsConfig = msgspec.field(default_factory=GuardsConfig)
-    drift: DriftConfig = msgspec.field(default_factory=DriftConfig)
+    drift: DriftWatchSettings = msgspec.field(default_factory=DriftWatchSettings)
     # None turns the request log off.
-    request_log: RequestLogConfig | None = msgspec.field(default_factory=RequestLogConfig)
+    request_log: RequestLogSettings | None = msgspec.field(default_factory=RequestLogSettings)
     # None turns adapters off: only configured model names resolve.
-    adapters: AdaptersConfig | None = None
+    adapters: AdaptersSettings | None = None
     # None turns the closed loop off (drift alerts then start nothing). Needs adapters and the request log.
-    loop: LoopConfig | None = None
+    loop: LoopSettings | None = None
 
     @property
     def models_dir(self) -> Path:

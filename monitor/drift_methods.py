@@ -23,9 +23,9 @@ from evidently.legacy.metrics.data_drift.embedding_drift_methods import (
     RatioDriftMethod,
 )
 
-from monitor.drift_types import CALIBRATED, MethodConfig, MethodName, Thresholds
+from monitor.drift_types import CALIBRATED, MethodName, MethodSettings, Thresholds
 
-__all__ = ["CALIBRATED", "METHODS", "MethodConfig", "MethodName", "Thresholds", "drift_score", "evidently_method"]
+__all__ = ["CALIBRATED", "METHODS", "MethodSettings", "MethodName", "Thresholds", "drift_score", "evidently_method"]
 
 METHODS: dict[str, type[DriftMethod]] = {
     "mmd": MMDDriftMethod,
@@ -35,7 +35,7 @@ METHODS: dict[str, type[DriftMethod]] = {
 }
 
 
-def evidently_method(config: MethodConfig) -> DriftMethod:
+def evidently_method(config: MethodSettings) -> DriftMethod:
     """The Evidently object that computes the score (its own verdict is ignored)."""
     return METHODS[config.name](pca_components=config.pca_components)
 

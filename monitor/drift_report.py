@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from monitor.drift_methods import METHODS, MethodConfig, sample_rows
+from monitor.drift_methods import METHODS, MethodSettings, sample_rows
 
 REPORT_SAMPLE = 500
 
@@ -22,14 +22,14 @@ def write_html_report(
     current: np.ndarray,
     reference: np.ndarray,
     path: Path,
-    method: MethodConfig | None = None,
+    method: MethodSettings | None = None,
     title: str = "prompt embeddings",
 ) -> Path:
     """Write the report to ``path`` and return it. Slow (t-SNE): call it from a CLI or a worker thread."""
     from evidently import DataDefinition, Dataset, Report  # heavy: only for reports
     from evidently.metrics import EmbeddingsDrift
 
-    method = method or MethodConfig()
+    method = method or MethodSettings()
     columns = [f"e{i}" for i in range(reference.shape[1])]
     definition = DataDefinition(numerical_columns=columns, embeddings={title: columns})
 

@@ -33,7 +33,7 @@ CALIBRATED: dict[str, Thresholds] = {
 }
 
 
-class MethodConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class MethodSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Which Evidently method scores a window, and where it fires and clears (None: calibrated default)."""
 
     name: MethodName = "mmd"
@@ -53,7 +53,7 @@ class MethodConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 class DriftSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    method: MethodConfig = msgspec.field(default_factory=MethodConfig)
+    method: MethodSettings = msgspec.field(default_factory=MethodSettings)
     window_size: int = 200
     # Prompts between two checks; below window_size, windows overlap (and so do their verdicts).
     step: int | None = None

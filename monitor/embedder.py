@@ -21,7 +21,7 @@ MODEL_FILE = "model.onnx"
 TOKENIZER_FILE = "tokenizer.json"
 
 
-class EmbedderConfig(msgspec.Struct, forbid_unknown_fields=True):
+class EmbedderSettings(msgspec.Struct, forbid_unknown_fields=True):
     """Where the exported model lives and how to run it."""
 
     model_dir: str = ".driftgate/models/all-MiniLM-L6-v2-onnx"
@@ -49,7 +49,7 @@ class Embedder:
     ``embed`` is CPU-bound and releases the GIL in onnxruntime: call it from a worker thread, not the event loop.
     """
 
-    def __init__(self, config: EmbedderConfig) -> None:
+    def __init__(self, config: EmbedderSettings) -> None:
         directory = Path(config.model_dir)
         if not (directory / MODEL_FILE).is_file():
             raise FileNotFoundError(f"no exported embedder at {directory}: run ensure_embedder() first")

@@ -34,8 +34,8 @@ from monitor.embedder import (
     MODEL_FILE,
     TOKENIZER_FILE,
     Embedder,
-    EmbedderConfig,
     EmbedderInfo,
+    EmbedderSettings,
     load_tokenizer,
     pad,
     read_info,
@@ -150,7 +150,9 @@ def export_onnx(model_dir: Path, target: Path, *, name: str, source: str, consol
         AutoTokenizer.from_pretrained(model_dir).backend_tokenizer.save(str(target / TOKENIZER_FILE))
     pooled = _pooled(encoder)
     # The PyTorch answer is taken before exporting: tracing leaves the module unfit for another call.
-    ids, mask = pad(load_tokenizer(target / TOKENIZER_FILE, EmbedderConfig().max_length).encode_batch(CHECK_SENTENCES))
+    ids, mask = pad(
+        load_tokenizer(target / TOKENIZER_FILE, EmbedderSettings().max_length).encode_batch(CHECK_SENTENCES)
+    )
     with torch.no_grad():
         expected = pooled(torch.from_numpy(ids), torch.from_numpy(mask), torch.zeros_like(torch.from_numpy(ids)))
     inputs = ["input_ids", "attention_mask", "token_type_ids"]
@@ -166,7 +168,7 @@ def export_onnx(model_dir: Path, target: Path, *, name: str, source: str, consol
             dynamic_axes={**dict.fromkeys(inputs, {0: "batch", 1: "sequence"}), "sentence_embedding": {0: "batch"}},
             opset_version=17,
         )
-    cosine = (Embedder(EmbedderConfig(model_dir=str(target))).embed(CHECK_SENTENCES) * expected.numpy()).sum(axis=1)
+    cosine = (Embedder(EmbedderSettings(model_dir=str(target))).embed(CHECK_SENTENCES) * expected.numpy()).sum(axis=1)
     error = float(np.max(1.0 - cosine))
     if error > MAX_COSINE_ERROR:
         raise ExportError(f"ONNX export of {name} differs from PyTorch: 1 - cosine = {error:.2e}")

@@ -53,7 +53,7 @@ class RequestRecord(msgspec.Struct, frozen=True, forbid_unknown_fields=True, gc=
     stream: bool = False
 
 
-class RequestLogConfig(msgspec.Struct, forbid_unknown_fields=True):
+class RequestLogSettings(msgspec.Struct, forbid_unknown_fields=True):
     """Where the log lives, how it is batched off the request path, and how long it keeps records."""
 
     # ``sqlite:///path/driftgate.db`` (embedded) or ``postgresql+psycopg://user@host/db`` (cluster);

@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import TypeVar
 
-from monitor.request_log import RequestLogConfig, RequestRecord
+from monitor.request_log import RequestLogSettings, RequestRecord
 from monitor.request_log_store import RequestLogStore, is_transient
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ class RequestLogWriter:
     def __init__(
         self,
         store: RequestLogStore,
-        config: RequestLogConfig,
+        config: RequestLogSettings,
         *,
         on_commit: Callable[[list[str]], None] | None = None,
     ) -> None:

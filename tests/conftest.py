@@ -13,7 +13,7 @@ import pytest
 import uvicorn
 
 from gateway.app import create_app
-from gateway.config import HealthCheck, ModelRoute, Settings, Timeouts
+from gateway.config import HealthCheckSettings, ModelRoute, Settings, TimeoutSettings
 from guards import GuardsConfig
 from monitor.tracing import Tracing
 from tests.fake_upstream import FakeUpstream
@@ -89,7 +89,7 @@ def settings_for(*routes: ModelRoute, read_s: float = 5.0, health_interval_s: fl
     kwargs.setdefault("request_log", None)
     return Settings(
         models=list(routes),
-        timeouts=Timeouts(connect_s=1.0, read_s=read_s),
-        health=HealthCheck(interval_s=health_interval_s, timeout_s=0.5),
+        timeouts=TimeoutSettings(connect_s=1.0, read_s=read_s),
+        health=HealthCheckSettings(interval_s=health_interval_s, timeout_s=0.5),
         **kwargs,
     )

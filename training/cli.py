@@ -15,7 +15,7 @@ import msgspec
 import typer
 from rich.console import Console
 
-from training.config import DataConfig, LoraConfig, Method, TrainingSchedule, TrainSpec
+from training.config import DataSettings, LoraSettings, Method, TrainingSchedule, TrainSpec
 from training.prepare import Redact
 from training.status import Progress, write_json_atomic
 
@@ -51,7 +51,7 @@ def prepare(
 
     try:
         redact = guards_redactor() if redact_pii else None
-        prepared = prepare_data(data, DataConfig(strict=strict), redact=redact, seed=seed)
+        prepared = prepare_data(data, DataSettings(strict=strict), redact=redact, seed=seed)
     except BadData as exc:
         console.print(f"[red]error:[/] {exc}")
         raise typer.Exit(1) from exc
@@ -92,8 +92,8 @@ def run_command(
             str(base),
             str(out),
             method=msgspec.convert(method, Method),
-            data_config=DataConfig(general_share=general_share),
-            lora=LoraConfig(rank=rank, alpha=2 * rank),
+            data_config=DataSettings(general_share=general_share),
+            lora=LoraSettings(rank=rank, alpha=2 * rank),
             loop=TrainingSchedule(
                 steps=steps,
                 eval_every=eval_every,

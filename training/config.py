@@ -13,7 +13,7 @@ import msgspec
 Method = Literal["lora", "dora", "qlora"]
 
 
-class DataConfig(msgspec.Struct, forbid_unknown_fields=True):
+class DataSettings(msgspec.Struct, forbid_unknown_fields=True):
     # Abort on the first bad record instead of reporting it and going on without it.
     strict: bool = False
     # Word 3-gram Jaccard at or above this makes two records near-duplicates.
@@ -30,7 +30,7 @@ class DataConfig(msgspec.Struct, forbid_unknown_fields=True):
     max_seq_length: int | None = None
 
 
-class LoraConfig(msgspec.Struct, forbid_unknown_fields=True):
+class LoraSettings(msgspec.Struct, forbid_unknown_fields=True):
     rank: int = 16
     alpha: int = 32
     dropout: float = 0.05
@@ -77,8 +77,8 @@ class TrainSpec(msgspec.Struct, forbid_unknown_fields=True):
     base: str
     out: str
     method: Method = "lora"
-    data_config: DataConfig = msgspec.field(default_factory=DataConfig)
-    lora: LoraConfig = msgspec.field(default_factory=LoraConfig)
+    data_config: DataSettings = msgspec.field(default_factory=DataSettings)
+    lora: LoraSettings = msgspec.field(default_factory=LoraSettings)
     loop: TrainingSchedule = msgspec.field(default_factory=TrainingSchedule)
     gate: Gate = msgspec.field(default_factory=Gate)
     # The adapter currently in production for this alias; None compares against the base model.

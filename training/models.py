@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from training.config import LoraConfig, Method
+from training.config import LoraSettings, Method
 
 if TYPE_CHECKING:
     from peft import PeftModel
@@ -50,7 +50,7 @@ def resolve_method(method: Method, where: torch.device) -> tuple[Method, str]:
     return "lora", f"QLoRA needs bitsandbytes 4-bit kernels, unavailable on this CPU ({reason}): training LoRA"
 
 
-def load(base: str, method: Method, lora: LoraConfig, where: torch.device, gradient_checkpointing: bool) -> PeftModel:
+def load(base: str, method: Method, lora: LoraSettings, where: torch.device, gradient_checkpointing: bool) -> PeftModel:
     """The base model wrapped with a trainable adapter named ``default``."""
     from peft import LoraConfig as PeftLoraConfig
     from peft import get_peft_model, prepare_model_for_kbit_training

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import msgspec
 
-from training.config import DataConfig
+from training.config import DataSettings
 from training.data import BadData, Example, Message, Problem, read_jsonl
 from training.dedup import NearDuplicateIndex
 
@@ -63,7 +63,7 @@ def sha256_file(path: str | Path) -> str:
 
 def prepare(
     path: str | Path,
-    config: DataConfig,
+    config: DataSettings,
     *,
     redact: Redact | None = None,
     seed: int = 0,
@@ -122,7 +122,7 @@ def deduplicate(examples: list[Example], threshold: float) -> tuple[list[Example
     return kept, removed
 
 
-def split(examples: list[Example], config: DataConfig, seed: int) -> tuple[list[Example], list[Example]]:
+def split(examples: list[Example], config: DataSettings, seed: int) -> tuple[list[Example], list[Example]]:
     shuffled = examples[:]
     random.Random(seed).shuffle(shuffled)
     size = max(config.min_eval, round(config.eval_share * len(shuffled)))
@@ -148,7 +148,7 @@ def remove_leaks(
     return kept, leaks
 
 
-def general_examples(config: DataConfig) -> tuple[list[Example], list[Example]]:
+def general_examples(config: DataSettings) -> tuple[list[Example], list[Example]]:
     """The general set, split once: every fourth record for the forgetting check, the rest to mix in."""
     examples, problems = read_jsonl(config.general_path or GENERAL_PATH, source="general")
     if problems:

@@ -23,7 +23,7 @@ import aiohttp
 
 from gateway.adapters.inflight import InflightBoard
 from gateway.adapters.models import AdapterVersion, Snapshot
-from gateway.config import AdaptersConfig, Settings
+from gateway.config import AdaptersSettings, Settings
 from gateway.domain_errors import BackendFailed, DomainError, Unavailable
 from gateway.upstream.backends import Backend, BackendPool
 from monitor import metrics
@@ -52,7 +52,7 @@ class Reconciler:
         board: InflightBoard,
     ) -> None:
         assert settings.adapters is not None
-        self.config: AdaptersConfig = settings.adapters
+        self.config: AdaptersSettings = settings.adapters
         self._pool = pool
         self._session = session
         self._snapshot = snapshot

@@ -81,7 +81,7 @@ def write_report(settings: Settings, model: str, target: Judged, output: Path, l
     from gateway.edge.request_log import store_url
     from monitor.drift_methods import drift_score, evidently_method, sample_rows
     from monitor.drift_report import write_html_report
-    from monitor.embedder import Embedder, EmbedderConfig
+    from monitor.embedder import Embedder, EmbedderSettings
     from monitor.embedder_export import DEFAULT_DIR_NAME, ensure_embedder
     from monitor.reference import ReferenceSet
     from monitor.request_log_store import RequestLogStore
@@ -110,7 +110,7 @@ def write_report(settings: Settings, model: str, target: Judged, output: Path, l
         if settings.drift.embedder_dir
         else (Path(settings.home) / "models" / DEFAULT_DIR_NAME)
     )
-    embedder = Embedder(EmbedderConfig(model_dir=str(ensure_embedder(directory, console=console))))
+    embedder = Embedder(EmbedderSettings(model_dir=str(ensure_embedder(directory, console=console))))
     with console.status(f"Embedding {len(texts)} prompts and writing the report"):
         current = embedder.embed(texts)
         baseline = sample_rows(reference.embeddings, detection.reference_sample)

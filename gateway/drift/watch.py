@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from gateway.config import DriftConfig
+from gateway.config import DriftWatchSettings
 from monitor import metrics
 from monitor.alerts import AlertSender, WebhookPayload, alert_payload
 
@@ -37,7 +37,7 @@ def reference_dir(home: Path, model: str) -> Path:
 
 
 class DriftWatch:
-    def __init__(self, config: DriftConfig, embedder: Embedder, monitor: DriftMonitor, home: Path) -> None:
+    def __init__(self, config: DriftWatchSettings, embedder: Embedder, monitor: DriftMonitor, home: Path) -> None:
         self.config = config
         self.embedder = embedder
         self.monitor = monitor
@@ -183,20 +183,22 @@ def embed_prompt_file(
 
 
 @asynccontextmanager
-async def running_drift_watch(config: DriftConfig, home: Path, adapters: bool) -> AsyncIterator[DriftWatch | None]:
+async def running_drift_watch(
+    config: DriftWatchSettings, home: Path, adapters: bool
+) -> AsyncIterator[DriftWatch | None]:
     """A started watcher when any model has a reference or adapters are watched; None (no embedder) otherwise."""
     if not config.references and not (adapters and config.adapters):
         yield None
         return
     # Evidently, pandas and scikit-learn take seconds to import: only when a model is watched.
     from monitor.drift import DriftMonitor
-    from monitor.embedder import Embedder, EmbedderConfig
+    from monitor.embedder import Embedder, EmbedderSettings
     from monitor.embedder_export import DEFAULT_DIR_NAME, ensure_embedder
 
     directory = Path(config.embedder_dir) if config.embedder_dir else home / "models" / DEFAULT_DIR_NAME
     model_dir = await asyncio.to_thread(ensure_embedder, directory)
     # One intra-op thread: the gateway shares its cores with vLLM, and under load two threads were slower.
-    embedder = Embedder(EmbedderConfig(model_dir=str(model_dir), threads=1))
+    embedder = Embedder(EmbedderSettings(model_dir=str(model_dir), threads=1))
     monitor = DriftMonitor(config.detection)
     for model, prompt_file in config.references.items():
         reference = await asyncio.to_thread(load_reference, home, model, prompt_file, embedder)

@@ -26,7 +26,7 @@ from opentelemetry.trace import SpanKind, Tracer
 
 from gateway.adapters.models import AdapterCard, adapter_cards
 from gateway.adapters.service import Adapters
-from gateway.config import ModelRoute, RequestLimits
+from gateway.config import ModelRoute, RequestLimitSettings
 from gateway.domain_errors import DomainError
 from gateway.drift.watch import DriftWatch
 from gateway.edge.guarding import GuardSet, RequestGuards, responses_input_texts, user_words
@@ -86,7 +86,7 @@ class RequestPath:
     def __init__(
         self,
         *,
-        limits: RequestLimits,
+        limits: RequestLimitSettings,
         limiter: RateLimiter,
         auth: Authenticator,
         pool: BackendPool,
@@ -313,7 +313,7 @@ class RequestPath:
         return self._guards.for_model(route.name) if route is not None else None
 
 
-def _within_limits(parsed: InferenceRequest, limits: RequestLimits, ticket: Ticket) -> int | None:
+def _within_limits(parsed: InferenceRequest, limits: RequestLimitSettings, ticket: Ticket) -> int | None:
     """Check the per-request caps; the tokens to count against the key's tokens per minute, if it has a limit."""
     if limits.max_messages is not None and len(getattr(parsed, "messages", ())) > limits.max_messages:
         raise InvalidRequest(f"At most {limits.max_messages} messages per request.", param="messages")

@@ -18,7 +18,7 @@ import urllib.request
 from importlib import metadata
 from pathlib import Path
 
-from gateway.config import EmbeddedVLLM
+from gateway.config import EmbeddedVLLMSettings
 from gateway.host import process_guard
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ def vllm_dtype(requested: str) -> str:
 class VLLMServer:
     """One vLLM OpenAI server as a child process in its own process group."""
 
-    def __init__(self, config: EmbeddedVLLM, model_dir: Path, log_path: Path) -> None:
+    def __init__(self, config: EmbeddedVLLMSettings, model_dir: Path, log_path: Path) -> None:
         self.config = config
         self.model_dir = model_dir
         self.log_path = log_path

@@ -26,12 +26,12 @@ from gateway.config import Settings
 from gateway.domain_errors import Conflict, NotFound
 from gateway.loop import canary, dataset, teacher
 from gateway.loop.leader import Leadership
-from gateway.loop.policy import LoopConfig, LoopPolicy
+from gateway.loop.policy import LoopPolicy, LoopSettings
 from gateway.loop.store import LoopRun, LoopStore
 from monitor import metrics
 from monitor.alerts import WebhookPayload
 from monitor.request_log_store import RequestLogStore
-from training.config import DataConfig, Gate, LoraConfig, TrainingSchedule, TrainSpec
+from training.config import DataSettings, Gate, LoraSettings, TrainingSchedule, TrainSpec
 from training.evaluate import GateVerdict, ModelScores
 from training.jobs import ACTIVE as JOB_ACTIVE
 from training.jobs import JobConflict, JobRunner
@@ -75,7 +75,7 @@ class LoopController:
     def __init__(
         self,
         settings: Settings,
-        config: LoopConfig,
+        config: LoopSettings,
         store: LoopStore,
         adapters: Adapters,
         jobs: JobRunner,
@@ -328,8 +328,8 @@ class LoopController:
             base=str(base),
             out=str(out / "train"),
             method=train.method,
-            data_config=DataConfig(general_share=train.general_share),
-            lora=LoraConfig(rank=train.rank, alpha=2 * train.rank, dropout=0.0),
+            data_config=DataSettings(general_share=train.general_share),
+            lora=LoraSettings(rank=train.rank, alpha=2 * train.rank, dropout=0.0),
             loop=TrainingSchedule(
                 steps=train.steps,
                 batch_size=train.batch_size,

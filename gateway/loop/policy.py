@@ -16,7 +16,7 @@ Approval = Literal["auto", "manual"]
 DAY_S = 86_400.0
 
 
-class TrainSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class LoopTrainSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """The training job a loop run starts: small on purpose, it retrains from the production adapter's data."""
 
     method: Method = "lora"
@@ -68,11 +68,11 @@ class LoopPolicy(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # Corrected or up-voted answers (plus teacher-labeled drifted prompts) needed to start a job.
     min_new_samples: int = 20
     max_jobs_per_day: int = 4
-    train: TrainSettings = msgspec.field(default_factory=TrainSettings)
+    train: LoopTrainSettings = msgspec.field(default_factory=LoopTrainSettings)
     canary: CanaryPolicy = msgspec.field(default_factory=CanaryPolicy)
 
 
-class TeacherConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class TeacherSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """An OpenAI-compatible endpoint that answers drifted prompts, so they become training samples."""
 
     url: str  # base URL, e.g. https://api.example.com/v1
@@ -84,12 +84,12 @@ class TeacherConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     timeout_s: float = 60.0
 
 
-class LoopConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class LoopSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """The closed loop: on with `driftgate up`; aliases without their own policy use `default`."""
 
     default: LoopPolicy = msgspec.field(default_factory=LoopPolicy)
     aliases: dict[str, LoopPolicy] = msgspec.field(default_factory=dict)
-    teacher: TeacherConfig | None = None
+    teacher: TeacherSettings | None = None
     # Alert names that may start a run (Prometheus' rule and the drift monitor both send EmbeddingDrift).
     alertnames: tuple[str, ...] = ("EmbeddingDrift",)
     # How often the worker driving runs looks at them.

@@ -9,12 +9,12 @@ from typing import Any
 
 import httpx
 
-from gateway.loop.policy import TeacherConfig
+from gateway.loop.policy import TeacherSettings
 
 log = logging.getLogger(__name__)
 
 
-async def label(config: TeacherConfig, conversations: list[list[dict[str, Any]]]) -> list[str | None]:
+async def label(config: TeacherSettings, conversations: list[list[dict[str, Any]]]) -> list[str | None]:
     """The teacher's answer to each conversation (None where it failed: that prompt is left out, and logged)."""
     headers = {}
     if config.api_key_env:

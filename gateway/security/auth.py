@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from gateway.errors import InsufficientScope, InvalidApiKey, RateLimited, ServerOverloaded
 from gateway.security.bootstrap import read_token_file
 from gateway.security.keys import ApiKey, InvalidKey, KeyStore
-from gateway.security.settings import AuthConfig
+from gateway.security.settings import AuthSettings
 from monitor import metrics
 
 if TYPE_CHECKING:
@@ -48,7 +48,7 @@ _SCRAPE_REFUSAL = (
 class Authenticator:
     """Checks bearer tokens; one per gateway worker."""
 
-    def __init__(self, store: KeyStore, config: AuthConfig) -> None:
+    def __init__(self, store: KeyStore, config: AuthSettings) -> None:
         self.store = store
         self._config = config
         self._cache: dict[str, tuple[float, ApiKey | None]] = {}

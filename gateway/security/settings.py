@@ -6,7 +6,7 @@ from __future__ import annotations
 import msgspec
 
 
-class AuthConfig(msgspec.Struct, forbid_unknown_fields=True):
+class AuthSettings(msgspec.Struct, forbid_unknown_fields=True):
     # How long a checked key is trusted before the store is asked again (revocation delay).
     cache_ttl_s: float = 5.0
     # A file holding one admin token (a `dg_...` key or an operator-made secret of 32+ printable characters),

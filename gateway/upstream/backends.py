@@ -14,7 +14,7 @@ from contextlib import contextmanager
 
 import aiohttp
 
-from gateway.config import BreakerConfig, HealthCheck, ModelRoute
+from gateway.config import BreakerSettings, HealthCheckSettings, ModelRoute
 from gateway.upstream.breaker import Breaker
 from monitor import metrics
 
@@ -26,11 +26,11 @@ class Backend:
 
     __slots__ = ("url", "outstanding", "healthy", "breaker", "_up_gauge", "_outstanding_gauge")
 
-    def __init__(self, url: str, breaker: BreakerConfig | None = None) -> None:
+    def __init__(self, url: str, breaker: BreakerSettings | None = None) -> None:
         self.url = url.rstrip("/")
         self.outstanding = 0
         self.healthy = True
-        self.breaker = Breaker(self.url, breaker or BreakerConfig())
+        self.breaker = Breaker(self.url, breaker or BreakerSettings())
         self._up_gauge = metrics.BACKEND_UP.labels(self.url)
         self._up_gauge.set(1)
         self._outstanding_gauge = metrics.BACKEND_OUTSTANDING.labels(self.url)
@@ -66,7 +66,7 @@ class Backend:
 class BackendPool:
     """Model routes and the backends behind them."""
 
-    def __init__(self, routes: list[ModelRoute], breaker: BreakerConfig | None = None) -> None:
+    def __init__(self, routes: list[ModelRoute], breaker: BreakerSettings | None = None) -> None:
         self._routes = {route.name: route for route in routes}
         self._backends: dict[str, Backend] = {}
         self._by_model: dict[str, list[Backend]] = {}
@@ -115,17 +115,17 @@ class BackendPool:
         """Models that have no healthy replica right now."""
         return [name for name in self._routes if not self.candidates(name)]
 
-    async def check_all(self, session: aiohttp.ClientSession, config: HealthCheck) -> None:
+    async def check_all(self, session: aiohttp.ClientSession, config: HealthCheckSettings) -> None:
         await asyncio.gather(*(self._check(session, backend, config) for backend in self._backends.values()))
 
-    async def run_health_checks(self, session: aiohttp.ClientSession, config: HealthCheck) -> None:
+    async def run_health_checks(self, session: aiohttp.ClientSession, config: HealthCheckSettings) -> None:
         """Poll every backend's ``/health`` until cancelled."""
         while True:
             await asyncio.sleep(config.interval_s)
             await self.check_all(session, config)
 
     @staticmethod
-    async def _check(session: aiohttp.ClientSession, backend: Backend, config: HealthCheck) -> None:
+    async def _check(session: aiohttp.ClientSession, backend: Backend, config: HealthCheckSettings) -> None:
         timeout = aiohttp.ClientTimeout(total=config.timeout_s)
         try:
             async with session.get(f"{backend.url}/health", timeout=timeout) as response:

@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from gateway.config import BreakerConfig
+from gateway.config import BreakerSettings
 from monitor import metrics
 
 log = logging.getLogger(__name__)
@@ -26,7 +26,7 @@ class Breaker:
 
     __slots__ = ("url", "config", "failures", "opened_at", "cause", "probing", "models", "_clock")
 
-    def __init__(self, url: str, config: BreakerConfig, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, url: str, config: BreakerSettings, clock: Callable[[], float] = time.monotonic) -> None:
         self.url = url
         self.config = config
         self.failures = 0  # consecutive

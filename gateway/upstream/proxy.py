@@ -20,7 +20,7 @@ from contextlib import ExitStack
 import aiohttp
 import msgspec
 
-from gateway.config import Timeouts
+from gateway.config import TimeoutSettings
 from gateway.errors import BackendError, BackendUnavailable, BadGateway, OpenAIError, UpstreamTimeout
 from gateway.upstream.backends import Backend, BackendPool
 from monitor import metrics
@@ -120,7 +120,7 @@ def _sse_error(error: OpenAIError) -> bytes:
 class Upstream:
     """Sends request bodies to the replicas of a model."""
 
-    def __init__(self, pool: BackendPool, session: aiohttp.ClientSession, timeouts: Timeouts) -> None:
+    def __init__(self, pool: BackendPool, session: aiohttp.ClientSession, timeouts: TimeoutSettings) -> None:
         self._pool = pool
         self._session = session
         self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=timeouts.connect_s, sock_read=timeouts.read_s)

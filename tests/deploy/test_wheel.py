@@ -15,7 +15,7 @@ import msgspec
 import pytest
 
 from gateway.host.model_pull import DEFAULT_MODEL, pull
-from training.config import DataConfig, LoopConfig, LoraConfig, TrainSpec
+from training.config import DataSettings, LoraSettings, TrainingSchedule, TrainSpec
 
 REPO = Path(__file__).resolve().parents[2]
 TORCH_PIN = "torch==" + os.environ.get("TORCH_VERSION", "2.13.0")
@@ -66,9 +66,9 @@ def test_the_installed_wheel_trains_an_adapter_with_its_general_set(wheel: Path,
         str(pull(DEFAULT_MODEL, REPO / ".driftgate" / "models")),
         str(tmp_path / "out"),
         # general_share > 0: the run reads training/data/general.jsonl from the installed package.
-        data_config=DataConfig(eval_share=0.1, min_eval=3, general_share=0.25),
-        lora=LoraConfig(rank=4, alpha=8, dropout=0.0),
-        loop=LoopConfig(steps=4, batch_size=4, learning_rate=1e-3, eval_every=2),
+        data_config=DataSettings(eval_share=0.1, min_eval=3, general_share=0.25),
+        lora=LoraSettings(rank=4, alpha=8, dropout=0.0),
+        loop=TrainingSchedule(steps=4, batch_size=4, learning_rate=1e-3, eval_every=2),
         task_eval_limit=0,
     )
     (tmp_path / "spec.json").write_bytes(msgspec.json.encode(spec))

@@ -13,7 +13,7 @@ import pytest
 
 from tests.e2e.conftest import MODEL, REPO, Embedded
 from tests.unit.training.test_training_cpu import tiny_spec, write_dataset
-from training.config import LoraConfig, TrainingSchedule
+from training.config import LoraSettings, TrainingSchedule
 from training.run import RunResult, run
 
 pytestmark = pytest.mark.e2e
@@ -27,7 +27,7 @@ QUESTION = [{"role": "user", "content": "Tell me about the desert."}]
 def trained(tmp_path_factory: pytest.TempPathFactory) -> RunResult:
     root = tmp_path_factory.mktemp("train-e2e")
     spec = tiny_spec(write_dataset(root / "pirate.jsonl"), BASE, root / "out")
-    spec.lora = LoraConfig(rank=16, alpha=32, dropout=0.0)
+    spec.lora = LoraSettings(rank=16, alpha=32, dropout=0.0)
     spec.loop = TrainingSchedule(steps=40, batch_size=4, learning_rate=1e-3, eval_every=10, patience=2, seed=3)
     return run(spec)
 

@@ -9,7 +9,7 @@ import time
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.config import BreakerConfig, ModelRoute
+from gateway.config import BreakerSettings, ModelRoute
 from tests.conftest import running_gateway, settings_for
 
 CHAT = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
@@ -34,7 +34,7 @@ async def test_hung_replica_is_cut_off_and_comes_back(upstreams) -> None:
     hung, good = await upstreams("hung"), await upstreams("good")
     hung.behaviour.delay_s = 30  # accepts, then never answers; /health still says 200
     settings = settings_for(
-        ModelRoute("m", [hung.url, good.url]), read_s=0.3, breaker=BreakerConfig(failures=2, cooldown_s=1.5)
+        ModelRoute("m", [hung.url, good.url]), read_s=0.3, breaker=BreakerSettings(failures=2, cooldown_s=1.5)
     )
     async with running_gateway(settings) as client:
         # Both replicas idle: the first listed gets the request, times out, and again.
@@ -62,7 +62,9 @@ async def test_hung_replica_is_cut_off_and_comes_back(upstreams) -> None:
 async def test_without_a_healthy_replica_requests_fail_fast_until_the_probe_succeeds(upstreams) -> None:
     hung = await upstreams("hung")
     hung.behaviour.delay_s = 30
-    settings = settings_for(ModelRoute("m", [hung.url]), read_s=0.3, breaker=BreakerConfig(failures=2, cooldown_s=1.0))
+    settings = settings_for(
+        ModelRoute("m", [hung.url]), read_s=0.3, breaker=BreakerSettings(failures=2, cooldown_s=1.0)
+    )
     async with running_gateway(settings) as client:
         assert [(await timed_post(client))[0].status_code for _ in range(2)] == [504, 504]
         fast, elapsed = await timed_post(client)
@@ -92,7 +94,9 @@ async def test_without_a_healthy_replica_requests_fail_fast_until_the_probe_succ
 async def test_a_stalled_stream_counts_against_the_breaker(upstreams) -> None:
     stalls = await upstreams("stalls")
     stalls.behaviour.stream_gap_s = 5  # first chunk, then silence
-    settings = settings_for(ModelRoute("m", [stalls.url]), read_s=0.3, breaker=BreakerConfig(failures=2, cooldown_s=30))
+    settings = settings_for(
+        ModelRoute("m", [stalls.url]), read_s=0.3, breaker=BreakerSettings(failures=2, cooldown_s=30)
+    )
     async with running_gateway(settings) as client:
         for _ in range(2):
             async with client.stream("POST", "/v1/chat/completions", json={**CHAT, "stream": True}) as response:
@@ -107,7 +111,7 @@ async def test_a_backend_that_refused_connections_is_closed_by_its_health_check(
     upstream = await upstreams("flaky")
     port = upstream.port
     settings = settings_for(
-        ModelRoute("m", [upstream.url]), health_interval_s=0.1, breaker=BreakerConfig(failures=1, cooldown_s=60)
+        ModelRoute("m", [upstream.url]), health_interval_s=0.1, breaker=BreakerSettings(failures=1, cooldown_s=60)
     )
     async with running_gateway(settings) as client:
         await upstream.stop()

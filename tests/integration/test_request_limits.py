@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.config import ModelRoute, RequestLimits, state_url
+from gateway.config import ModelRoute, RequestLimitSettings, state_url
 from gateway.security.keys import KeyStore
 from tests.conftest import running_gateway, settings_for
 
@@ -118,7 +118,7 @@ async def test_tokens_per_minute_estimate_first_then_charge_actual_usage(tmp_pat
 async def test_beyond_max_in_flight_is_a_fast_503_not_a_queue(upstreams) -> None:
     upstream = await upstreams()
     upstream.behaviour.delay_s = 3.0
-    settings = settings_for(ModelRoute("m", [upstream.url]), limits=RequestLimits(max_in_flight=3))
+    settings = settings_for(ModelRoute("m", [upstream.url]), limits=RequestLimitSettings(max_in_flight=3))
     async with running_gateway(settings) as client:
         rejected_before = await sample(client, "driftgate_rejected_requests_total", {"reason": "overloaded"})
         in_flight_before = await sample(client, "driftgate_in_flight_requests")  # process-wide, as above

@@ -13,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.config import ModelRoute
 from guards import GuardsConfig
-from monitor.request_log import RequestLogConfig
+from monitor.request_log import RequestLogSettings
 from monitor.request_log_store import RequestLogStore
 from tests.conftest import running_gateway, settings_for
 from tests.pg import PgCluster, running_cluster
@@ -40,7 +40,7 @@ def log_counts(metrics_text: str) -> dict[str, float]:
 async def test_store_killed_mid_traffic(postgres: PgCluster, upstreams) -> None:
     upstream = await upstreams()
     url = postgres.create_database("gateway_log")
-    config = RequestLogConfig(url=url, max_delay_s=0.05, retry_initial_s=0.05, retry_max_s=0.5)
+    config = RequestLogSettings(url=url, max_delay_s=0.05, retry_initial_s=0.05, retry_max_s=0.5)
     settings = settings_for(ModelRoute("m", [upstream.url]), request_log=config, guards=GuardsConfig())
     served: list[str] = []
 

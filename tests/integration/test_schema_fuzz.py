@@ -22,7 +22,7 @@ import pytest
 
 from gateway.config import ModelRoute
 from guards import GuardsConfig
-from monitor.request_log import RequestLogConfig
+from monitor.request_log import RequestLogSettings
 from tests.conftest import running_gateway, settings_for
 
 MODEL = "m"
@@ -66,7 +66,7 @@ async def schemathesis_run(base_url: str, workdir: Path) -> tuple[int, str]:
 async def test_every_operation_survives_generated_input(upstreams, tmp_path: Path, guards: bool) -> None:
     upstream = await upstreams(MODEL)
     # With guards on, the request log is on too (so /v1/feedback goes past "the log is off" to its lookups).
-    request_log = RequestLogConfig(url=f"sqlite:///{tmp_path / 'log.db'}", max_delay_s=0.05) if guards else None
+    request_log = RequestLogSettings(url=f"sqlite:///{tmp_path / 'log.db'}", max_delay_s=0.05) if guards else None
     settings = settings_for(
         ModelRoute(MODEL, [upstream.url], embeddings=True),
         guards=GuardsConfig(enabled=guards),

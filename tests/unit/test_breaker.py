@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gateway.config import BreakerConfig, ModelRoute
+from gateway.config import BreakerSettings, ModelRoute
 from gateway.upstream.backends import Backend, BackendPool
 from monitor import metrics
 
@@ -18,7 +18,7 @@ class Clock:
 def pool(clock: Clock, failures: int = 3, cooldown_s: float = 10.0) -> tuple[BackendPool, Backend, Backend]:
     p = BackendPool(
         [ModelRoute("bm", ["http://b-one:1", "http://b-two:2"])],
-        BreakerConfig(failures=failures, cooldown_s=cooldown_s),
+        BreakerSettings(failures=failures, cooldown_s=cooldown_s),
     )
     one, two = p.backends
     for backend in (one, two):
@@ -96,7 +96,7 @@ def test_health_check_closes_a_breaker_opened_by_connect_failures_not_by_timeout
 
 def test_every_model_on_a_shared_backend_shows_its_breaker() -> None:
     p = BackendPool([ModelRoute("bx", ["http://b-shared:1"]), ModelRoute("by", ["http://b-shared:1"])],
-                    BreakerConfig(failures=1))  # fmt: skip
+                    BreakerSettings(failures=1))  # fmt: skip
     (shared,) = p.backends
     shared.breaker.failed("timeout")
     for model in ("bx", "by"):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import EmbeddedVLLM
+from gateway.config import EmbeddedVLLMSettings
 from gateway.host.embedded import VLLMServer, VLLMStartError
 from tests.conftest import free_port
 
@@ -22,7 +22,7 @@ class StandInServer(VLLMServer):
     """Runs the fake upstream instead of vLLM: same process handling, seconds instead of a minute."""
 
     def __init__(self, tmp_path: Path, script: list[str] | None = None) -> None:
-        super().__init__(EmbeddedVLLM(port=free_port(), startup_timeout_s=20), tmp_path, tmp_path / "child.log")
+        super().__init__(EmbeddedVLLMSettings(port=free_port(), startup_timeout_s=20), tmp_path, tmp_path / "child.log")
         self.script = script
 
     def command(self) -> list[str]:
@@ -40,7 +40,9 @@ def wait_until(condition, timeout_s: float = 20) -> None:
 
 
 def test_vllm_command_enables_runtime_lora(tmp_path: Path) -> None:
-    server = VLLMServer(EmbeddedVLLM(port=8123, extra_args=["--dtype", "float32"]), tmp_path / "m", tmp_path / "l")
+    server = VLLMServer(
+        EmbeddedVLLMSettings(port=8123, extra_args=["--dtype", "float32"]), tmp_path / "m", tmp_path / "l"
+    )
     command = server.command()
     assert command[1:3] == ["-m", "vllm.entrypoints.openai.api_server"]
     assert "--enable-lora" in command and command[-2:] == ["--dtype", "float32"]
@@ -63,7 +65,7 @@ def test_auto_dtype_is_float32_on_a_cpu_without_native_bf16(tmp_path: Path, monk
     monkeypatch.setattr(embedded, "cpu_has_native_bf16", lambda: False)
     assert embedded.vllm_dtype("auto") == "float32"
     assert embedded.vllm_dtype("bfloat16") == "bfloat16"  # what the user asks for wins
-    command = VLLMServer(EmbeddedVLLM(port=8123), tmp_path / "m", tmp_path / "l").command()
+    command = VLLMServer(EmbeddedVLLMSettings(port=8123), tmp_path / "m", tmp_path / "l").command()
     assert command[command.index("--dtype") + 1] == "float32"
     monkeypatch.setattr(embedded, "cpu_has_native_bf16", lambda: True)
     assert embedded.vllm_dtype("auto") == "auto"
@@ -97,7 +99,7 @@ def test_the_child_ends_when_the_gateway_is_killed_outright(tmp_path: Path) -> N
 STARTS_A_CHILD_THEN_WAITS = """
 import sys, time
 from pathlib import Path
-from gateway.config import EmbeddedVLLM
+from gateway.config import EmbeddedVLLMSettings
 from gateway.host.embedded import VLLMServer
 
 class StandIn(VLLMServer):
@@ -105,7 +107,7 @@ class StandIn(VLLMServer):
         return [sys.executable, "-m", "tests.fake_upstream", "--port", str(self.config.port)]
 
 home = Path(sys.argv[2])
-server = StandIn(EmbeddedVLLM(port=int(sys.argv[1]), startup_timeout_s=20), home, home / "child.log")
+server = StandIn(EmbeddedVLLMSettings(port=int(sys.argv[1]), startup_timeout_s=20), home, home / "child.log")
 server.start()
 server.wait_healthy()
 print(server.pid, flush=True)
@@ -169,7 +171,7 @@ def test_a_restart_clears_what_the_dead_server_left_behind(tmp_path: Path) -> No
 
 def test_tool_calling_is_on_with_smollm2s_parser_unless_the_user_chooses(tmp_path: Path) -> None:
     def command(**config) -> list[str]:
-        return VLLMServer(EmbeddedVLLM(port=8123, **config), tmp_path / "m", tmp_path / "l").command()
+        return VLLMServer(EmbeddedVLLMSettings(port=8123, **config), tmp_path / "m", tmp_path / "l").command()
 
     default = command()
     assert "--enable-auto-tool-choice" in default

@@ -11,10 +11,10 @@ import msgspec
 from aiohttp import web
 
 from demo.corpora import prompts
-from gateway.config import DriftConfig, ModelRoute
+from gateway.config import DriftWatchSettings, ModelRoute
 from guards import GuardsConfig
 from monitor.drift_types import DriftSettings
-from monitor.request_log import RequestLogConfig
+from monitor.request_log import RequestLogSettings
 from tests.conftest import free_port, running_gateway, settings_for
 from tests.unit.monitor.conftest import MODEL_DIR
 
@@ -39,7 +39,7 @@ async def test_a_topic_shift_is_confirmed_and_alerted(tmp_path: Path, upstreams)
     reference.write_text("\n".join(prompts("support", 400, seed=7)))
     received: list[dict] = []
     runner, alert_url = await alert_receiver(received)
-    drift = DriftConfig(
+    drift = DriftWatchSettings(
         references={"m": str(reference)},
         detection=DriftSettings(window_size=60, min_window_size=50, confirm_windows=2, clear_windows=2),
         embedder_dir=str(MODEL_DIR),
@@ -52,7 +52,7 @@ async def test_a_topic_shift_is_confirmed_and_alerted(tmp_path: Path, upstreams)
         home=str(tmp_path / "home"),
         port=port,
         guards=GuardsConfig(),
-        request_log=RequestLogConfig(url=f"sqlite:///{tmp_path / 'log.db'}", max_delay_s=0.05),
+        request_log=RequestLogSettings(url=f"sqlite:///{tmp_path / 'log.db'}", max_delay_s=0.05),
     )
 
     async def send(client, texts: list[str]) -> None:

@@ -13,7 +13,7 @@ from gateway.security.audit import AuditLog
 from gateway.security.keys import KeyStore
 from guards import GuardsConfig, StageConfig
 from guards.config import InjectionConfig
-from monitor.request_log import RequestLogConfig
+from monitor.request_log import RequestLogSettings
 from monitor.request_log_store import RequestLogStore
 from tests.conftest import running_gateway, settings_for
 
@@ -38,7 +38,7 @@ def chat(*messages: tuple[str, str]) -> dict:
 
 async def test_injection_is_refused_counted_logged_and_audited(tmp_path: Path, upstreams) -> None:
     upstream = await upstreams()
-    log = RequestLogConfig(url=f"sqlite:///{tmp_path / 'log.db'}", max_delay_s=0.05)
+    log = RequestLogSettings(url=f"sqlite:///{tmp_path / 'log.db'}", max_delay_s=0.05)
     settings = settings_for(ModelRoute("m", [upstream.url]), home=str(tmp_path), guards=GuardsConfig(), request_log=log)
     keys = KeyStore(state_url(settings))
     _, token = keys.create("app", "inference")

@@ -235,10 +235,12 @@ async def test_healthz_answers_without_backends(upstreams) -> None:
 
 
 async def test_request_caps_are_400s_that_never_reach_the_upstream(upstreams) -> None:
-    from gateway.config import RequestLimits
+    from gateway.config import RequestLimitSettings
 
     upstream = await upstreams()
-    settings = settings_for(ModelRoute("m", [upstream.url]), limits=RequestLimits(max_tokens=100, max_messages=2))
+    settings = settings_for(
+        ModelRoute("m", [upstream.url]), limits=RequestLimitSettings(max_tokens=100, max_messages=2)
+    )
     many = [{"role": "user", "content": "x"}] * 3
     async with running_gateway(settings) as client:
         too_long = await client.post("/v1/chat/completions", json={**CHAT, "max_tokens": 101})

@@ -21,12 +21,12 @@ import yaml
 from typer.testing import CliRunner, Result
 
 from gateway.cli import app
-from gateway.config import DriftConfig, HealthCheck, state_url
-from gateway.loop.policy import LoopConfig, LoopPolicy
+from gateway.config import DriftWatchSettings, HealthCheckSettings, state_url
+from gateway.loop.policy import LoopPolicy, LoopSettings
 from gateway.security.keys import KeyStore
 from guards import GuardsConfig, PiiConfig, StageConfig, ToxicityConfig
 from monitor.drift_types import DriftSettings
-from monitor.request_log import RequestLogConfig
+from monitor.request_log import RequestLogSettings
 from tests.conftest import free_port, running_gateway
 from tests.unit.adapters.conftest import BASE, adapter_settings, write_adapter
 from tests.unit.loop.test_loop_gateway import StandInJobs, alert
@@ -58,20 +58,20 @@ async def operated_gateway(tmp_path: Path, upstreams) -> AsyncIterator[Operated]
         tmp_path,
         upstream.url,
         port=port,
-        request_log=RequestLogConfig(url=f"sqlite:///{tmp_path / 'log.db'}", max_delay_s=0.02),
+        request_log=RequestLogSettings(url=f"sqlite:///{tmp_path / 'log.db'}", max_delay_s=0.02),
         guards=GuardsConfig(
             input=StageConfig(pii=PiiConfig(actions={"EMAIL": "block"}), toxicity=NO_TOXICITY),
             output=StageConfig(toxicity=NO_TOXICITY),
         ),
-        drift=DriftConfig(
+        drift=DriftWatchSettings(
             adapters=True,
             embedder_dir=str(MODEL_DIR),
             detection=DriftSettings(window_size=WINDOW, min_window_size=WINDOW),
         ),
-        loop=LoopConfig(default=LoopPolicy(approval="manual", min_new_samples=0, cooldown_s=0), tick_s=0.05),
+        loop=LoopSettings(default=LoopPolicy(approval="manual", min_new_samples=0, cooldown_s=0), tick_s=0.05),
     )
     # A patient health check: the embedder's first load competes for the CPU with the fake upstream.
-    settings = msgspec.structs.replace(settings, health=HealthCheck(interval_s=0.2, timeout_s=5.0))
+    settings = msgspec.structs.replace(settings, health=HealthCheckSettings(interval_s=0.2, timeout_s=5.0))
     config = tmp_path / "driftgate.yaml"
     config.write_text(yaml.safe_dump(msgspec.to_builtins(settings)))
     store = KeyStore(state_url(settings))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from gateway.config import ModelRoute
 from guards import GuardsConfig
-from monitor.request_log import RequestLogConfig
+from monitor.request_log import RequestLogSettings
 from monitor.request_log_store import RequestLogStore
 from tests.conftest import running_gateway, settings_for
 
@@ -15,7 +15,7 @@ EMAIL = "jane.doe@example.com"
 
 
 def logged(tmp_path: Path, *routes: ModelRoute, guards: GuardsConfig | None = None):
-    config = RequestLogConfig(url=f"sqlite:///{tmp_path / 'log.db'}", max_delay_s=0.05)
+    config = RequestLogSettings(url=f"sqlite:///{tmp_path / 'log.db'}", max_delay_s=0.05)
     return settings_for(*routes, request_log=config, guards=guards or GuardsConfig())
 
 

@@ -10,11 +10,11 @@ import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.config import AdaptersConfig, ModelRoute, RequestLimits, state_url
+from gateway.config import AdaptersSettings, ModelRoute, RequestLimitSettings, state_url
 from gateway.loop.dataset import sample_from_log
 from gateway.security.keys import KeyStore
 from guards import GuardsConfig
-from monitor.request_log import RequestLogConfig
+from monitor.request_log import RequestLogSettings
 from monitor.request_log_store import RequestLogStore
 from tests.conftest import running_gateway, settings_for
 from tests.unit.adapters.conftest import BASE, write_adapter
@@ -44,7 +44,7 @@ def sdk(client: httpx.AsyncClient, token: str) -> openai.AsyncOpenAI:
 
 def keyed(tmp_path: Path, *routes: ModelRoute, **kwargs) -> tuple:
     """Settings with adapters on, and keys: admin, inference (every model), and one limited to `helpdesk`."""
-    adapters = AdaptersConfig(url=f"sqlite:///{tmp_path / 'registry.db'}", poll_s=0.1, reconcile_s=0.2)
+    adapters = AdaptersSettings(url=f"sqlite:///{tmp_path / 'registry.db'}", poll_s=0.1, reconcile_s=0.2)
     settings = settings_for(*routes, home=str(tmp_path), adapters=adapters, **kwargs)
     keys = KeyStore(state_url(settings))
     tokens = {scope: keys.create(scope, scope)[1] for scope in ("admin", "inference")}
@@ -98,7 +98,7 @@ async def test_models_retrieve_answers_what_the_list_shows_the_key(tmp_path: Pat
 async def test_responses_pass_through_streamed_or_not(tmp_path: Path, upstreams) -> None:
     fake = await upstreams(BASE)
     fake.behaviour.stream_parts = ["Hel", "lo ", "there."]
-    limits = RequestLimits(max_tokens=64)
+    limits = RequestLimitSettings(max_tokens=64)
     settings, tokens = keyed(tmp_path, ModelRoute(BASE, [fake.url]), limits=limits)
     async with running_gateway(settings) as client:
         await with_helpdesk_alias(client, tmp_path, tokens["admin"])
@@ -181,7 +181,7 @@ async def test_responses_go_through_the_guards(tmp_path: Path, upstreams) -> Non
 async def test_responses_are_logged_as_chat_with_usage_and_train_like_chat(tmp_path: Path, upstreams) -> None:
     fake = await upstreams(BASE)
     fake.behaviour.answer = f"Write to {EMAIL}"
-    log = RequestLogConfig(url=f"sqlite:///{tmp_path / 'log.db'}", max_delay_s=0.05)
+    log = RequestLogSettings(url=f"sqlite:///{tmp_path / 'log.db'}", max_delay_s=0.05)
     settings, tokens = keyed(tmp_path, ModelRoute(BASE, [fake.url]), guards=GuardsConfig(), request_log=log)
     async with running_gateway(settings) as client:
         full = sdk(client, tokens["inference"])

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import AdaptersConfig, ModelRoute, Settings
+from gateway.config import AdaptersSettings, ModelRoute, Settings
 from tests.conftest import settings_for
 
 BASE = "smol"
@@ -41,5 +41,5 @@ def adapter_dir(tmp_path: Path) -> Callable[..., str]:
 
 def adapter_settings(tmp_path: Path, *urls: str, max_loras: int = 4, **kwargs: object) -> Settings:
     route = ModelRoute(name=BASE, backends=list(urls), max_loras=max_loras, max_lora_rank=16)
-    config = AdaptersConfig(url=f"sqlite:///{tmp_path / 'registry.db'}", poll_s=0.1, reconcile_s=0.2)
+    config = AdaptersSettings(url=f"sqlite:///{tmp_path / 'registry.db'}", poll_s=0.1, reconcile_s=0.2)
     return settings_for(route, home=str(tmp_path), adapters=config, **kwargs)

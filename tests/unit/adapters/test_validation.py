@@ -6,7 +6,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from gateway.config import AdaptersConfig, ModelRoute, state_url
+from gateway.config import AdaptersSettings, ModelRoute, state_url
 from gateway.security.keys import KeyStore
 from tests.conftest import running_gateway, settings_for
 
@@ -22,7 +22,7 @@ def local_copy(directory: Path, name_or_path: str) -> str:
 
 async def register_all(tmp_path: Path, upstream_url: str, route: ModelRoute, bases: dict[str, str], adapter_dir):
     """Register an adapter on each base through the real admin API (keys on); the replies by adapter name."""
-    config = AdaptersConfig(url=f"sqlite:///{tmp_path / 'registry.db'}", poll_s=0.1, reconcile_s=0.2)
+    config = AdaptersSettings(url=f"sqlite:///{tmp_path / 'registry.db'}", poll_s=0.1, reconcile_s=0.2)
     settings = settings_for(route, home=str(tmp_path), adapters=config)
     keys = KeyStore(state_url(settings))
     _, admin = keys.create("ops", "admin")

@@ -18,9 +18,9 @@ import httpx
 import msgspec
 import pytest
 
-from gateway.loop.policy import CanaryPolicy, LoopConfig, LoopPolicy, TeacherConfig
+from gateway.loop.policy import CanaryPolicy, LoopPolicy, LoopSettings, TeacherSettings
 from guards import GuardsConfig, StageConfig, ToxicityConfig
-from monitor.request_log import RequestLogConfig
+from monitor.request_log import RequestLogSettings
 from tests.conftest import running_gateway
 from tests.unit.adapters.conftest import BASE, adapter_settings, write_adapter
 from training.config import TrainSpec
@@ -74,11 +74,11 @@ def alert(alias: str = "helpdesk", status: str = "firing") -> dict:
 
 @asynccontextmanager
 async def loop_gateway(
-    tmp_path: Path, upstreams, jobs: StandInJobs, teacher: TeacherConfig | None = None, **policy: object
+    tmp_path: Path, upstreams, jobs: StandInJobs, teacher: TeacherSettings | None = None, **policy: object
 ) -> AsyncIterator[httpx.AsyncClient]:
     upstream = await upstreams()
     canary = CanaryPolicy(share=0.5, min_requests=8, max_s=60)
-    loop = LoopConfig(
+    loop = LoopSettings(
         default=LoopPolicy(**{"cooldown_s": 0, "min_new_samples": 4, "canary": canary, **policy}),
         teacher=teacher,
         tick_s=0.05,
@@ -86,7 +86,7 @@ async def loop_gateway(
     settings = adapter_settings(
         tmp_path,
         upstream.url,
-        request_log=RequestLogConfig(url=f"sqlite:///{tmp_path / 'log.db'}", max_delay_s=0.02),
+        request_log=RequestLogSettings(url=f"sqlite:///{tmp_path / 'log.db'}", max_delay_s=0.02),
         guards=GuardsConfig(input=NO_TOXICITY, output=NO_TOXICITY),
         loop=loop,
     )
@@ -181,7 +181,7 @@ async def test_alert_to_promotion_through_the_gateways_own_api(tmp_path: Path, u
 async def test_a_teacher_labels_the_drifted_prompts_an_alert_names(tmp_path: Path, upstreams) -> None:
     teacher_upstream = await upstreams("teacher")
     jobs = StandInJobs()
-    teacher = TeacherConfig(url=f"{teacher_upstream.url}/v1", model="teacher")
+    teacher = TeacherSettings(url=f"{teacher_upstream.url}/v1", model="teacher")
     async with loop_gateway(tmp_path, upstreams, jobs, teacher=teacher) as client:
         drifted = [(await chat(client, f"Where do I catch ferry {i}?")).headers["x-request-id"] for i in range(5)]
         payload = alert()

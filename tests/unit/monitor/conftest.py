@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from demo.corpora import prompts
-from monitor.embedder import Embedder, EmbedderConfig, read_info
+from monitor.embedder import Embedder, EmbedderSettings, read_info
 from monitor.embedder_export import ensure_embedder
 
 MODEL_DIR = Path(__file__).resolve().parents[3] / ".driftgate" / "models" / "all-MiniLM-L6-v2-onnx"
@@ -28,7 +28,7 @@ CORPORA = {
 
 @pytest.fixture(scope="session")
 def embedder() -> Embedder:
-    return Embedder(EmbedderConfig(model_dir=str(ensure_embedder(MODEL_DIR)), threads=2))
+    return Embedder(EmbedderSettings(model_dir=str(ensure_embedder(MODEL_DIR)), threads=2))
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from monitor.drift import DriftMonitor, DriftSettings, Window, WindowResult
-from monitor.drift_methods import MethodConfig
+from monitor.drift_methods import MethodSettings
 from monitor.reference import ReferenceMeta, ReferenceSet
 
 FIRE, CLEAR = 0.01, 0.005
@@ -29,7 +29,7 @@ def reference(version: str = "1") -> ReferenceSet:
 
 
 def make(clock: Clock | None = None, **settings) -> DriftMonitor:
-    method = MethodConfig(threshold=FIRE, clear_threshold=CLEAR)
+    method = MethodSettings(threshold=FIRE, clear_threshold=CLEAR)
     options = {"window_size": 10, "min_window_size": 5, "confirm_windows": 2, "clear_windows": 2, **settings}
     monitor = DriftMonitor(DriftSettings(method=method, **options), clock=clock or Clock())
     monitor.set_reference("a", reference())
@@ -119,7 +119,7 @@ def test_unknown_aliases_are_ignored_and_reported() -> None:
 
 def test_settings_are_validated() -> None:
     with pytest.raises(ValueError, match="clear_threshold"):
-        DriftSettings(method=MethodConfig(threshold=0.1, clear_threshold=0.2))
+        DriftSettings(method=MethodSettings(threshold=0.1, clear_threshold=0.2))
     with pytest.raises(ValueError, match="min_window_size"):
         DriftSettings(window_size=10, min_window_size=20)
-    assert MethodConfig(name="distance").thresholds.fire == 0.10
+    assert MethodSettings(name="distance").thresholds.fire == 0.10

@@ -9,7 +9,7 @@ import pytest
 from rich.console import Console
 
 from demo.corpora import prompts
-from monitor.embedder import MARKER, Embedder, EmbedderConfig
+from monitor.embedder import MARKER, Embedder, EmbedderSettings
 from monitor.embedder_export import ExportError, ensure_embedder, fetch_model
 
 QUIET = Console(quiet=True)
@@ -35,7 +35,7 @@ def test_onnx_embeddings_match_pytorch(embedder: Embedder, tmp_path: Path) -> No
 
 def test_embeddings_are_unit_vectors_in_input_order_whatever_the_batching(embedder: Embedder) -> None:
     texts = prompts("cooking", 40, 4) + ["short", "a much longer prompt about " + "sourdough starters " * 20]
-    small = Embedder(EmbedderConfig(model_dir=embedder.config.model_dir, batch_size=3, threads=1))
+    small = Embedder(EmbedderSettings(model_dir=embedder.config.model_dir, batch_size=3, threads=1))
     one_by_one = np.vstack([embedder.embed([text]) for text in texts])
     batched = embedder.embed(texts)
     assert batched.shape == (len(texts), 384) and batched.dtype == np.float32
@@ -46,7 +46,7 @@ def test_embeddings_are_unit_vectors_in_input_order_whatever_the_batching(embedd
 
 
 def test_long_prompts_are_truncated(embedder: Embedder) -> None:
-    short = Embedder(EmbedderConfig(model_dir=embedder.config.model_dir, max_length=16))
+    short = Embedder(EmbedderSettings(model_dir=embedder.config.model_dir, max_length=16))
     head = "refund my duplicate charge please " * 3
     a, b = short.embed([head + "cooking pasta " * 50, head + "rust borrow checker " * 50])
     assert float(a @ b) > 0.99  # the same first 16 tokens
@@ -67,4 +67,4 @@ def test_a_model_without_offline_source_fails_clearly(tmp_path: Path) -> None:
 
 def test_a_missing_model_directory_is_reported(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="ensure_embedder"):
-        Embedder(EmbedderConfig(model_dir=str(tmp_path)))
+        Embedder(EmbedderSettings(model_dir=str(tmp_path)))

@@ -16,7 +16,7 @@ import pytest
 import sqlalchemy as sa
 
 from monitor import request_log_store
-from monitor.request_log import GuardDecision, RequestLogConfig, RequestRecord
+from monitor.request_log import GuardDecision, RequestLogSettings, RequestRecord
 from monitor.request_log_store import RequestLogStore, SchemaError, request_log, schema_versions
 from monitor.request_log_writer import RequestLogWriter
 from tests.pg import PgCluster
@@ -29,10 +29,10 @@ def record(n: int, *, alias: str = "support", at: float | None = None, **fields:
     return RequestRecord(id=f"req-{n:06d}", time=1_700_000_000.0 + n if at is None else at, alias=alias, **values)
 
 
-def fast_config(**overrides: object) -> RequestLogConfig:
+def fast_config(**overrides: object) -> RequestLogSettings:
     """Short delays and no retention, so tests run in milliseconds and count only what they cause."""
     values = dict(max_delay_s=0.05, retry_initial_s=0.02, retry_max_s=0.2, max_age_days=None, max_rows=None)
-    return RequestLogConfig(**{**values, **overrides})
+    return RequestLogSettings(**{**values, **overrides})
 
 
 def stored_ids(store: RequestLogStore) -> set[str]:
@@ -52,7 +52,7 @@ async def start_writer(store: RequestLogStore) -> AsyncIterator[StartWriter]:
     """Start writers on ``store``; each is closed at teardown even if the test failed half-way."""
     started: list[RequestLogWriter] = []
 
-    def start(config: RequestLogConfig, **kwargs: object) -> RequestLogWriter:
+    def start(config: RequestLogSettings, **kwargs: object) -> RequestLogWriter:
         writer = RequestLogWriter(store, config, **kwargs)
         writer.start()
         started.append(writer)
@@ -342,12 +342,12 @@ async def test_killing_postgresql_mid_traffic_loses_nothing_acknowledged(pg_clus
 
 CHILD = """
 import asyncio, sys
-from monitor.request_log import RequestLogConfig, RequestRecord
+from monitor.request_log import RequestLogSettings, RequestRecord
 from monitor.request_log_store import RequestLogStore
 from monitor.request_log_writer import RequestLogWriter
 
 async def main():
-    config = RequestLogConfig(batch_size=20, max_delay_s=0.01, max_age_days=None, max_rows=None)
+    config = RequestLogSettings(batch_size=20, max_delay_s=0.01, max_age_days=None, max_rows=None)
     acknowledge = lambda ids: print(*ids, sep="\\n", flush=True)
     writer = RequestLogWriter(RequestLogStore(sys.argv[1]), config, on_commit=acknowledge)
     writer.start()

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from gateway.errors import OpenAIError
-from gateway.security.auth import AuthConfig, Authenticator, RateLimiter
+from gateway.security.auth import Authenticator, AuthSettings, RateLimiter
 from gateway.security.keys import KeyStore
 
 
@@ -19,7 +19,7 @@ def store(tmp_path: Path) -> KeyStore:
 
 
 async def test_open_until_the_first_key_then_closed(store: KeyStore) -> None:
-    auth = Authenticator(store, AuthConfig(cache_ttl_s=0))
+    auth = Authenticator(store, AuthSettings(cache_ttl_s=0))
     assert await auth.key_for(None) is None  # no keys: open (and bound to localhost by the CLI)
     key, token = store.create("app", "inference")
     assert await auth.key_for(f"Bearer {token}") == key
@@ -30,7 +30,7 @@ async def test_open_until_the_first_key_then_closed(store: KeyStore) -> None:
 
 
 async def test_a_revoked_key_stops_working_after_the_cache_ttl(store: KeyStore) -> None:
-    auth = Authenticator(store, AuthConfig(cache_ttl_s=0))
+    auth = Authenticator(store, AuthSettings(cache_ttl_s=0))
     key, token = store.create("app", "inference")
     store.create("other", "admin")  # keeps the gateway closed after the revocation
     await auth.key_for(f"Bearer {token}")

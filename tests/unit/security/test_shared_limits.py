@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from gateway.config import AdaptersConfig, RequestLimits, Settings
+from gateway.config import AdaptersSettings, RequestLimitSettings, Settings
 from gateway.errors import OpenAIError
 from gateway.security.auth import RateLimiter, Ticket
 from gateway.security.keys import ApiKey
@@ -187,10 +187,10 @@ async def test_an_unanswering_store_fails_open_to_the_workers_own_limits(tmp_pat
 
 
 def test_shared_mode_follows_the_config() -> None:
-    postgres = AdaptersConfig(url="postgresql+psycopg://u@h/db")
+    postgres = AdaptersSettings(url="postgresql+psycopg://u@h/db")
     assert not shared_mode(Settings())
     assert shared_mode(Settings(workers=2))
     assert shared_mode(Settings(adapters=postgres))
-    assert not shared_mode(Settings(adapters=AdaptersConfig(url="sqlite:///x.db")))
-    assert not shared_mode(Settings(workers=4, limits=RequestLimits(shared=False)))
-    assert shared_mode(Settings(limits=RequestLimits(shared=True)))
+    assert not shared_mode(Settings(adapters=AdaptersSettings(url="sqlite:///x.db")))
+    assert not shared_mode(Settings(workers=4, limits=RequestLimitSettings(shared=False)))
+    assert shared_mode(Settings(limits=RequestLimitSettings(shared=True)))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from training.config import DataConfig
+from training.config import DataSettings
 from training.data import BadData, Example, Message, read_jsonl
 from training.dedup import jaccard, normalise, shingles
 from training.evaluate import exact_match, rouge_l
@@ -62,8 +62,8 @@ def test_strict_aborts_on_the_first_bad_record(tmp_path: Path) -> None:
     lines = [json.dumps(r) for r in topic_records(10)] + ["{broken"]
     path = write(tmp_path, lines)
     with pytest.raises(BadData, match=":11: malformed_json"):
-        prepare(path, DataConfig(strict=True))
-    lenient = prepare(path, DataConfig(strict=False))
+        prepare(path, DataSettings(strict=True))
+    lenient = prepare(path, DataSettings(strict=False))
     assert [p.line for p in lenient.report.problems] == [11]
     assert lenient.report.train + lenient.report.eval == 10
 
@@ -73,7 +73,7 @@ def test_exact_and_near_duplicates_are_removed_and_reported(tmp_path: Path) -> N
     exact = dict(records[0], prompt=records[0]["prompt"].upper() + "  ")  # same after normalisation
     near = dict(records[1], completion=records[1]["completion"] + " please")
     path = write(tmp_path, [json.dumps(r) for r in [*records, exact, near]])
-    report = prepare(path, DataConfig()).report
+    report = prepare(path, DataSettings()).report
     assert [(d.line, d.of_line, d.kind) for d in report.duplicates] == [(11, 1, "exact"), (12, 2, "near")]
     assert 0.8 <= report.duplicates[1].similarity < 1
     assert report.train + report.eval == 10
@@ -103,7 +103,7 @@ def test_prepared_splits_never_leak(tmp_path: Path) -> None:
     records = topic_records(30)
     # Same prompts, different answers: dedup on the whole record keeps them, the leakage check must not.
     records += [dict(r, completion=f"Another answer {i}") for i, r in enumerate(records[:30])]
-    data = prepare(write(tmp_path, [json.dumps(r) for r in records]), DataConfig(eval_share=0.2))
+    data = prepare(write(tmp_path, [json.dumps(r) for r in records]), DataSettings(eval_share=0.2))
     eval_prompts = {e.prompt for e in data.eval}
     assert not [e for e in data.train if e.prompt in eval_prompts]
     assert data.report.leaks
@@ -118,7 +118,7 @@ def test_pii_redaction_is_called_on_every_message_and_reference(tmp_path: Path) 
         seen.append(text)
         return text.replace("ann@example.com", "<EMAIL_1>")
 
-    data = prepare(write(tmp_path, [json.dumps(r) for r in records]), DataConfig(), redact=redact)
+    data = prepare(write(tmp_path, [json.dumps(r) for r in records]), DataSettings(), redact=redact)
     assert len(seen) == 10 * 2 + 1
     assert data.report.redacted == 1
     texts = [e.text for e in data.train + data.eval]
@@ -135,7 +135,7 @@ def test_cli_redactor_uses_the_guards() -> None:
 
 
 def test_general_data_is_mixed_at_the_requested_share(tmp_path: Path) -> None:
-    data = prepare(write(tmp_path, [json.dumps(r) for r in topic_records(40)]), DataConfig(general_share=0.2))
+    data = prepare(write(tmp_path, [json.dumps(r) for r in topic_records(40)]), DataSettings(general_share=0.2))
     general = [e for e in data.train if e.source == "general"]
     assert len(general) == data.report.general_mixed == mix_count(36, 0.2, 48) == 9
     held_out = {e.prompt for e in data.general_eval}
@@ -178,7 +178,7 @@ def test_named_eval_sets_are_read_redacted_and_kept_out_of_train(tmp_path: Path)
     )
     data = prepare(
         write(tmp_path, [json.dumps(r) for r in records]),
-        DataConfig(eval_share=0.1),
+        DataSettings(eval_share=0.1),
         redact=str.upper,
         eval_sets={"new": str(tmp_path / "new.jsonl")},
     )

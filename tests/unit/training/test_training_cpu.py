@@ -13,7 +13,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from training.config import DataConfig, LoraConfig, TrainingSchedule, TrainSpec
+from training.config import DataSettings, LoraSettings, TrainingSchedule, TrainSpec
 from training.run import RunResult, run
 
 TOPICS = (
@@ -65,8 +65,8 @@ def tiny_spec(data: Path, base: Path, out: Path, steps: int = 12) -> TrainSpec:
         str(data),
         str(base),
         str(out),
-        data_config=DataConfig(eval_share=0.1, min_eval=3),
-        lora=LoraConfig(rank=8, alpha=16, dropout=0.0),
+        data_config=DataSettings(eval_share=0.1, min_eval=3),
+        lora=LoraSettings(rank=8, alpha=16, dropout=0.0),
         loop=TrainingSchedule(steps=steps, batch_size=4, learning_rate=1e-3, warmup_ratio=0.1, eval_every=4, seed=7),
         task_eval_limit=0,
     )
