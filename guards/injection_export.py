@@ -1,6 +1,6 @@
 """One-time training and export of the injection classifier (needs scikit-learn, skl2onnx and pyarrow, like
 the profanity export): word 1-2-gram plus character 3-5-gram TF-IDF and a logistic regression, fitted on
-every source guards/injection_sources.py fetches, each source weighing the same."""
+every source guards/injection_sources.py fetches that has both classes, each source weighing the same."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ INJECTION_MODEL_FILE = "injection-linear.onnx"
 # sources (`python -m bench.guards`, "operating threshold"): the lowest threshold whose mean false-positive
 # rate over the sources with benign texts stays at or under TARGET_FPR. The export shifts the model's
 # intercept so that this score maps to 0.5, the guard's default threshold.
-OPERATING_THRESHOLD = 0.91
+OPERATING_THRESHOLD = 0.83
 TARGET_FPR = 0.05
 # Character n-grams see through spacing, leetspeak and partial words that word pairs miss; both
 # vocabularies are capped to keep the ONNX graph (and its per-request lookup) small.
@@ -28,7 +28,7 @@ MAX_CHAR_FEATURES = 60_000
 
 
 # Written into the ONNX file: a file from an older recipe (the same name) is retrained, not served.
-RECIPE = f"word 1-2 + char 3-5 binary TF-IDF, logistic regression, all sources, threshold {OPERATING_THRESHOLD}"
+RECIPE = f"word 1-2 + char 3-5 binary TF-IDF, logistic regression, two-class sources, threshold {OPERATING_THRESHOLD}"
 
 
 def ensure_injection_model(directory: str | Path) -> Path:
@@ -89,8 +89,17 @@ def source_weights(labels_by_source: list[list[int]]) -> np.ndarray:
     return weights / weights.mean()
 
 
+def trainable(sources: dict[str, tuple[list[str], list[int]]]) -> dict[str, tuple[list[str], list[int]]]:
+    """The sources with both classes. One with attacks only is for evaluation: alone it teaches the model
+    its language or style, not attacks (yanismiraoui, all attacks and all in languages no benign text is
+    in, made the model block ordinary French and Italian questions)."""
+    return {name: rows for name, rows in sources.items() if len(set(rows[1])) == 2}
+
+
 def fit_injection(sources: dict[str, tuple[list[str], list[int]]]):  # noqa: ANN201 - (features, model)
     from sklearn.linear_model import LogisticRegression
+
+    sources = trainable(sources)
 
     texts = [normalize(text) for texts, _ in sources.values() for text in texts]
     labels = [label for _, labels in sources.values() for label in labels]
