@@ -517,18 +517,18 @@ def evaluate_injection(guards: Guards) -> dict:
     scores = {name: held_out_scores(sources, name) for name in sources}
     labels = {name: rows[1] for name, rows in sources.items()}
     result: dict = {"held_out_by_source": {}, "sets": {}, "bastion_by_category": {}}
-    for name, (texts, labels) in sources.items():
+    for name, (texts, truth) in sources.items():
         others = {other: scores[other] for other in sources if other != name}
         threshold = operating_threshold(others, labels)
         caught = [score >= threshold for score in scores[name]]
-        result["held_out_by_source"][name] = rates(caught, labels) | {
+        result["held_out_by_source"][name] = rates(caught, truth) | {
             "threshold": threshold,
-            "rules_alone": rates([rule_score(text) > 0 for text in texts], labels),
+            "rules_alone": rates([rule_score(text) > 0 for text in texts], truth),
         }
         if name == "bastioncorpus":
             with tempfile.TemporaryDirectory() as scratch, fetch_wheel(BASTION, Path(scratch)) as archive:
                 categories = {text.strip(): category for text, _, category in bastion_rows(archive)}
-            for text, label, hit in zip(texts, labels, caught, strict=True):
+            for text, label, hit in zip(texts, truth, caught, strict=True):
                 row = result["bastion_by_category"].setdefault(
                     categories[text], {"texts": 0, "caught": 0, "label": label}
                 )
