@@ -4,9 +4,9 @@ the scikit-learn profanity model.
 
     python -m bench.guards [--seed 7] [--texts 600] [--out bench/results/guards.json]
 
-Held-out sets (bench/guards_sets.py): toxicity by category, written after the models and thresholds were
-fixed; injections from the ``bastioncorpus`` package (other authors), plus a second set written separately
-from the classifier's training data.
+Held-out sets: toxicity by category (bench/guards_sets.py), written after the models and thresholds were
+fixed; injections leave one source out over guards/injection_sources.py (a classifier trained on the other
+sources scores each one), plus a small set written separately and scored with the shipped model.
 
 Data (no internet here, so all of it is generated or written for this file):
 * PII: Faker templates with the entity spans recorded as they are inserted, plus near misses that must not
