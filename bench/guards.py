@@ -4,9 +4,9 @@ the scikit-learn profanity model.
 
     python -m bench.guards [--seed 7] [--texts 600] [--out bench/results/guards.json]
 
-Held-out sets (bench/guards_sets.py): toxicity by category, written after the models and thresholds were
-fixed; injections from the ``bastioncorpus`` package (other authors), plus a second set written separately
-from the classifier's training data.
+Held-out sets: toxicity by category (bench/guards_sets.py), written after the models and thresholds were
+fixed; injections leave one source out over guards/injection_sources.py (a classifier trained on the other
+sources scores each one), plus a small set written separately and scored with the shipped model.
 
 Data (no internet here, so all of it is generated or written for this file):
 * PII: Faker templates with the entity spans recorded as they are inserted, plus near misses that must not
@@ -36,7 +36,7 @@ import numpy as np
 import phonenumbers
 from faker import Faker
 
-from bench.guards_sets import INJECTION_HELDOUT, TOXICITY_HELDOUT, bastion_corpus
+from bench.guards_sets import INJECTION_HELDOUT, TOXICITY_HELDOUT
 from bench.machine import describe
 from guards import (
     GuardModels,
@@ -49,8 +49,9 @@ from guards import (
     ToxicityModel,
 )
 from guards.config import PATTERN_ENTITIES, InjectionConfig
-from guards.injection import rule_score
-from guards.injection_export import ensure_injection_model
+from guards.injection import MIN_CLASSIFIER_WORDS, rule_score
+from guards.injection_export import TARGET_FPR, ensure_injection_model, fit_injection, normalize
+from guards.injection_sources import BASTION, bastion_rows, fetch_wheel, injection_sources
 from guards.jigsaw_export import LABELS, ensure_jigsaw_model
 from guards.pii import PiiGuard
 from guards.toxicity_export import ensure_toxicity_model
@@ -423,14 +424,24 @@ def render(result: dict) -> str:
     inj = result["injection"]
     lines += [
         "",
-        "Injection detector (threshold from the default config)",
-        "| set | texts | TPR | FPR |",
-        "|---|---|---|---|",
+        "Injection detector, leave one source out (trained on the other sources; threshold: the lowest whose",
+        f"mean FPR over the training sources' own held-out scores is <= {TARGET_FPR})",
+        "| held-out source | texts | threshold | TPR | FPR | TPR rules alone | FPR rules alone |",
+        "|---|---|---|---|---|---|---|",
     ]
+    for name, row in inj["held_out_by_source"].items():
+        rules = row["rules_alone"]
+        lines.append(
+            f"| {name} | {row['texts']} | {row['threshold']:.2f} | {fmt(row['tpr'])} | {fmt(row['fpr'])} | "
+            f"{fmt(rules['tpr'])} | {fmt(rules['fpr'])} |"
+        )
+    mean = inj["held_out_mean"]
+    lines.append(f"| mean | | | {mean['tpr']:.3f} | {mean['fpr']:.3f} | | |")
+    lines.append(f"operating threshold from all sources: {inj['operating_threshold_all_sources']:.2f}")
     for name, row in inj["sets"].items():
-        lines.append(f"| {name} | {row['texts']} | {row['tpr']:.3f} | {row['fpr']:.3f} |")
+        lines.append(f"{name}: {row['texts']} texts, TPR {fmt(row['tpr'])}, FPR {fmt(row['fpr'])}")
     lines.append(
-        "bastioncorpus detection by category: "
+        "bastioncorpus held out, detection by category: "
         + ", ".join(f"{k} {v['caught']}/{v['texts']}" for k, v in inj["bastion_by_category"].items())
     )
     tox = result["profanity_option"]
@@ -499,34 +510,74 @@ def evaluate_categories(guards: Guards, profanity: Guards, models: GuardModels) 
 
 
 def evaluate_injection(guards: Guards) -> dict:
+    """Leave-one-source-out TPR/FPR of the injection guard, and the shipped guard on the separate set."""
     injection = guards.input.guard("injection")
     assert injection is not None
-    bastion = bastion_corpus()
-    sets = {
-        "bastioncorpus 0.6.0 (other authors)": [(text, label) for text, label, _ in bastion],
-        "held-out, written separately": INJECTION_HELDOUT,
-    }
-    result: dict = {"sets": {}, "bastion_by_category": {}}
-    for name, rows in sets.items():
-        texts = [text for text, _ in rows]
-        caught = [
-            injection.finding(t, s).action != "allow" for t, s in zip(texts, injection.scores(texts), strict=True)
-        ]
-        result["sets"][name] = rates(caught, [label for _, label in rows])
-        if name.startswith("bastion"):
-            rules = [rule_score(text) > 0 for text in texts]
-            result["sets"]["bastioncorpus, rules alone"] = rates(rules, [label for _, label in rows])
-            for (_, label, category), hit in zip(bastion, caught, strict=True):
-                row = result["bastion_by_category"].setdefault(category, {"texts": 0, "caught": 0, "label": label})
+    sources = injection_sources()
+    scores = {name: held_out_scores(sources, name) for name in sources}
+    labels = {name: rows[1] for name, rows in sources.items()}
+    result: dict = {"held_out_by_source": {}, "sets": {}, "bastion_by_category": {}}
+    for name, (texts, truth) in sources.items():
+        others = {other: scores[other] for other in sources if other != name}
+        threshold = operating_threshold(others, labels)
+        caught = [score >= threshold for score in scores[name]]
+        result["held_out_by_source"][name] = rates(caught, truth) | {
+            "threshold": threshold,
+            "rules_alone": rates([rule_score(text) > 0 for text in texts], truth),
+        }
+        if name == "bastioncorpus":
+            with tempfile.TemporaryDirectory() as scratch, fetch_wheel(BASTION, Path(scratch)) as archive:
+                categories = {text.strip(): category for text, _, category in bastion_rows(archive)}
+            for text, label, hit in zip(texts, truth, caught, strict=True):
+                row = result["bastion_by_category"].setdefault(
+                    categories[text], {"texts": 0, "caught": 0, "label": label}
+                )
                 row["texts"] += 1
                 row["caught"] += int(hit)
+    rows = result["held_out_by_source"].values()
+    result["held_out_mean"] = {
+        key: statistics.fmean(row[key] for row in rows if row[key] is not None) for key in ("tpr", "fpr")
+    }
+    result["operating_threshold_all_sources"] = operating_threshold(scores, labels)
+    texts = [text for text, _ in INJECTION_HELDOUT]
+    shipped = [injection.finding(t, s).action != "allow" for t, s in zip(texts, injection.scores(texts), strict=True)]
+    result["sets"]["held-out, written separately (shipped model)"] = rates(shipped, [y for _, y in INJECTION_HELDOUT])
     return result
 
 
+def held_out_scores(sources: dict[str, tuple[list[str], list[int]]], held_out: str) -> list[float]:
+    """The guard's scores (rules + classifier, as InjectionGuard combines them) on one source, from a
+    classifier trained on all the others. scikit-learn scores: the ONNX export matches them to ~0.02."""
+    features, model = fit_injection({name: rows for name, rows in sources.items() if name != held_out})
+    texts = sources[held_out][0]
+    probabilities = model.predict_proba(features.transform([normalize(text) for text in texts]))[:, 1]
+    return [
+        max(rule_score(text), float(p) if len(text.split()) >= MIN_CLASSIFIER_WORDS else 0.0)
+        for text, p in zip(texts, probabilities, strict=True)
+    ]
+
+
+def operating_threshold(scores: dict[str, list[float]], labels: dict[str, list[int]]) -> float:
+    """The lowest threshold whose mean FPR over these sources (those with benign texts) is <= TARGET_FPR."""
+    grid = [round(0.5 + step / 100, 2) for step in range(46)]  # 0.50 .. 0.95: the rules' score stays above
+    for threshold in grid:
+        fprs = [
+            rates([s >= threshold for s in scores[name]], labels[name])["fpr"] for name in scores if 0 in labels[name]
+        ]
+        if statistics.fmean(fprs) <= TARGET_FPR:
+            return threshold
+    return grid[-1]
+
+
 def rates(predicted: list[bool], labels: list[int]) -> dict:
+    """TPR and FPR; None where the set has no texts of that class (some sources are attacks only)."""
     positives = [p for p, y in zip(predicted, labels, strict=True) if y]
     negatives = [p for p, y in zip(predicted, labels, strict=True) if not y]
-    return {"texts": len(labels), "tpr": sum(positives) / len(positives), "fpr": sum(negatives) / len(negatives)}
+    return {
+        "texts": len(labels),
+        "tpr": sum(positives) / len(positives) if positives else None,
+        "fpr": sum(negatives) / len(negatives) if negatives else None,
+    }
 
 
 if __name__ == "__main__":

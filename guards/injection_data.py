@@ -7,8 +7,8 @@ exfiltration. Benign texts are the look-alikes a guard must pass: questions abou
 prompts, prompt injection itself and jailbreaking phones, and ordinary requests that say "ignore" or
 "forget". Each list is expanded from a few parts so the model learns the shape, not one sentence.
 
-None of it is the evaluation set: bench/guards.py scores the model on the injection corpus that the PyPI
-package ``bastioncorpus`` ships (written by other authors) and on a second set written separately.
+It is one of the classifier's sources (guards/injection_sources.py); bench/guards.py scores each source
+with a model trained on the others.
 """
 
 from __future__ import annotations

@@ -52,7 +52,9 @@ class LinearOnnxClassifier:
         self._output = [o.name for o in self._session.get_outputs()][-1]
 
     def scores(self, texts: list[str]) -> np.ndarray:
-        batch = np.array([[text.lower()] for text in texts], dtype=object)
+        # Whitespace runs collapsed as in training: the character n-gram graph's tokenizer ("." in RE2)
+        # skips newlines, where scikit-learn counted them; word tokens are the same either way.
+        batch = np.array([[" ".join(text.lower().split())] for text in texts], dtype=object)
         (probabilities,) = self._session.run([self._output], {self._input: batch})
         return probabilities[:, 1:2].astype(np.float64)
 

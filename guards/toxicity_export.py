@@ -45,21 +45,28 @@ def export_profanity_check(path: str | Path) -> Path:
     return export_text_linear(vectorizer, model, path, _source())
 
 
-def export_text_linear(vectorizer, model, path: str | Path, source: str) -> Path:  # noqa: ANN001 - scikit-learn
-    """A fitted word TfidfVectorizer + binary classifier as one ONNX graph taking lower-cased text."""
+def export_text_linear(  # noqa: ANN001 - scikit-learn objects
+    vectorizer, model, path: str | Path, source: str, properties: dict[str, str] | None = None
+) -> Path:
+    """A fitted TfidfVectorizer (or a FeatureUnion of them) + binary classifier as one ONNX graph taking
+    lower-cased text with whitespace runs collapsed (word vectorizers get the Unicode token pattern)."""
     import onnx
     from skl2onnx import convert_sklearn
     from skl2onnx.common.data_types import StringTensorType
     from sklearn.pipeline import Pipeline
 
+    options = {id(part): {"tokenexp": _TOKEN_PATTERN} for part in _word_vectorizers(vectorizer)}
     graph = convert_sklearn(
         Pipeline([("vectorizer", vectorizer), ("model", model)]),
         initial_types=[("text", StringTensorType([None, 1]))],
-        options={id(model): {"zipmap": False}, id(vectorizer): {"tokenexp": _TOKEN_PATTERN}},
+        options=options | {id(model): {"zipmap": False}},
         target_opset={"": 17, "ai.onnx.ml": 3},
     )
     _drop_lowercasing(graph)
-    onnx.helper.set_model_props(graph, {"driftgate.input": "lower-cased text", "driftgate.source": source})
+    properties = {"driftgate.input": "lower-cased text, whitespace runs as one space", "driftgate.source": source} | (
+        properties or {}
+    )
+    onnx.helper.set_model_props(graph, properties)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # Write then rename, so a gateway worker starting meanwhile never reads half a file.
@@ -70,14 +77,19 @@ def export_text_linear(vectorizer, model, path: str | Path, source: str) -> Path
     return path
 
 
+def _word_vectorizers(features) -> list:  # noqa: ANN001 - a vectorizer or a FeatureUnion of them
+    parts = [part for _, part in features.transformer_list] if hasattr(features, "transformer_list") else [features]
+    return [part for part in parts if part.analyzer == "word"]
+
+
 def _drop_lowercasing(graph) -> None:  # noqa: ANN001 - an onnx.ModelProto; onnx is imported lazily
     nodes = graph.graph.node
-    normalizer = next(node for node in nodes if node.op_type == "StringNormalizer")
-    for node in nodes:
-        for i, name in enumerate(node.input):
-            if name == normalizer.output[0]:
-                node.input[i] = normalizer.input[0]
-    nodes.remove(normalizer)
+    for normalizer in [node for node in nodes if node.op_type == "StringNormalizer"]:
+        for node in nodes:
+            for i, name in enumerate(node.input):
+                if name == normalizer.output[0]:
+                    node.input[i] = normalizer.input[0]
+        nodes.remove(normalizer)
 
 
 def _source() -> str:
