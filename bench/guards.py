@@ -41,14 +41,14 @@ from bench.machine import describe
 from guards import (
     GuardModels,
     Guards,
-    GuardsConfig,
-    PiiConfig,
+    GuardsSettings,
+    PiiSettings,
     RedactionContext,
-    StageConfig,
-    ToxicityConfig,
+    StageSettings,
     ToxicityModel,
+    ToxicitySettings,
 )
-from guards.config import PATTERN_ENTITIES, InjectionConfig
+from guards.config import PATTERN_ENTITIES, InjectionSettings
 from guards.injection import MIN_CLASSIFIER_WORDS, rule_score
 from guards.injection_export import TARGET_FPR, ensure_injection_model, fit_injection, normalize
 from guards.injection_sources import BASTION, bastion_rows, fetch_wheel, injection_sources
@@ -280,15 +280,17 @@ def main(argv: list[str] | None = None) -> None:
     ensure_jigsaw_model(model_dir)
     ensure_injection_model(model_dir)
     models = GuardModels(model_dir)
-    guards = Guards(GuardsConfig(), models)
-    off = {"toxicity": ToxicityConfig(enabled=False), "injection": InjectionConfig(enabled=False)}
-    pii_only = Guards(GuardsConfig(input=StageConfig(**off)), models)
-    tox_only = Guards(GuardsConfig(input=StageConfig(pii=PiiConfig(enabled=False), injection=off["injection"])), models)
-    injection_only = Guards(
-        GuardsConfig(input=StageConfig(pii=PiiConfig(enabled=False), toxicity=off["toxicity"])), models
+    guards = Guards(GuardsSettings(), models)
+    off = {"toxicity": ToxicitySettings(enabled=False), "injection": InjectionSettings(enabled=False)}
+    pii_only = Guards(GuardsSettings(input=StageSettings(**off)), models)
+    tox_only = Guards(
+        GuardsSettings(input=StageSettings(pii=PiiSettings(enabled=False), injection=off["injection"])), models
     )
-    profanity = ToxicityConfig(model=ToxicityModel(kind="linear"))
-    pii = PiiGuard(PiiConfig())
+    injection_only = Guards(
+        GuardsSettings(input=StageSettings(pii=PiiSettings(enabled=False), toxicity=off["toxicity"])), models
+    )
+    profanity = ToxicitySettings(model=ToxicityModel(kind="linear"))
+    pii = PiiGuard(PiiSettings())
 
     samples = generate_pii(args.seed, args.texts)
     ours = score_pii(samples, lambda t: [(f.entity, f.start, f.end) for f in pii.inspect(t)])
@@ -306,7 +308,9 @@ def main(argv: list[str] | None = None) -> None:
 
     from profanity_check import predict_prob
 
-    profanity_guards = Guards(GuardsConfig(input=StageConfig(toxicity=profanity, injection=off["injection"])), models)
+    profanity_guards = Guards(
+        GuardsSettings(input=StageSettings(toxicity=profanity, injection=off["injection"])), models
+    )
     categories = evaluate_categories(guards, profanity_guards, models)
     injection = evaluate_injection(guards)
 
@@ -347,7 +351,7 @@ def main(argv: list[str] | None = None) -> None:
         timings[f"Presidio AnalyzerEngine ({spacy_model})"] = latency(
             lambda: analyzer.analyze(text, "en", entities=entities), seconds=2.0
         )
-        names = Guards(GuardsConfig(input=StageConfig(pii=PiiConfig(names=True))), models)
+        names = Guards(GuardsSettings(input=StageSettings(pii=PiiSettings(names=True))), models)
         timings[f"both + names (ours, Presidio NER {spacy_model})"] = latency(
             lambda: names.input.run(text, RedactionContext()), seconds=2.0
         )
@@ -495,7 +499,7 @@ def evaluate_categories(guards: Guards, profanity: Guards, models: GuardModels) 
             "clean": sum(b for b, t in zip(blocked, toxic, strict=True) if not t) / (len(toxic) - sum(toxic)),
         }
 
-    no_injection = Guards(GuardsConfig(input=StageConfig(injection=InjectionConfig(enabled=False))), models)
+    no_injection = Guards(GuardsSettings(input=StageSettings(injection=InjectionSettings(enabled=False))), models)
     return {
         "texts": len(texts),
         "per_category": {

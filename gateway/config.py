@@ -25,7 +25,7 @@ import yaml
 from gateway.host.process_guard import SUPERVISOR_ENV
 from gateway.loop.policy import LoopSettings
 from gateway.security.settings import AuthSettings
-from guards import GuardsConfig
+from guards import GuardsSettings
 from monitor.drift_types import DriftSettings
 from monitor.request_log import RequestLogSettings
 from monitor.tracing import TracingSettings
@@ -64,7 +64,7 @@ class ModelRoute(msgspec.Struct, forbid_unknown_fields=True):
     # Only backends started as pooling/embedding models can answer /v1/embeddings.
     embeddings: bool = False
     # This model's own guard policy; None uses the gateway-wide `guards`.
-    guards: GuardsConfig | None = None
+    guards: GuardsSettings | None = None
     # The backends' --max-loras and --max-lora-rank; None = the embedded server's (`embedded.max_loras` ...).
     max_loras: int | None = None
     max_lora_rank: int | None = None
@@ -191,7 +191,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
     tracing: TracingSettings = msgspec.field(default_factory=TracingSettings)
     auth: AuthSettings = msgspec.field(default_factory=AuthSettings)
     limits: RequestLimitSettings = msgspec.field(default_factory=RequestLimitSettings)
-    guards: GuardsConfig = msgspec.field(default_factory=GuardsConfig)
+    guards: GuardsSettings = msgspec.field(default_factory=GuardsSettings)
     drift: DriftWatchSettings = msgspec.field(default_factory=DriftWatchSettings)
     # None turns the request log off.
     request_log: RequestLogSettings | None = msgspec.field(default_factory=RequestLogSettings)

@@ -3,7 +3,7 @@
 Typical use, per alias and per request::
 
     models = GuardModels(models_dir / "guards")      # once per process
-    guards = Guards(GuardsConfig(), models)           # once per alias config
+    guards = Guards(GuardsSettings(), models)           # once per alias config
     context = RedactionContext()                      # once per request
     verdict = guards.input.run(prompt, context, "user")  # .blocked, .text, .decisions (role: who wrote it)
     stream = guards.stream(context)                   # per streamed choice: .feed(delta), .flush()
@@ -11,13 +11,13 @@ Typical use, per alias and per request::
 
 from guards.config import (
     CategoryPolicy,
-    GuardsConfig,
-    InjectionConfig,
-    PiiConfig,
-    StageConfig,
-    StreamConfig,
-    ToxicityConfig,
+    GuardsSettings,
+    InjectionSettings,
+    PiiSettings,
+    StageSettings,
+    StreamSettings,
     ToxicityModel,
+    ToxicitySettings,
 )
 from guards.pipeline import Guard, GuardModels, Guards, StagePipeline
 from guards.redaction import RedactionContext
@@ -32,17 +32,17 @@ __all__ = [
     "Guard",
     "GuardModels",
     "Guards",
-    "GuardsConfig",
-    "InjectionConfig",
-    "PiiConfig",
+    "GuardsSettings",
+    "InjectionSettings",
+    "PiiSettings",
     "RedactionContext",
     "Stage",
-    "StageConfig",
+    "StageSettings",
     "StagePipeline",
-    "StreamConfig",
+    "StreamSettings",
     "StreamRedactor",
     "StreamStep",
-    "ToxicityConfig",
+    "ToxicitySettings",
     "ToxicityModel",
     "Verdict",
 ]

@@ -1,4 +1,4 @@
-"""Guard settings, one :class:`GuardsConfig` per alias (the gateway maps aliases to configs).
+"""Guard settings, one :class:`GuardsSettings` per alias (the gateway maps aliases to configs).
 
 Every field has a default that is safe for a public endpoint: pattern PII is redacted on the way in and on
 the way out, toxic categories (insults, threats, identity hate...) are blocked at per-category thresholds,
@@ -22,7 +22,7 @@ def _default_actions() -> dict[str, Action]:
     return {entity: "redact" for entity in PATTERN_ENTITIES + NER_ENTITIES}
 
 
-class PiiConfig(msgspec.Struct, forbid_unknown_fields=True):
+class PiiSettings(msgspec.Struct, forbid_unknown_fields=True):
     enabled: bool = True
     # Entity -> action; an entity missing here is allowed (found, counted, left as it is).
     actions: dict[str, Action] = msgspec.field(default_factory=_default_actions)
@@ -75,7 +75,7 @@ def _default_categories() -> dict[str, CategoryPolicy]:
     }
 
 
-class ToxicityConfig(msgspec.Struct, forbid_unknown_fields=True):
+class ToxicitySettings(msgspec.Struct, forbid_unknown_fields=True):
     enabled: bool = True
     # For categories missing from ``categories`` (the one "toxicity" score of the linear and hf models).
     threshold: float = 0.8
@@ -88,7 +88,7 @@ class ToxicityConfig(msgspec.Struct, forbid_unknown_fields=True):
     model: ToxicityModel = msgspec.field(default_factory=ToxicityModel)
 
 
-class InjectionConfig(msgspec.Struct, forbid_unknown_fields=True):
+class InjectionSettings(msgspec.Struct, forbid_unknown_fields=True):
     """Prompt injection and jailbreak detection (input stage only): a classifier plus phrase rules."""
 
     enabled: bool = True
@@ -103,14 +103,14 @@ class InjectionConfig(msgspec.Struct, forbid_unknown_fields=True):
     path: str | None = None
 
 
-class StageConfig(msgspec.Struct, forbid_unknown_fields=True):
-    pii: PiiConfig = msgspec.field(default_factory=PiiConfig)
-    toxicity: ToxicityConfig = msgspec.field(default_factory=ToxicityConfig)
+class StageSettings(msgspec.Struct, forbid_unknown_fields=True):
+    pii: PiiSettings = msgspec.field(default_factory=PiiSettings)
+    toxicity: ToxicitySettings = msgspec.field(default_factory=ToxicitySettings)
     # Read on the input stage only (an answer is not an attack on the gateway's model).
-    injection: InjectionConfig = msgspec.field(default_factory=InjectionConfig)
+    injection: InjectionSettings = msgspec.field(default_factory=InjectionSettings)
 
 
-class StreamConfig(msgspec.Struct, forbid_unknown_fields=True):
+class StreamSettings(msgspec.Struct, forbid_unknown_fields=True):
     # Characters always held back at the end of a stream (longer than any spaced entity: IBAN, card, phone).
     hold_chars: int = 48
     # A trailing token without spaces (a secret, an e-mail address) is held up to this many characters.
@@ -121,8 +121,8 @@ class StreamConfig(msgspec.Struct, forbid_unknown_fields=True):
     context_chars: int = 200
 
 
-class GuardsConfig(msgspec.Struct, forbid_unknown_fields=True):
+class GuardsSettings(msgspec.Struct, forbid_unknown_fields=True):
     enabled: bool = True
-    input: StageConfig = msgspec.field(default_factory=StageConfig)
-    output: StageConfig = msgspec.field(default_factory=StageConfig)
-    stream: StreamConfig = msgspec.field(default_factory=StreamConfig)
+    input: StageSettings = msgspec.field(default_factory=StageSettings)
+    output: StageSettings = msgspec.field(default_factory=StageSettings)
+    stream: StreamSettings = msgspec.field(default_factory=StreamSettings)

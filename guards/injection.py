@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from guards.config import InjectionConfig
+from guards.config import InjectionSettings
 from guards.types import Finding
 
 _INSTRUCTIONS = (
@@ -47,7 +47,7 @@ class InjectionGuard:
 
     name = "injection"
 
-    def __init__(self, config: InjectionConfig, classifier=None) -> None:  # noqa: ANN001 - a TextClassifier
+    def __init__(self, config: InjectionSettings, classifier=None) -> None:  # noqa: ANN001 - a TextClassifier
         self._config = config
         self._classifier = classifier
 

@@ -6,7 +6,7 @@ import re
 
 import phonenumbers
 
-from guards.config import PiiConfig
+from guards.config import PiiSettings
 from guards.ner import NameRecognizer
 from guards.patterns import scan
 from guards.types import Finding
@@ -43,7 +43,7 @@ class PiiGuard:
 
     name = "pii"
 
-    def __init__(self, config: PiiConfig, names: NameRecognizer | None = None) -> None:
+    def __init__(self, config: PiiSettings, names: NameRecognizer | None = None) -> None:
         self._config = config
         self._names = names if config.names else None
         self._actions = config.actions

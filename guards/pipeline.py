@@ -10,7 +10,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Protocol
 
-from guards.config import GuardsConfig, InjectionConfig, PiiConfig, StageConfig, ToxicityModel
+from guards.config import GuardsSettings, InjectionSettings, PiiSettings, StageSettings, ToxicityModel
 from guards.injection import InjectionGuard
 from guards.ner import NameRecognizer, load_names
 from guards.pii import PiiGuard
@@ -58,7 +58,7 @@ class GuardModels:
             self._classifiers[model] = found
         return found
 
-    def injection_classifier(self, config: InjectionConfig) -> TextClassifier | None:
+    def injection_classifier(self, config: InjectionSettings) -> TextClassifier | None:
         if not config.classifier:
             return None
         key = f"injection:{config.path}"
@@ -67,7 +67,7 @@ class GuardModels:
             self._classifiers[key] = LinearOnnxClassifier(path, ("injection",))
         return self._classifiers[key]
 
-    def names(self, config: PiiConfig) -> NameRecognizer | None:
+    def names(self, config: PiiSettings) -> NameRecognizer | None:
         if not config.names:
             return None
         if config.ner_model not in self._names:
@@ -110,7 +110,7 @@ class StagePipeline:
         self._injection_roles = frozenset(injection_roles)
 
     @classmethod
-    def build(cls, stage: Stage, config: StageConfig, models: GuardModels) -> StagePipeline:
+    def build(cls, stage: Stage, config: StageSettings, models: GuardModels) -> StagePipeline:
         guards: list[Guard] = []
         # Toxicity and injection first: a blocked text needs no redaction.
         if config.toxicity.enabled:
@@ -171,7 +171,7 @@ class StagePipeline:
 class Guards:
     """One alias's guards: an input pipeline, an output pipeline and the stream settings."""
 
-    def __init__(self, config: GuardsConfig, models: GuardModels) -> None:
+    def __init__(self, config: GuardsSettings, models: GuardModels) -> None:
         self.config = config
         if config.enabled:
             self.input = StagePipeline.build("input", config.input, models)

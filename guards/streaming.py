@@ -23,7 +23,7 @@ from typing import Protocol
 
 import msgspec
 
-from guards.config import StreamConfig
+from guards.config import StreamSettings
 from guards.redaction import RedactionContext
 from guards.types import Action, Decision, Finding, strongest
 
@@ -66,7 +66,7 @@ class StreamRedactor:
     seen) comes once, with the blocking step or with :meth:`flush`.
     """
 
-    def __init__(self, pipeline: StagePipeline, context: RedactionContext, config: StreamConfig) -> None:
+    def __init__(self, pipeline: StagePipeline, context: RedactionContext, config: StreamSettings) -> None:
         self._pipeline = pipeline
         self._context = context
         self._config = config

@@ -14,7 +14,7 @@ from typing import Protocol
 import numpy as np
 import onnxruntime as ort
 
-from guards.config import CategoryPolicy, ToxicityConfig, ToxicityModel
+from guards.config import CategoryPolicy, ToxicityModel, ToxicitySettings
 from guards.threats import threat_score
 from guards.types import ACTION_RANK, Finding
 
@@ -138,7 +138,7 @@ class ToxicityGuard:
 
     name = "toxicity"
 
-    def __init__(self, config: ToxicityConfig, classifier: TextClassifier) -> None:
+    def __init__(self, config: ToxicitySettings, classifier: TextClassifier) -> None:
         self._config = config
         self._classifier = classifier
         self._default = CategoryPolicy(config.threshold, config.action)

@@ -14,7 +14,7 @@ import uvicorn
 
 from gateway.app import create_app
 from gateway.config import HealthCheckSettings, ModelRoute, Settings, TimeoutSettings
-from guards import GuardsConfig
+from guards import GuardsSettings
 from monitor.tracing import Tracing
 from tests.fake_upstream import FakeUpstream
 from tests.pg import PgCluster, running_cluster
@@ -85,7 +85,7 @@ async def running_gateway(
 
 def settings_for(*routes: ModelRoute, read_s: float = 5.0, health_interval_s: float = 0.2, **kwargs) -> Settings:
     """Settings for a test gateway; guards are off unless a test passes its own (proxy tests want pass-through)."""
-    kwargs.setdefault("guards", GuardsConfig(enabled=False))
+    kwargs.setdefault("guards", GuardsSettings(enabled=False))
     kwargs.setdefault("request_log", None)
     return Settings(
         models=list(routes),

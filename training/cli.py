@@ -25,10 +25,10 @@ console = Console(stderr=True)
 
 def guards_redactor() -> Redact:
     """Pattern PII (e-mail, phone, cards, IBAN, SSN, IPs, secrets) replaced by typed placeholders."""
-    from guards import GuardModels, RedactionContext, StageConfig, StagePipeline, ToxicityConfig
+    from guards import GuardModels, RedactionContext, StagePipeline, StageSettings, ToxicitySettings
 
     # Toxicity off: training data is redacted, not blocked; no classifier is loaded, so the path is unused.
-    config = StageConfig(toxicity=ToxicityConfig(enabled=False))
+    config = StageSettings(toxicity=ToxicitySettings(enabled=False))
     pipeline = StagePipeline.build("input", config, GuardModels(Path(".")))
     return lambda text: pipeline.run(text, RedactionContext()).text
 

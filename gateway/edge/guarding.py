@@ -14,7 +14,7 @@ import msgspec
 
 from gateway.config import ModelRoute, Settings
 from gateway.errors import ContentFiltered
-from guards import Decision, GuardModels, Guards, GuardsConfig, RedactionContext, StreamRedactor
+from guards import Decision, GuardModels, Guards, GuardsSettings, RedactionContext, StreamRedactor
 from monitor import metrics
 
 CONTENT_FILTER = "content_filter"
@@ -52,7 +52,7 @@ class GuardSet:
         if found is not None or (found := self._default) is not None:
             return found
         if self._moderation is None:
-            self._moderation = Guards(GuardsConfig(), self._models)
+            self._moderation = Guards(GuardsSettings(), self._models)
         return self._moderation
 
 
@@ -60,7 +60,7 @@ def export_guard_models(settings: Settings) -> None:
     """Export the default guard models any route uses, once, before server workers start (each would race
     to do it): the Jigsaw toxicity model, the profanity model, the injection classifier. A file check when
     they exist."""
-    configs: list[GuardsConfig] = [settings.guards, *(r.guards for r in settings.models if r.guards is not None)]
+    configs: list[GuardsSettings] = [settings.guards, *(r.guards for r in settings.models if r.guards is not None)]
     stages = [stage for config in configs if config.enabled for stage in (config.input, config.output)]
     directory = guard_models_dir(settings)
     kinds = {s.toxicity.model.kind for s in stages if s.toxicity.enabled and not s.toxicity.model.path}

@@ -12,7 +12,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.config import ModelRoute
-from guards import GuardsConfig
+from guards import GuardsSettings
 from monitor.request_log import RequestLogSettings
 from monitor.request_log_store import RequestLogStore
 from tests.conftest import running_gateway, settings_for
@@ -41,7 +41,7 @@ async def test_store_killed_mid_traffic(postgres: PgCluster, upstreams) -> None:
     upstream = await upstreams()
     url = postgres.create_database("gateway_log")
     config = RequestLogSettings(url=url, max_delay_s=0.05, retry_initial_s=0.05, retry_max_s=0.5)
-    settings = settings_for(ModelRoute("m", [upstream.url]), request_log=config, guards=GuardsConfig())
+    settings = settings_for(ModelRoute("m", [upstream.url]), request_log=config, guards=GuardsSettings())
     served: list[str] = []
 
     async def traffic(client, count: int) -> None:

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from gateway.config import ModelRoute
-from guards import GuardsConfig
+from guards import GuardsSettings
 from monitor.request_log import RequestLogSettings
 from tests.conftest import running_gateway, settings_for
 
@@ -69,7 +69,7 @@ async def test_every_operation_survives_generated_input(upstreams, tmp_path: Pat
     request_log = RequestLogSettings(url=f"sqlite:///{tmp_path / 'log.db'}", max_delay_s=0.05) if guards else None
     settings = settings_for(
         ModelRoute(MODEL, [upstream.url], embeddings=True),
-        guards=GuardsConfig(enabled=guards),
+        guards=GuardsSettings(enabled=guards),
         request_log=request_log,
         home=str(tmp_path / "home"),
         read_s=10,

@@ -8,7 +8,7 @@ from pathlib import Path
 from gateway.config import ModelRoute, state_url
 from gateway.security.audit import AuditLog
 from gateway.security.keys import KeyStore
-from guards import GuardsConfig
+from guards import GuardsSettings
 from tests.conftest import running_gateway, settings_for
 
 CHAT = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
@@ -56,7 +56,7 @@ async def test_scopes_tenants_and_limits(tmp_path: Path, upstreams) -> None:
 
 async def test_guard_blocks_are_audited_without_the_text(tmp_path: Path, upstreams) -> None:
     upstream = await upstreams()
-    settings = settings_for(ModelRoute("m", [upstream.url]), home=str(tmp_path), guards=GuardsConfig())
+    settings = settings_for(ModelRoute("m", [upstream.url]), home=str(tmp_path), guards=GuardsSettings())
     toxic = "You are a worthless idiot and I hate you, you stupid moron"
     async with running_gateway(settings) as client:
         blocked = await client.post(

@@ -12,7 +12,7 @@ from aiohttp import web
 
 from demo.corpora import prompts
 from gateway.config import DriftWatchSettings, ModelRoute
-from guards import GuardsConfig
+from guards import GuardsSettings
 from monitor.drift_types import DriftSettings
 from monitor.request_log import RequestLogSettings
 from tests.conftest import free_port, running_gateway, settings_for
@@ -51,7 +51,7 @@ async def test_a_topic_shift_is_confirmed_and_alerted(tmp_path: Path, upstreams)
         drift=drift,
         home=str(tmp_path / "home"),
         port=port,
-        guards=GuardsConfig(),
+        guards=GuardsSettings(),
         request_log=RequestLogSettings(url=f"sqlite:///{tmp_path / 'log.db'}", max_delay_s=0.05),
     )
 

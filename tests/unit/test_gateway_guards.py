@@ -8,7 +8,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.config import ModelRoute
-from guards import GuardsConfig
+from guards import GuardsSettings
 from tests.conftest import running_gateway, settings_for
 
 EMAIL, CARD = "jane.doe@example.com", "4111 1111 1111 1111"
@@ -26,7 +26,7 @@ def blocked_inputs(metrics: str) -> float:
 
 
 def guarded(*routes: ModelRoute):
-    return settings_for(*routes, guards=GuardsConfig())
+    return settings_for(*routes, guards=GuardsSettings())
 
 
 def chat(content: str, **extra) -> dict:
@@ -127,7 +127,7 @@ async def test_toxic_stream_ends_with_content_filter(upstreams) -> None:
 
 async def test_a_model_can_turn_guards_off(upstreams) -> None:
     upstream = await upstreams()
-    route = ModelRoute("m", [upstream.url], guards=GuardsConfig(enabled=False))
+    route = ModelRoute("m", [upstream.url], guards=GuardsSettings(enabled=False))
     async with running_gateway(guarded(route)) as client:
         await client.post("/v1/chat/completions", json=chat(f"mail {EMAIL}"))
     assert json.loads(upstream.observed.bodies[0])["messages"][0]["content"] == f"mail {EMAIL}"

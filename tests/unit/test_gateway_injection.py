@@ -11,8 +11,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from gateway.config import ModelRoute, state_url
 from gateway.security.audit import AuditLog
 from gateway.security.keys import KeyStore
-from guards import GuardsConfig, StageConfig
-from guards.config import InjectionConfig
+from guards import GuardsSettings, StageSettings
+from guards.config import InjectionSettings
 from monitor.request_log import RequestLogSettings
 from monitor.request_log_store import RequestLogStore
 from tests.conftest import running_gateway, settings_for
@@ -39,7 +39,9 @@ def chat(*messages: tuple[str, str]) -> dict:
 async def test_injection_is_refused_counted_logged_and_audited(tmp_path: Path, upstreams) -> None:
     upstream = await upstreams()
     log = RequestLogSettings(url=f"sqlite:///{tmp_path / 'log.db'}", max_delay_s=0.05)
-    settings = settings_for(ModelRoute("m", [upstream.url]), home=str(tmp_path), guards=GuardsConfig(), request_log=log)
+    settings = settings_for(
+        ModelRoute("m", [upstream.url]), home=str(tmp_path), guards=GuardsSettings(), request_log=log
+    )
     keys = KeyStore(state_url(settings))
     _, token = keys.create("app", "inference")
     headers = {"authorization": f"Bearer {token}"}
@@ -72,7 +74,7 @@ async def test_injection_is_refused_counted_logged_and_audited(tmp_path: Path, u
 
 async def test_flagged_injection_reaches_the_backend(upstreams) -> None:
     upstream = await upstreams()
-    flag = GuardsConfig(input=StageConfig(injection=InjectionConfig(action="flag")))
+    flag = GuardsSettings(input=StageSettings(injection=InjectionSettings(action="flag")))
     async with running_gateway(settings_for(ModelRoute("m", [upstream.url]), guards=flag)) as client:
         before = injection_decisions((await client.get("/metrics")).text, "flag")
         response = await client.post("/v1/chat/completions", json=chat(("user", ATTACK)))

@@ -24,7 +24,7 @@ from gateway.cli import app
 from gateway.config import DriftWatchSettings, HealthCheckSettings, state_url
 from gateway.loop.policy import LoopPolicy, LoopSettings
 from gateway.security.keys import KeyStore
-from guards import GuardsConfig, PiiConfig, StageConfig, ToxicityConfig
+from guards import GuardsSettings, PiiSettings, StageSettings, ToxicitySettings
 from monitor.drift_types import DriftSettings
 from monitor.request_log import RequestLogSettings
 from tests.conftest import free_port, running_gateway
@@ -34,7 +34,7 @@ from tests.unit.monitor.conftest import MODEL_DIR
 from tests.unit.test_admin_client import one_line_error
 
 SAMPLE = Path(__file__).resolve().parents[2] / "training" / "data" / "samples" / "support.jsonl"
-NO_TOXICITY = ToxicityConfig(enabled=False)
+NO_TOXICITY = ToxicitySettings(enabled=False)
 WINDOW = 8
 
 
@@ -59,9 +59,9 @@ async def operated_gateway(tmp_path: Path, upstreams) -> AsyncIterator[Operated]
         upstream.url,
         port=port,
         request_log=RequestLogSettings(url=f"sqlite:///{tmp_path / 'log.db'}", max_delay_s=0.02),
-        guards=GuardsConfig(
-            input=StageConfig(pii=PiiConfig(actions={"EMAIL": "block"}), toxicity=NO_TOXICITY),
-            output=StageConfig(toxicity=NO_TOXICITY),
+        guards=GuardsSettings(
+            input=StageSettings(pii=PiiSettings(actions={"EMAIL": "block"}), toxicity=NO_TOXICITY),
+            output=StageSettings(toxicity=NO_TOXICITY),
         ),
         drift=DriftWatchSettings(
             adapters=True,

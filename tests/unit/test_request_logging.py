@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from gateway.config import ModelRoute
-from guards import GuardsConfig
+from guards import GuardsSettings
 from monitor.request_log import RequestLogSettings
 from monitor.request_log_store import RequestLogStore
 from tests.conftest import running_gateway, settings_for
@@ -14,9 +14,9 @@ from tests.conftest import running_gateway, settings_for
 EMAIL = "jane.doe@example.com"
 
 
-def logged(tmp_path: Path, *routes: ModelRoute, guards: GuardsConfig | None = None):
+def logged(tmp_path: Path, *routes: ModelRoute, guards: GuardsSettings | None = None):
     config = RequestLogSettings(url=f"sqlite:///{tmp_path / 'log.db'}", max_delay_s=0.05)
-    return settings_for(*routes, request_log=config, guards=guards or GuardsConfig())
+    return settings_for(*routes, request_log=config, guards=guards or GuardsSettings())
 
 
 async def test_each_request_is_logged_redacted_under_its_id(tmp_path: Path, upstreams) -> None:
@@ -63,7 +63,7 @@ async def test_each_request_is_logged_redacted_under_its_id(tmp_path: Path, upst
 async def test_without_guards_no_text_is_logged(tmp_path: Path, upstreams) -> None:
     upstream = await upstreams()
     async with running_gateway(
-        logged(tmp_path, ModelRoute("m", [upstream.url]), guards=GuardsConfig(enabled=False))
+        logged(tmp_path, ModelRoute("m", [upstream.url]), guards=GuardsSettings(enabled=False))
     ) as client:
         response = await client.post(
             "/v1/chat/completions", json={"model": "m", "messages": [{"role": "user", "content": f"I am {EMAIL}"}]}

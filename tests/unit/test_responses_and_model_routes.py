@@ -13,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from gateway.config import AdaptersSettings, ModelRoute, RequestLimitSettings, state_url
 from gateway.loop.dataset import sample_from_log
 from gateway.security.keys import KeyStore
-from guards import GuardsConfig
+from guards import GuardsSettings
 from monitor.request_log import RequestLogSettings
 from monitor.request_log_store import RequestLogStore
 from tests.conftest import running_gateway, settings_for
@@ -141,7 +141,7 @@ async def test_responses_pass_through_streamed_or_not(tmp_path: Path, upstreams)
 
 async def test_responses_go_through_the_guards(tmp_path: Path, upstreams) -> None:
     fake = await upstreams(BASE)
-    settings, tokens = keyed(tmp_path, ModelRoute(BASE, [fake.url]), guards=GuardsConfig())
+    settings, tokens = keyed(tmp_path, ModelRoute(BASE, [fake.url]), guards=GuardsSettings())
     headers = bearer(tokens["inference"])
     async with running_gateway(settings) as client:
         full = sdk(client, tokens["inference"])
@@ -182,7 +182,7 @@ async def test_responses_are_logged_as_chat_with_usage_and_train_like_chat(tmp_p
     fake = await upstreams(BASE)
     fake.behaviour.answer = f"Write to {EMAIL}"
     log = RequestLogSettings(url=f"sqlite:///{tmp_path / 'log.db'}", max_delay_s=0.05)
-    settings, tokens = keyed(tmp_path, ModelRoute(BASE, [fake.url]), guards=GuardsConfig(), request_log=log)
+    settings, tokens = keyed(tmp_path, ModelRoute(BASE, [fake.url]), guards=GuardsSettings(), request_log=log)
     async with running_gateway(settings) as client:
         full = sdk(client, tokens["inference"])
         plain = await full.responses.with_raw_response.create(

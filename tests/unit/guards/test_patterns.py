@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from guards.config import PiiConfig
+from guards.config import PiiSettings
 from guards.pii import PiiGuard
 
-GUARD = PiiGuard(PiiConfig())
+GUARD = PiiGuard(PiiSettings())
 
 
 def found(text: str) -> list[tuple[str, str]]:
@@ -82,6 +82,6 @@ def test_checksummed_entity_wins_an_overlap() -> None:
 
 
 def test_unconfigured_entity_is_found_but_allowed() -> None:
-    guard = PiiGuard(PiiConfig(actions={"EMAIL": "mask"}))
+    guard = PiiGuard(PiiSettings(actions={"EMAIL": "mask"}))
     findings = guard.inspect("a@b.co from 10.1.2.3")
     assert [(f.entity, f.action) for f in findings] == [("EMAIL", "mask"), ("IP_ADDRESS", "allow")]

@@ -5,14 +5,14 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from guards import GuardModels, Guards, GuardsConfig, PiiConfig, RedactionContext, StageConfig, ToxicityConfig
+from guards import GuardModels, Guards, GuardsSettings, PiiSettings, RedactionContext, StageSettings, ToxicitySettings
 from guards.config import CategoryPolicy
 from guards.jigsaw_export import LABELS as JIGSAW_LABELS
 
 
 @pytest.fixture(scope="module")
 def guards(models: GuardModels) -> Guards:
-    return Guards(GuardsConfig(), models)
+    return Guards(GuardsSettings(), models)
 
 
 def test_same_value_same_placeholder_across_messages_and_output(guards: Guards) -> None:
@@ -32,16 +32,16 @@ def test_a_new_request_starts_numbering_again(guards: Guards) -> None:
 
 
 def test_mask_keeps_the_last_characters(models: GuardModels) -> None:
-    stage = StageConfig(pii=PiiConfig(actions={"CREDIT_CARD": "mask", "EMAIL": "redact"}))
-    guards = Guards(GuardsConfig(input=stage), models)
+    stage = StageSettings(pii=PiiSettings(actions={"CREDIT_CARD": "mask", "EMAIL": "redact"}))
+    guards = Guards(GuardsSettings(input=stage), models)
     verdict = guards.input.run("card 5555555555554444 mail a@b.io", RedactionContext())
     assert verdict.text == "card ************4444 mail <EMAIL_1>"
     assert verdict.action == "redact"
 
 
 def test_block_action_on_an_entity_blocks_the_text(models: GuardModels) -> None:
-    stage = StageConfig(pii=PiiConfig(actions={"SECRET": "block"}))
-    verdict = Guards(GuardsConfig(input=stage), models).input.run("use AKIAIOSFODNN7EXAMPLE", RedactionContext())
+    stage = StageSettings(pii=PiiSettings(actions={"SECRET": "block"}))
+    verdict = Guards(GuardsSettings(input=stage), models).input.run("use AKIAIOSFODNN7EXAMPLE", RedactionContext())
     assert verdict.blocked and verdict.text == ""
     assert [(d.entity, d.action, d.count) for d in verdict.decisions if d.guard == "pii"] == [("SECRET", "block", 1)]
 
@@ -56,12 +56,12 @@ def test_toxic_input_is_blocked_and_clean_input_allowed(guards: Guards) -> None:
 
 
 def test_threshold_is_per_alias(models: GuardModels) -> None:
-    lenient = StageConfig(
-        toxicity=ToxicityConfig(categories={label: CategoryPolicy(threshold=1.01) for label in JIGSAW_LABELS})
+    lenient = StageSettings(
+        toxicity=ToxicitySettings(categories={label: CategoryPolicy(threshold=1.01) for label in JIGSAW_LABELS})
     )
     text = "Shut up, you stupid fucking idiot."
-    assert not Guards(GuardsConfig(input=lenient), models).input.run(text, RedactionContext()).blocked
-    assert Guards(GuardsConfig(), models).input.run(text, RedactionContext()).blocked
+    assert not Guards(GuardsSettings(input=lenient), models).input.run(text, RedactionContext()).blocked
+    assert Guards(GuardsSettings(), models).input.run(text, RedactionContext()).blocked
 
 
 def test_decisions_carry_no_raw_value(guards: Guards) -> None:
@@ -75,16 +75,16 @@ def test_decisions_carry_no_raw_value(guards: Guards) -> None:
 
 
 def test_disabled_guards_pass_text_through(models: GuardModels) -> None:
-    guards = Guards(GuardsConfig(enabled=False), models)
+    guards = Guards(GuardsSettings(enabled=False), models)
     verdict = guards.input.run("you fucking idiot, a@b.io", RedactionContext())
     assert (verdict.text, verdict.action, verdict.decisions) == ("you fucking idiot, a@b.io", "allow", ())
 
 
 def test_config_decodes_from_yaml_shaped_data() -> None:
     raw = {"input": {"pii": {"actions": {"EMAIL": "mask"}}, "toxicity": {"threshold": 0.5}}}
-    config = msgspec.convert(raw, GuardsConfig)
+    config = msgspec.convert(raw, GuardsSettings)
     assert config.input.pii.actions == {"EMAIL": "mask"}
     assert config.input.toxicity.threshold == 0.5
     assert config.output.toxicity.threshold == 0.8
     with pytest.raises(msgspec.ValidationError):
-        msgspec.convert({"input": {"pii": {"actions": {"EMAIL": "shred"}}}}, GuardsConfig)
+        msgspec.convert({"input": {"pii": {"actions": {"EMAIL": "shred"}}}}, GuardsSettings)

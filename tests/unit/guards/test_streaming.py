@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from guards import GuardModels, Guards, GuardsConfig, PiiConfig, RedactionContext, StageConfig, StreamStep
+from guards import GuardModels, Guards, GuardsSettings, PiiSettings, RedactionContext, StageSettings, StreamStep
 
 ANSWER = "Sure. Write to jane.roe@example.org, and pay with 4111 1111 1111 1111 before Friday. Thanks!"
 REDACTED = "Sure. Write to <EMAIL_1>, and pay with <CREDIT_CARD_1> before Friday. Thanks!"
@@ -13,7 +13,7 @@ REDACTED = "Sure. Write to <EMAIL_1>, and pay with <CREDIT_CARD_1> before Friday
 
 @pytest.fixture(scope="module")
 def guards(models: GuardModels) -> Guards:
-    return Guards(GuardsConfig(), models)
+    return Guards(GuardsSettings(), models)
 
 
 def stream(guards: Guards, chunks: list[str]) -> tuple[str, list[StreamStep]]:
@@ -77,8 +77,8 @@ def test_toxic_output_blocks_the_stream(guards: Guards) -> None:
 
 
 def test_blocking_entity_blocks_mid_stream(models: GuardModels) -> None:
-    stage = StageConfig(pii=PiiConfig(actions={"SECRET": "block"}))
-    guards = Guards(GuardsConfig(output=stage), models)
+    stage = StageSettings(pii=PiiSettings(actions={"SECRET": "block"}))
+    guards = Guards(GuardsSettings(output=stage), models)
     text, steps = stream(guards, ["Your key is AKIAIOSF", "ODNN7EXAMPLE and that ", "is all there is to say."])
     assert any(step.blocked for step in steps)
     assert "AKIA" not in text

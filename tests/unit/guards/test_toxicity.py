@@ -56,8 +56,8 @@ def test_ensure_exports_once(model_dir: Path) -> None:
 
 def test_serving_does_not_import_scikit_learn(model_dir: Path) -> None:
     code = (
-        "import sys; from guards import GuardModels, Guards, GuardsConfig, RedactionContext; "
-        f"g = Guards(GuardsConfig(), GuardModels({str(model_dir)!r})); "
+        "import sys; from guards import GuardModels, Guards, GuardsSettings, RedactionContext; "
+        f"g = Guards(GuardsSettings(), GuardModels({str(model_dir)!r})); "
         "assert g.input.run('you idiot', RedactionContext()).decisions; "
         "print(sorted(m for m in ('sklearn', 'skl2onnx', 'profanity_check', 'presidio_analyzer', 'spacy', 'torch') "
         "if m in sys.modules))"

@@ -19,7 +19,7 @@ import msgspec
 import pytest
 
 from gateway.loop.policy import CanaryPolicy, LoopPolicy, LoopSettings, TeacherSettings
-from guards import GuardsConfig, StageConfig, ToxicityConfig
+from guards import GuardsSettings, StageSettings, ToxicitySettings
 from monitor.request_log import RequestLogSettings
 from tests.conftest import running_gateway
 from tests.unit.adapters.conftest import BASE, adapter_settings, write_adapter
@@ -28,7 +28,7 @@ from training.evaluate import GateVerdict, ModelScores
 from training.jobs import JobStatus
 from training.status import Progress
 
-NO_TOXICITY = StageConfig(toxicity=ToxicityConfig(enabled=False))
+NO_TOXICITY = StageSettings(toxicity=ToxicitySettings(enabled=False))
 
 
 class StandInJobs:
@@ -87,7 +87,7 @@ async def loop_gateway(
         tmp_path,
         upstream.url,
         request_log=RequestLogSettings(url=f"sqlite:///{tmp_path / 'log.db'}", max_delay_s=0.02),
-        guards=GuardsConfig(input=NO_TOXICITY, output=NO_TOXICITY),
+        guards=GuardsSettings(input=NO_TOXICITY, output=NO_TOXICITY),
         loop=loop,
     )
     async with running_gateway(settings) as client:
