@@ -6,6 +6,7 @@ into data preparation, which itself imports nothing of ours.
 
 from __future__ import annotations
 
+import tempfile
 import time
 import traceback
 from pathlib import Path
@@ -25,11 +26,14 @@ console = Console(stderr=True)
 
 def guards_redactor() -> Redact:
     """Pattern PII (e-mail, phone, cards, IBAN, SSN, IPs, secrets) replaced by typed placeholders."""
-    from guards import GuardModels, RedactionContext, StagePipeline, StageSettings, ToxicitySettings
+    from guards import GuardModels, InjectionSettings, RedactionContext, StagePipeline, StageSettings, ToxicitySettings
 
-    # Toxicity off: training data is redacted, not blocked; no classifier is loaded, so the path is unused.
-    config = StageSettings(toxicity=ToxicitySettings(enabled=False))
-    pipeline = StagePipeline.build("input", config, GuardModels(Path(".")))
+    # Toxicity and injection off: training data is redacted, not blocked. No classifier is loaded or exported,
+    # so the models folder is never touched (a temporary one, not the working directory, all the same).
+    config = StageSettings(toxicity=ToxicitySettings(enabled=False), injection=InjectionSettings(enabled=False))
+    pipeline = StagePipeline.build(
+        "input", config, GuardModels(Path(tempfile.gettempdir()) / "driftgate-unused-models")
+    )
     return lambda text: pipeline.run(text, RedactionContext()).text
 
 
