@@ -20,6 +20,7 @@ from tests.containers.conftest import REPO, podman, wait_for
 pytestmark = pytest.mark.containers
 
 UPSTREAM_PORT = 8001
+COMPOSE_CONFIG = REPO / "deploy" / "compose" / "driftgate.yaml"
 
 
 def gateway_config(reference: str) -> dict:
@@ -28,10 +29,8 @@ def gateway_config(reference: str) -> dict:
         "port": 8000,
         "models": [{"name": "smollm2", "backends": [f"http://127.0.0.1:{UPSTREAM_PORT}"]}],
         "auth": {"admin_key_file": "/run/secrets/driftgate-admin-key"},
-        "guards": {
-            stage: {"toxicity": {"model": {"path": "/opt/driftgate/models/guards/profanity-check-linear.onnx"}}}
-            for stage in ("input", "output")
-        },
+        # The guard models baked into the image, as the compose stack points at them.
+        "guards": yaml.safe_load(COMPOSE_CONFIG.read_text())["guards"],
         "drift": {
             "references": {"smollm2": reference},
             "detection": {"window_size": 60, "min_window_size": 50, "confirm_windows": 2, "clear_windows": 2},

@@ -136,7 +136,7 @@ async def test_docs_page_and_its_assets(tmp_path: Path, upstreams) -> None:
     assert assets["favicon-32x32.png"].content.startswith(b"\x89PNG")
     assert '"/openapi.json"' in assets["docs.js"].text
     assert missing.status_code == 404 and unknown.status_code == 404
-    assert unknown.json()["error"]["code"] == "not_found"
+    assert unknown.json()["error"]["code"] == "route_not_found"
 
 
 def test_the_vendored_files_and_their_licence_are_package_data() -> None:
