@@ -65,8 +65,11 @@ async def test_a_topic_shift_is_confirmed_and_alerted(tmp_path: Path, upstreams)
     try:
         async with running_gateway(settings, port=port) as client:
             await send(client, prompts("support", 120, seed=8))  # same topic as the reference: two windows
-            await asyncio.sleep(2)
-            calm = (await client.get("/admin/drift")).json()
+            for _ in range(150):  # both windows scored (the embedder works off the request path: wait for it)
+                calm = (await client.get("/admin/drift")).json()
+                if calm["aliases"] and calm["aliases"][0]["windows_checked"] >= 2:
+                    break
+                await asyncio.sleep(0.2)
             await send(client, prompts("cooking", 120, seed=9))  # a new topic: two windows over the threshold
             for _ in range(100):
                 shifted = (await client.get("/admin/drift")).json()
