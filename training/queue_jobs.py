@@ -120,9 +120,12 @@ class QueuedJobRunner:
 
     def _worker_lost(self, folder: Path) -> bool:
         try:
-            return time.time() - (folder / CLAIMED).stat().st_mtime > self.stale_s
+            claim = (folder / CLAIMED).stat()
         except FileNotFoundError:
             return False  # not claimed yet: waiting is not failing
+        # The change time too: a rename keeps the marker's mtime (when it was queued) but sets its ctime, so a
+        # job claimed after a long wait is fresh from the moment it is claimed.
+        return time.time() - max(claim.st_mtime, claim.st_ctime) > self.stale_s
 
 
 def _die_with_parent() -> None:

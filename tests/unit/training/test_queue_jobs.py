@@ -139,6 +139,19 @@ def test_racing_claims_take_each_job_exactly_once(tmp_path: Path) -> None:
     assert sorted(taken) == sorted(jobs)
 
 
+def test_a_job_claimed_after_a_long_wait_is_not_taken_for_lost(tmp_path: Path) -> None:
+    runner = QueuedJobRunner(tmp_path / "shared", stale_s=1.0)
+    job = runner.start(crash_spec(tmp_path, tmp_path / "base")).id
+    time.sleep(1.5)
+    assert runner.status(job).progress.state == "queued"  # waiting is not failing
+    claimed = runner.claim_oldest("w1")
+    assert claimed is not None and claimed.name == job and runner.claim_oldest("w2") is None
+    assert runner.status(job).progress.state == "queued"
+    time.sleep(1.5)  # no worker touches the claim: lost
+    lost = runner.status(job).progress
+    assert lost.state == "failed" and lost.message.startswith(LOST_WORKER)
+
+
 def test_cancel_of_a_queued_job_means_no_worker_runs_it(tmp_path: Path, workers: list[Worker]) -> None:
     runner = QueuedJobRunner(tmp_path / "shared")
     first = runner.start(crash_spec(tmp_path, tmp_path / "base-a", "out-a"))
