@@ -166,9 +166,12 @@ class QueueWorker:
 
     def run_job(self, folder: Path) -> None:
         job_id = folder.name
-        self.console.print(
-            f"[bold]{job_id}[/] claimed: training {read_job_record(self.runner.root, job_id).base_model}"
-        )
+        job = read_job_record(self.runner.root, job_id)
+        self.console.print(f"[bold]{job_id}[/] claimed: training {job.base_model}")
+        if job.cancelled:  # cancelled between the cancel's flag and its try at the queued marker
+            progress = settle_unreported(folder, True)
+            self.console.print(f"[bold]{job_id}[/] {progress.state}: {progress.message}")
+            return
         write_json_atomic(folder / "status.json", Progress(state="running", phase="preparing", updated_at=time.time()))
         child = launch_training(self.python, folder, preexec_fn=_die_with_parent)
         claim = folder / CLAIMED
