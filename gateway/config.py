@@ -176,6 +176,15 @@ class ShutdownSettings(msgspec.Struct, forbid_unknown_fields=True):
     grace_s: int = 25
 
 
+class JobsSettings(msgspec.Struct, forbid_unknown_fields=True):
+    # Who runs training jobs: "local" = a child process of the gateway (it needs torch); "queue" = queued in
+    # `workspace` for a `driftgate train worker` sharing that folder (the compose stack's trainer container).
+    # Kubernetes Jobs are chosen by the K8S_JOBS_* variables the Helm chart sets, whatever this says.
+    runner: Literal["local", "queue"] = "local"
+    # The folder jobs, their data and adapters live in; None = home. For "queue", a folder the worker shares.
+    workspace: str | None = None
+
+
 class Settings(msgspec.Struct, forbid_unknown_fields=True):
     host: str = "127.0.0.1"
     port: int = 8000
@@ -199,6 +208,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
     adapters: AdaptersSettings | None = None
     # None turns the closed loop off (drift alerts then start nothing). Needs adapters and the request log.
     loop: LoopSettings | None = None
+    jobs: JobsSettings = msgspec.field(default_factory=JobsSettings)
 
     @property
     def models_dir(self) -> Path:

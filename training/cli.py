@@ -122,5 +122,27 @@ def run_command(
         raise typer.Exit(1) from exc
 
 
+@train_app.command()
+def worker(
+    workspace: Annotated[
+        Path, typer.Option(help="The folder shared with the gateway (its `jobs.workspace`); jobs are under jobs/.")
+    ],
+    stale_after: Annotated[
+        float, typer.Option(help="Seconds without a heartbeat after which a claimed job's worker counts as lost.")
+    ] = 30.0,
+) -> None:
+    """Run the jobs a gateway queues in WORKSPACE, one at a time, oldest first, until SIGTERM.
+
+    SIGTERM stops the running job and records it as failed (interrupted); SIGINT does the same."""
+    import signal
+
+    from training.queue_jobs import QueuedJobRunner, QueueWorker
+
+    queue_worker = QueueWorker(QueuedJobRunner(workspace, stale_s=stale_after), console)
+    signal.signal(signal.SIGTERM, queue_worker.stop)
+    signal.signal(signal.SIGINT, queue_worker.stop)
+    queue_worker.serve()
+
+
 if __name__ == "__main__":
     train_app()

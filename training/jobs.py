@@ -98,6 +98,68 @@ def new_job_folder(
         yield job_id, folder, spec
 
 
+def launch_training(python: str, folder: Path, preexec_fn: Callable[[], None] | None = None) -> subprocess.Popen[bytes]:
+    """The job's training process, ``python -m training.cli run --spec <folder>/spec.json``, writing
+    ``train.log``, in its own process group so a cancel stops it and everything it started."""
+    with open(folder / "train.log", "ab") as log:
+        return subprocess.Popen(
+            [python, "-m", "training.cli", "run", "--spec", str(folder / "spec.json")],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=preexec_fn,
+            cwd=Path(__file__).resolve().parents[1],
+            env={**os.environ, "COLUMNS": "120"},
+        )
+
+
+def stop_process_group(pid: int, alive: Callable[[], bool], grace_s: float) -> None:
+    """SIGTERM the group, then SIGKILL it if it outlives ``grace_s``."""
+    _signal_group(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while alive() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if alive():
+        _signal_group(pid, signal.SIGKILL)
+
+
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    try:
+        os.killpg(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def finished(progress: Progress | None, state: State, message: str) -> Progress:
+    """``progress`` ended as ``state``: how far it got stays readable, the phase is done."""
+    return msgspec.structs.replace(
+        progress or Progress(), state=state, phase="done", message=message, updated_at=time.time()
+    )
+
+
+def settle_unreported(folder: Path, cancelled: bool, reason: str = "") -> Progress:
+    """The training process is gone but its status still says queued or running (crash, kill -9, a lost
+    worker): nothing it wrote counts. Recorded in ``status.json`` so every reader agrees."""
+    progress = read_progress(folder / "status.json")
+    if cancelled:
+        progress = finished(progress, "cancelled", "cancelled")
+    else:
+        reason = reason or "the training process exited without a result; see the logs"
+        progress = finished(progress, "failed", reason)
+    write_json_atomic(folder / "status.json", progress)
+    return progress
+
+
+def tail_log(folder: Path, tail_bytes: int) -> str:
+    """The end of a job's ``train.log``; ``KeyError`` when the job has none (unknown id)."""
+    path = folder / "train.log"
+    if not path.exists():
+        raise KeyError(folder.name)
+    with open(path, "rb") as log:
+        log.seek(max(0, path.stat().st_size - tail_bytes))
+        return log.read().decode("utf-8", errors="replace")
+
+
 class LocalJobRunner:
     """One child process per job (``python -m training.cli run --spec``), in its own process group."""
 
@@ -111,15 +173,7 @@ class LocalJobRunner:
     def start(self, spec: TrainSpec) -> JobStatus:
         base = str(Path(spec.base).resolve())
         with new_job_folder(self.root, base, spec, self.list) as (job_id, folder, spec):
-            with open(folder / "train.log", "wb") as log:
-                child = subprocess.Popen(
-                    [self._python, "-m", "training.cli", "run", "--spec", str(folder / "spec.json")],
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                    cwd=Path(__file__).resolve().parents[1],
-                    env={**os.environ, "COLUMNS": "120"},
-                )
+            child = launch_training(self._python, folder)
             self._children[job_id] = child
             write_json_atomic(folder / "job.json", JobRecord(job_id, base, spec.out, time.time(), pid=child.pid))
         return self.status(job_id)
@@ -129,11 +183,7 @@ class LocalJobRunner:
         job = read_job_record(self.root, job_id)
         progress = read_progress(folder / "status.json") or Progress()
         if progress.state in ACTIVE and not self._alive(job):
-            # The child died without saying so (crash, kill -9): nothing it wrote counts.
-            state: State = "cancelled" if job.cancelled else "failed"
-            message = "cancelled" if job.cancelled else "the training process exited without a result; see the logs"
-            progress = msgspec.structs.replace(progress, state=state, phase="done", message=message)
-            write_json_atomic(folder / "status.json", progress)
+            progress = settle_unreported(folder, job.cancelled)
         return JobStatus(job.id, job.base_model, job.out, progress, job.created_at)
 
     def list(self) -> list[JobStatus]:
@@ -145,26 +195,14 @@ class LocalJobRunner:
         if self.status(job_id).progress.state not in ACTIVE:
             return self.status(job_id)
         write_json_atomic(folder / "job.json", msgspec.structs.replace(job, cancelled=True))
-        self._signal(job.pid, signal.SIGTERM)
-        deadline = time.monotonic() + grace_s
-        while self._alive(job) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        if self._alive(job):
-            self._signal(job.pid, signal.SIGKILL)
-        progress = msgspec.structs.replace(
-            read_progress(folder / "status.json") or Progress(), state="cancelled", phase="done", message="cancelled"
-        )
-        progress.updated_at = time.time()
+        if job.pid is not None:
+            stop_process_group(job.pid, lambda: self._alive(job), grace_s)
+        progress = finished(read_progress(folder / "status.json"), "cancelled", "cancelled")
         write_json_atomic(folder / "status.json", progress)
         return self.status(job_id)
 
     def logs(self, job_id: str, tail_bytes: int = 65536) -> str:
-        path = self.root / job_id / "train.log"
-        if not path.exists():
-            raise KeyError(job_id)
-        with open(path, "rb") as log:
-            log.seek(max(0, path.stat().st_size - tail_bytes))
-            return log.read().decode("utf-8", errors="replace")
+        return tail_log(self.root / job_id, tail_bytes)
 
     def _alive(self, job: JobRecord) -> bool:
         child = self._children.get(job.id)
@@ -178,12 +216,3 @@ class LocalJobRunner:
             return fields[0] != "Z" and int(fields[2]) == job.pid  # state, process group = our session leader
         except (FileNotFoundError, IndexError, ValueError):
             return False
-
-    @staticmethod
-    def _signal(pid: int | None, sig: signal.Signals) -> None:
-        if pid is None:
-            return
-        try:
-            os.killpg(pid, sig)
-        except ProcessLookupError:
-            pass

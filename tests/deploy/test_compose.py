@@ -112,3 +112,22 @@ def test_collector_exports_to_jaeger() -> None:
     collector = yaml.safe_load((REPO / "deploy" / "otel" / "collector.yaml").read_text())
     assert collector["exporters"]["otlp/jaeger"]["endpoint"] == "jaeger:4317"
     assert collector["service"]["pipelines"]["traces"]["exporters"] == ["otlp/jaeger"]
+
+
+def test_the_gateway_queues_training_for_the_trainer_on_their_shared_volume() -> None:
+    config = yaml.safe_load(run(tool("docker-compose"), "-f", str(COMPOSE), "config"))
+    settings = load_settings(REPO / "deploy" / "compose" / "driftgate.yaml", {})
+    assert settings.jobs.runner == "queue"
+    trainer = config["services"]["trainer"]
+    assert "profiles" not in trainer, "the worker runs with the stack, not only on request"
+    command = trainer["command"]
+    assert command[0] == "worker" and command[command.index("--workspace") + 1] == settings.jobs.workspace
+
+    def volume_at(service: str, target: str) -> str:
+        for volume in config["services"][service]["volumes"]:
+            if (volume["target"] if isinstance(volume, dict) else volume.split(":")[1]) == target:
+                return volume["source"] if isinstance(volume, dict) else volume.split(":")[0]
+        raise AssertionError(f"{service} mounts nothing at {target}")
+
+    # Gateway, trainer and vLLM see the jobs, the loop's data and its adapters at the same path.
+    assert {volume_at(s, settings.jobs.workspace) for s in ("gateway", "trainer", "vllm")} == {"shared"}
