@@ -11,47 +11,40 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath
 from litestar.response import Stream
 
+from gateway.edge import schemas
 from gateway.edge.request_path import RequestPath
-from gateway.edge.schemas import (
-    ChatCompletionRequest,
-    CompletionRequest,
-    EmbeddingRequest,
-    ModelCard,
-    ModelList,
-    ResponsesRequest,
-)
 
 
 @post("/v1/chat/completions", status_code=200)
 async def chat_completions(request: Request, request_path: NamedDependency[RequestPath]) -> Response | Stream:
-    return await request_path.handle(request, "/v1/chat/completions", ChatCompletionRequest)
+    return await request_path.handle(request, "/v1/chat/completions", schemas.ChatCompletionRequest)
 
 
 @post("/v1/completions", status_code=200)
 async def completions(request: Request, request_path: NamedDependency[RequestPath]) -> Response | Stream:
-    return await request_path.handle(request, "/v1/completions", CompletionRequest)
+    return await request_path.handle(request, "/v1/completions", schemas.CompletionRequest)
 
 
 @post("/v1/embeddings", status_code=200)
 async def embeddings(request: Request, request_path: NamedDependency[RequestPath]) -> Response:
-    return await request_path.handle(request, "/v1/embeddings", EmbeddingRequest)
+    return await request_path.handle(request, "/v1/embeddings", schemas.EmbeddingRequest)
 
 
 @get("/v1/models")
-async def list_models(request: Request, request_path: NamedDependency[RequestPath]) -> ModelList:
+async def list_models(request: Request, request_path: NamedDependency[RequestPath]) -> schemas.ModelList:
     return request_path.models(await request_path.caller_key(request))
 
 
 @post("/v1/responses", status_code=200)
 async def responses(request: Request, request_path: NamedDependency[RequestPath]) -> Response | Stream:
     """The Responses API (the openai Agents SDK's default), passed through to vLLM like chat completions."""
-    return await request_path.handle(request, "/v1/responses", ResponsesRequest)
+    return await request_path.handle(request, "/v1/responses", schemas.ResponsesRequest)
 
 
 @get("/v1/models/{model:path}")
 async def retrieve_model(
     model: FromPath[str], request: Request, request_path: NamedDependency[RequestPath]
-) -> ModelCard:
+) -> schemas.ModelCard:
     """One model (base model, alias or pinned version) as ``GET /v1/models`` lists it; 404 for what that hides."""
     key = await request_path.caller_key(request)
     # A `path` parameter (Hub ids hold slashes) comes with its leading slash.

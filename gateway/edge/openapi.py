@@ -37,20 +37,12 @@ from litestar.routes import HTTPRoute
 from gateway.adapters import routes as adapter_routes
 from gateway.adapters.models import CanaryRequest, PromoteRequest, RegisterRequest
 from gateway.drift.routes import drift_state
-from gateway.edge import docs_routes
+from gateway.edge import docs_routes, schemas
 from gateway.edge.feedback_routes import FeedbackReceipt, FeedbackRequest
 from gateway.edge.health_routes import Readiness, prometheus_metrics
 from gateway.edge.moderations_routes import ModerationList, ModerationRequest
 from gateway.edge.openai_routes import retrieve_model
 from gateway.edge.request_path import OVERHEAD_HEADER, REQUEST_ID_HEADER
-from gateway.edge.schemas import (
-    ChatCompletionRequest,
-    CompletionRequest,
-    EmbeddingRequest,
-    ModelCard,
-    ModelList,
-    ResponsesRequest,
-)
 from gateway.errors import CATALOG, ErrorBody, ErrorDetail, codes_by_status
 from gateway.loop import routes as loop_routes
 from gateway.loop.controller import IncomingPayload
@@ -93,7 +85,7 @@ class ResponseObject(msgspec.Struct):
     incomplete_details: dict[str, Any] | None = None
 
 
-class Model(ModelCard, kw_only=True):
+class Model(schemas.ModelCard, kw_only=True):
     """A base model, or an adapter alias or version (then with its base model and the version answering now)."""
 
     parent: str | None = None
@@ -400,15 +392,15 @@ def _version() -> str:
 def document(app: Litestar) -> dict[str, Any]:
     """The OpenAPI 3.1 document of ``app``'s routes (it depends on no settings)."""
     structs = [
-        ChatCompletionRequest,
-        CompletionRequest,
-        EmbeddingRequest,
-        ResponsesRequest,
+        schemas.ChatCompletionRequest,
+        schemas.CompletionRequest,
+        schemas.EmbeddingRequest,
+        schemas.ResponsesRequest,
         ChatCompletion,
         Completion,
         EmbeddingList,
         ResponseObject,
-        ModelList,
+        schemas.ModelList,
         ErrorBody,
         Readiness,
         StreamEvent,
@@ -454,7 +446,11 @@ def _hand_written() -> dict[str, Any]:
     """The routes whose handlers read raw bytes (so their signatures describe nothing), and a few more."""
     paths = {
         "/v1/chat/completions": _generation(
-            "createChatCompletion", "Chat completion (streamed or not)", "ChatCompletionRequest", "ChatCompletion", True
+            "createChatCompletion",
+            "Chat completion (streamed or not)",
+            "ChatCompletionRequest",
+            "ChatCompletion",
+            True,
         ),
         "/v1/completions": _generation(
             "createCompletion", "Text completion (streamed or not)", "CompletionRequest", "Completion", True
