@@ -26,11 +26,13 @@ def test_models_lists_the_base_model(client: openai.OpenAI) -> None:
 
 
 def test_keys_are_enforced(embedded: Embedded) -> None:
-    for token in (None, "dg_nope_wrong"):
-        anonymous = openai.OpenAI(base_url=f"{embedded.url}/v1", api_key=token or "", max_retries=0, timeout=30)
-        with pytest.raises(openai.AuthenticationError) as caught:
-            anonymous.chat.completions.create(model=MODEL, messages=USER, max_tokens=2)
-        assert caught.value.status_code == 401
+    body = {"model": MODEL, "messages": USER, "max_tokens": 2}
+    unsigned = httpx.post(f"{embedded.url}/v1/chat/completions", json=body, timeout=30)
+    assert unsigned.status_code == 401 and unsigned.json()["error"]["code"] == "invalid_api_key"
+    stranger = openai.OpenAI(base_url=f"{embedded.url}/v1", api_key="dg_nope_wrong", max_retries=0, timeout=30)
+    with pytest.raises(openai.AuthenticationError) as caught:
+        stranger.chat.completions.create(**body)
+    assert caught.value.status_code == 401
 
 
 def test_chat_completion(client: openai.OpenAI) -> None:
