@@ -13,7 +13,7 @@ from typing import Any
 import msgspec
 
 from gateway.config import ModelRoute, Settings
-from gateway.errors import ContentFiltered
+from gateway.errors import ContentFiltered, FeatureNotConfigured
 from guards import Decision, GuardModels, Guards, GuardsSettings, RedactionContext, StreamRedactor
 from monitor import metrics
 
@@ -31,7 +31,6 @@ class GuardSet:
     def __init__(self, settings: Settings) -> None:
         self._models = models = GuardModels(guard_models_dir(settings))
         self._default = default = Guards(settings.guards, models) if settings.guards.enabled else None
-        self._moderation: Guards | None = None
         self._by_model: dict[str, Guards | None] = {}
         for route in settings.models:
             self._by_model[route.name] = self._build(route, models, default)
@@ -46,14 +45,13 @@ class GuardSet:
         return self._by_model.get(model)
 
     def for_moderation(self, model: str | None) -> Guards:
-        """The guards that judge a moderation request: the named route's, else the gateway's default, else
-        (guards switched off for traffic) the built-in defaults, built on first use."""
+        """The guards that judge a moderation request: the named route's, else the gateway's default. With
+        guards switched off there is nothing to judge with (building the default models here would export and
+        train them on a request's time): 404 ``feature_not_configured``."""
         found = self._by_model.get(model) if model is not None else None
         if found is not None or (found := self._default) is not None:
             return found
-        if self._moderation is None:
-            self._moderation = Guards(GuardsSettings(), self._models)
-        return self._moderation
+        raise FeatureNotConfigured("Guards are off in this gateway (set `guards.enabled: true`), so nothing moderates.")
 
 
 def export_guard_models(settings: Settings) -> None:

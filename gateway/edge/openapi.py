@@ -506,7 +506,7 @@ def _hand_written() -> dict[str, Any]:
                 },
                 "responses": {
                     "200": _json("One result per input text.", "ModerationList"),
-                    **_error_responses("400", "401", "413", "429", "500"),
+                    **_error_responses("400", "401", "404", "413", "429", "500"),
                 },
             }
         },
