@@ -225,6 +225,7 @@ class RequestPath:
 
     def _refused(self, plan: RequestPlan, error: OpenAIError) -> None:
         observation = plan.observation
+        error.headers[REQUEST_ID_HEADER] = observation.id  # a refusal is logged too: the client can quote it
         if isinstance(error, ContentFiltered):
             reasons = [d.entity for d in plan.guards.decisions if d.action == "block"] if plan.guards else []
             self._audit("gateway", "guard.blocked", f"request:{observation.id}", {"stage": "input", "why": reasons})

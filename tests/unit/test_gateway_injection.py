@@ -60,6 +60,7 @@ async def test_injection_is_refused_counted_logged_and_audited(tmp_path: Path, u
     assert len(upstream.observed.bodies) == 1 and b"prompt injection" in upstream.observed.bodies[0]
     store = RequestLogStore(log.url)
     (record,) = [r for r in store.recent("m") if r.status == 400]
+    assert blocked.headers["x-request-id"] == record.id  # the refusal names its log record
     assert ("injection", "input", "INJECTION", "block") in {
         (d.guard, d.stage, d.entity, d.action) for d in record.guard_decisions
     }
