@@ -72,6 +72,10 @@ def _default_categories() -> dict[str, CategoryPolicy]:
         "threat": CategoryPolicy(0.5),
         "insult": CategoryPolicy(0.7),
         "identity_hate": CategoryPolicy(0.5),
+        # The phrase rules' own categories (guards/threats.py). Someone saying they want to die is flagged
+        # for the operator, not refused: a refusal is the worst answer to them.
+        "self_harm": CategoryPolicy(0.5),
+        "self_harm_intent": CategoryPolicy(0.5, "flag"),
     }
 
 
@@ -82,7 +86,7 @@ class ToxicitySettings(msgspec.Struct, forbid_unknown_fields=True):
     action: Literal["allow", "flag", "block"] = "block"
     # Category -> threshold and action; a category the model does not produce is ignored.
     categories: dict[str, CategoryPolicy] = msgspec.field(default_factory=_default_categories)
-    # Threat and self-harm-incitement phrase rules (guards/threats.py), scored as the category "threat": they
+    # Phrase rules (guards/threats.py) scored as "threat", "self_harm" (incitement) and "self_harm_intent": they
     # catch threats without a swear word, which the Jigsaw model, trained on rare examples, scores low.
     threat_rules: bool = True
     model: ToxicityModel = msgspec.field(default_factory=ToxicityModel)
