@@ -59,6 +59,12 @@ class CategoryPolicy(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     action: Literal["allow", "flag", "block"] = "block"
 
 
+# The phrase rules' own categories (guards/threats.py), also the policy when a configured ``categories`` leaves
+# them out. Someone saying they want to die is flagged for the operator, not refused: a refusal is the worst
+# answer to them.
+RULE_CATEGORIES = {"self_harm": CategoryPolicy(0.5), "self_harm_intent": CategoryPolicy(0.5, "flag")}
+
+
 def _default_categories() -> dict[str, CategoryPolicy]:
     # Chosen without the held-out set. "toxic": 0.8, where bench/guards.py's older profanity set loses 87% of its
     # toxic sentences and none of its clean ones; 0.6 would catch 93% there, but blocks plain prose the model
@@ -72,10 +78,7 @@ def _default_categories() -> dict[str, CategoryPolicy]:
         "threat": CategoryPolicy(0.5),
         "insult": CategoryPolicy(0.7),
         "identity_hate": CategoryPolicy(0.5),
-        # The phrase rules' own categories (guards/threats.py). Someone saying they want to die is flagged
-        # for the operator, not refused: a refusal is the worst answer to them.
-        "self_harm": CategoryPolicy(0.5),
-        "self_harm_intent": CategoryPolicy(0.5, "flag"),
+        **RULE_CATEGORIES,
     }
 
 

@@ -14,7 +14,7 @@ from typing import Protocol
 import numpy as np
 import onnxruntime as ort
 
-from guards.config import CategoryPolicy, ToxicityModel, ToxicitySettings
+from guards.config import RULE_CATEGORIES, CategoryPolicy, ToxicityModel, ToxicitySettings
 from guards.threats import rule_scores
 from guards.types import ACTION_RANK, Finding
 
@@ -146,7 +146,8 @@ class ToxicityGuard:
         self._default = CategoryPolicy(config.threshold, config.action)
 
     def _policy(self, label: str) -> CategoryPolicy:
-        return self._config.categories.get(label, self._default)
+        found = self._config.categories.get(label)
+        return found if found is not None else RULE_CATEGORIES.get(label, self._default)
 
     @property
     def labels(self) -> tuple[str, ...]:

@@ -59,6 +59,13 @@ def test_a_speakers_own_self_harm_intent_is_flagged_not_refused(guards: Guards, 
     assert toxicity == [("self_harm_intent", "flag")]
 
 
+def test_a_configured_category_list_keeps_self_harm_intent_flagged(models: GuardModels) -> None:
+    stage = StageSettings(toxicity=ToxicitySettings(categories={"threat": CategoryPolicy(0.5)}))
+    verdict = run(Guards(GuardsSettings(input=stage), models), "I want to kill myself.")
+    assert not verdict.blocked
+    assert [(d.entity, d.action) for d in verdict.decisions if d.guard == "toxicity"] == [("self_harm_intent", "flag")]
+
+
 @pytest.mark.parametrize(
     "text",
     [
