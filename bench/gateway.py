@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -113,9 +114,23 @@ VARIANTS = {
 }
 
 
+def export_guard_models(workdir: Path) -> Path:
+    """The default guard models, exported once per run and copied into each variant's home: a gateway would
+    otherwise export them (and train the injection model) at start, inside the readiness wait."""
+    from guards.injection_export import ensure_injection_model
+    from guards.jigsaw_export import ensure_jigsaw_model
+
+    directory = workdir / "guard-models"
+    ensure_jigsaw_model(directory)
+    ensure_injection_model(directory)
+    return directory
+
+
 def start_driftgate(stack: ExitStack, mock_url: str, workdir: Path, workers: int, variant: str) -> Target:
     port = free_port()
     config = workdir / f"driftgate-{variant}.yaml"
+    if VARIANTS[variant].get("guards", {}).get("enabled", True):
+        shutil.copytree(export_guard_models(workdir), workdir / f"home-{variant}" / "models" / "guards")
     settings = {
         "port": port,
         "workers": workers,
@@ -168,6 +183,8 @@ def load(target: Target, stream: bool, duration: float, concurrency: int = 1, ra
         str(duration),
         "--warmup",
         "1",
+        "--prompt",
+        PROMPT,
     ]
     if target.key:
         command += ["--key", target.key]
@@ -208,6 +225,9 @@ def table(targets: list[Target]) -> Table:
             result = target.results.get(name)
             if result is None:
                 cells.append("-")
+                continue
+            if result["p50_ms"] is None:  # nothing answered: every request failed
+                cells.append(f"[red]{result['errors']} errors, none answered[/]")
                 continue
             cell = f"{result['rps']:,.0f} rps  {result['p50_ms']:.2f} / {result['p99_ms']:.2f}"
             if target is not direct and name in direct.results:
@@ -255,7 +275,11 @@ def versus_litellm(targets: list[Target]) -> Table | None:
     for target in targets:
         if target.name.startswith("driftgate"):
             table.add_row(
-                target.name, *[f"{target.results[n]['rps'] / litellm.results[n]['rps']:.1f}x" for n in scenarios]
+                target.name,
+                *[
+                    f"{target.results[n]['rps'] / litellm.results[n]['rps']:.1f}x" if litellm.results[n]["rps"] else "-"
+                    for n in scenarios
+                ],
             )
     return table
 
@@ -310,18 +334,18 @@ def main() -> int:
         if args.litellm_venv:
             targets.append(start_litellm(stack, args.litellm_venv, mock_url, workdir))
         measure(targets, args.duration)
-    console.print(table(targets))
-    multiples = versus_litellm(targets)
-    if multiples is not None:
-        console.print(multiples)
     report = {
         "machine": machine,
         "time": time.time(),
         "targets": [{"name": t.name, "results": t.results} for t in targets],
     }
-    status = compare(args.compare, report) if args.compare and args.compare.exists() else 0
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(report, indent=2))
+    console.print(table(targets))
+    multiples = versus_litellm(targets)
+    if multiples is not None:
+        console.print(multiples)
+    status = compare(args.compare, report) if args.compare and args.compare.exists() else 0
     console.print(f"wrote {args.output}")
     return status
 

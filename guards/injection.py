@@ -33,12 +33,22 @@ _RULES = re.compile(
     re.IGNORECASE | re.VERBOSE,
 )
 RULE_SCORE = 0.95
+# Every match of _RULES contains one of these (case-folded): most prompts contain none, and a few substring
+# searches cost a tenth of running the regex, whose alternatives Python tries one by one at each position.
+_ANCHORS = (
+    "instruction", "prompt", "rules", "guideline", "direction", "directive", "guardrail", "restriction",
+    "programming", "context", "ignore", "disregard", "forget", "system", "hidden", "<|", "[inst", "[/inst",
+    "<<sys", "<</sys", "mode", "anything", "freed", "jailbroken", "unshackled", "bound",
+)  # fmt: skip
 # An instruction to the model needs a few words; on fewer, the classifier would judge a greeting by the
 # weight of one word. The rules still read every text ("DAN mode enabled").
 MIN_CLASSIFIER_WORDS = 4
 
 
 def rule_score(text: str) -> float:
+    folded = text.casefold()
+    if not any(anchor in folded for anchor in _ANCHORS):
+        return 0.0
     return RULE_SCORE if _RULES.search(text) else 0.0
 
 

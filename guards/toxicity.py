@@ -14,8 +14,8 @@ from typing import Protocol
 import numpy as np
 import onnxruntime as ort
 
-from guards.config import CategoryPolicy, ToxicityModel, ToxicitySettings
-from guards.threats import threat_score
+from guards.config import RULE_CATEGORIES, CategoryPolicy, ToxicityModel, ToxicitySettings
+from guards.threats import rule_scores
 from guards.types import ACTION_RANK, Finding
 
 SINGLE_LABEL = ("toxicity",)
@@ -133,7 +133,9 @@ class HFOnnxClassifier:
 class ToxicityGuard:
     """One finding per text: the category with the strongest action (the highest score among equals).
 
-    Each category has its own threshold and action; the phrase rules of guards/threats.py raise "threat".
+    Each category has its own threshold and action; the phrase rules of guards/threats.py raise "threat" and
+    add "self_harm" (urging the reader to self-harm) and "self_harm_intent" (the speaker's own), which no
+    model here scores.
     """
 
     name = "toxicity"
@@ -144,7 +146,8 @@ class ToxicityGuard:
         self._default = CategoryPolicy(config.threshold, config.action)
 
     def _policy(self, label: str) -> CategoryPolicy:
-        return self._config.categories.get(label, self._default)
+        found = self._config.categories.get(label)
+        return found if found is not None else RULE_CATEGORIES.get(label, self._default)
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -156,7 +159,8 @@ class ToxicityGuard:
         rows = [dict(zip(labels, map(float, row), strict=True)) for row in self._classifier.scores(texts)]
         if self._config.threat_rules:
             for text, row in zip(texts, rows, strict=True):
-                row["threat"] = max(row.get("threat", 0.0), threat_score(text))
+                for category, score in rule_scores(text).items():
+                    row[category] = max(row.get(category, 0.0), score)
         return rows
 
     def flagged(self, scores: dict[str, float]) -> dict[str, bool]:

@@ -2,9 +2,10 @@
 
 Clients that already call ``client.moderations.create`` point at the gateway unchanged. OpenAI's categories
 are filled from the guards' scores where one answers them (harassment from the Jigsaw toxic / insult /
-severe_toxic scores, threats from "threat", hate from "identity_hate"); the categories no guard here
-scores (sexual, self-harm instructions, illicit...) are reported false with score 0, never guessed. The
-guards' own categories (the six Jigsaw labels and ``prompt_injection``) are added beside OpenAI's.
+severe_toxic scores and the rules' threats and self-harm urging, threats from "threat", hate from
+"identity_hate", self-harm from the rules' "self_harm" and "self_harm_intent"); the categories no guard here
+scores (sexual, illicit, graphic violence...) are reported false with score 0, never guessed. The guards'
+own categories (the six Jigsaw labels and ``prompt_injection``) are added beside OpenAI's.
 """
 
 from __future__ import annotations
@@ -26,21 +27,25 @@ from guards import Guards
 MODEL = "driftgate-guards"
 # OpenAI's categories, each as the guard categories it is the maximum of (empty: not scored here).
 OPENAI_CATEGORIES: dict[str, tuple[str, ...]] = {
-    "harassment": ("toxic", "severe_toxic", "insult", "toxicity"),
-    "harassment/threatening": ("threat",),
+    "harassment": ("toxic", "severe_toxic", "insult", "toxicity", "threat", "self_harm"),
+    "harassment/threatening": ("threat", "self_harm"),
     "hate": ("identity_hate",),
     "hate/threatening": (),
     "illicit": (),
     "illicit/violent": (),
-    "self-harm": (),
-    "self-harm/intent": (),
-    "self-harm/instructions": (),
+    "self-harm": ("self_harm", "self_harm_intent"),
+    "self-harm/intent": ("self_harm_intent",),
+    # OpenAI: "encourages performing acts of self-harm ... or gives instructions": urging the reader is the former.
+    "self-harm/instructions": ("self_harm",),
     "sexual": (),
     "sexual/minors": (),
     "violence": ("threat",),
     "violence/graphic": (),
 }
 INJECTION = "prompt_injection"
+# Reported only through OpenAI's self-harm categories: the SDK's Python names for those (self_harm,
+# self_harm_intent) are these keys, so beside them a client would read the rule's score, not OpenAI's.
+OPENAI_ONLY = frozenset({"self_harm", "self_harm_intent"})
 
 
 class ModerationRequest(msgspec.Struct, forbid_unknown_fields=True):
@@ -90,7 +95,7 @@ def moderate(guards: Guards, texts: list[str]) -> list[ModerationResult]:
             name: max((row.get(c, 0.0) for c in sources), default=0.0) for name, sources in OPENAI_CATEGORIES.items()
         }
         categories = {name: any(flag.get(c, False) for c in sources) for name, sources in OPENAI_CATEGORIES.items()}
-        scores.update(row)
-        categories.update(flag)
+        scores.update((name, score) for name, score in row.items() if name not in OPENAI_ONLY)
+        categories.update((name, hit) for name, hit in flag.items() if name not in OPENAI_ONLY)
         results.append(ModerationResult(any(categories.values()), categories, scores))
     return results
