@@ -174,7 +174,13 @@ async def drift_page(request: Request, console: NamedDependency[ConsoleParts]) -
     aliases = await views.drift(console.drift, console.sampler, console.request_log, console.home)
     events = list(console.drift.events)[-20:] if console.drift is not None else []
     return _page(
-        request, "drift.html", "drift", enabled=console.drift is not None, aliases=aliases, events=events[::-1]
+        request,
+        "drift.html",
+        "drift",
+        enabled=console.drift is not None,
+        aliases=aliases,
+        events=events[::-1],
+        reports=views.reports_dir(console.home),
     )
 
 

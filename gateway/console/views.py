@@ -15,6 +15,7 @@ from typing import Any
 from gateway.adapters.models import Snapshot
 from gateway.console.sampler import Sampler
 from gateway.drift.watch import DriftWatch
+from gateway.loop.dataset import conversation_of
 from guards.config import PiiSettings
 from guards.pii import PiiGuard
 from monitor.request_log import RequestRecord
@@ -36,6 +37,14 @@ def shown_prompt(text: str | None) -> str:
     out.append(text[cursor:])
     shown = "".join(out)
     return shown if len(shown) <= PROMPT_CHARS else shown[:PROMPT_CHARS] + "…"
+
+
+def shown_record(record: RequestRecord) -> str:
+    """A logged request's prompt as a person reads it: chat turns as ``role: text`` lines, redacted."""
+    conversation = conversation_of(record)
+    if conversation is None:
+        return shown_prompt(record.prompt)
+    return shown_prompt("\n".join(f"{turn['role']}: {turn['content']}" for turn in conversation))
 
 
 def chart(series: dict[str, list[Any]], at: list[float]) -> str:
@@ -108,7 +117,7 @@ async def drift(watch: DriftWatch | None, sampler: Sampler, store: RequestLogSto
                     [point.at for point in series],
                 ),
                 "windows": len(series),
-                "novel": [{"id": record.id, "prompt": shown_prompt(record.prompt)} for record in records],
+                "novel": [{"id": record.id, "prompt": shown_record(record)} for record in records],
                 "report": report.name if report is not None else None,
             }
         )
@@ -131,7 +140,7 @@ def blocked_requests(store: RequestLogStore | None, limit: int = 20) -> list[dic
     return [
         {
             "record": record,
-            "prompt": shown_prompt(record.prompt),
+            "prompt": shown_record(record),
             "blocks": sorted({f"{d.guard}:{d.entity}" for d in record.guard_decisions if d.action == "block"}),
         }
         for record in store.blocked(limit)

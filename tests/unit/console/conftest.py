@@ -53,7 +53,7 @@ async def console_gateway(
     home.mkdir()
     (home / "models").symlink_to(REPO / ".driftgate" / "models")  # the guards' and embedder's exported models
     reference = tmp_path / "support.txt"
-    reference.write_text("\n".join(prompts("support", 400, seed=7)))
+    reference.write_text("\n".join(prompts("support", 200, seed=7)))
     port = free_port()
     settings = settings_for(
         ModelRoute(name=BASE, backends=[upstream.url], max_loras=4, max_lora_rank=16),
@@ -65,10 +65,10 @@ async def console_gateway(
         request_log=RequestLogSettings(url=f"sqlite:///{tmp_path / 'log.db'}", max_delay_s=0.05),
         drift=DriftWatchSettings(
             references={"m": str(reference)},
-            detection=DriftSettings(window_size=60, min_window_size=50, confirm_windows=2, clear_windows=2),
+            detection=DriftSettings(window_size=40, min_window_size=30, confirm_windows=2, clear_windows=2),
             embedder_dir=str(MODEL_DIR),
         ),
-        loop=LoopSettings(default=LoopPolicy(approval="manual", cooldown_s=0, min_new_samples=1), tick_s=0.1),
+        loop=LoopSettings(default=LoopPolicy(approval="manual", cooldown_s=0, min_new_samples=4), tick_s=0.1),
         jobs=JobsSettings(runner="queue", workspace=str(tmp_path / "jobs")),
         console=ConsoleSettings(sample_every_s=sample_every_s),  # Secure cookies, as deployed
     )

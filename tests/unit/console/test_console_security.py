@@ -126,10 +126,10 @@ async def test_prompts_are_redacted_and_escaped(console: Console) -> None:
     """Logged prompts reach a page only redacted and as text: the drift page's most novel prompts."""
     async with browser(console) as client:
         assert (await log_in(client, console.admin)).status_code == 303
-        for i, text in enumerate(prompts("support", 60, seed=3)):
+        for i, text in enumerate(prompts("support", 40, seed=3)):
             reply = await chat(console, f"{text} <script>alert({i})</script> call me at +1 415 555 01{i:02d}")
             assert reply.status_code == 200
-        for _ in range(150):  # the window of 60 is embedded and scored off the request path
+        for _ in range(150):  # the window of 40 is embedded and scored off the request path
             page = await client.get("/console/drift")
             if "&lt;script&gt;" in page.text:
                 break
