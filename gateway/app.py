@@ -68,7 +68,12 @@ def create_app(settings: Settings | None = None, tracing: Tracing | None = None)
                         await sampling
 
     home = Path(settings.home)
+    # The console (off: no routes, no templates, no session store, no sampler).
     console_handlers = [console_routes.console_router(console, home)] if console.enabled else []
+    templates = (
+        TemplateConfig(directory=console_routes.TEMPLATES, engine=JinjaTemplateEngine) if console.enabled else None
+    )
+    stores = {SESSION_STORE: session_store(home)} if console.enabled else None
 
     return Litestar(
         route_handlers=[
@@ -104,6 +109,6 @@ def create_app(settings: Settings | None = None, tracing: Tracing | None = None)
         },
         request_max_body_size=settings.max_body_bytes,
         openapi_config=None,
-        template_config=TemplateConfig(directory=console_routes.TEMPLATES, engine=JinjaTemplateEngine),
-        stores={SESSION_STORE: session_store(home)},
+        template_config=templates,
+        stores=stores,
     )

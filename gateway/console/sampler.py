@@ -149,7 +149,12 @@ class Sampler:
         self.last: Reading | None = None
 
     def sample(self) -> None:
-        reading = self._read()
+        """Read the metrics and record them (tests call this directly)."""
+        self.record(self._read())
+
+    def record(self, reading: Reading) -> None:
+        """Add the interval ending at ``reading`` and any new drift window. Runs on the event loop, where the
+        pages read these deques and the drift watch keeps its state."""
         if self.last is not None:
             self.points.append(point_between(self.last, reading))
         else:
@@ -165,10 +170,11 @@ class Sampler:
             )
 
     async def run(self) -> None:
-        """Sample until cancelled; a failed read is logged and the next one tried."""
+        """Sample until cancelled: the metrics are read in a thread (with several workers that reads their
+        files), then recorded here; a failed read is logged and the next one tried."""
         while True:
             try:
-                await asyncio.to_thread(self.sample)
+                self.record(await asyncio.to_thread(self._read))
             except Exception as exc:  # noqa: BLE001 - the console's plots must not stop the gateway
                 _log.warning("console sampler: %r", exc)
             await asyncio.sleep(self.every_s)

@@ -59,6 +59,7 @@ def overview(sampler: Sampler) -> dict[str, Any]:
     return {
         "latest": latest,
         "totals": sampler.totals(),
+        "served": sampler.last.requests - sampler.first.requests if sampler.first and sampler.last else 0,
         "every_s": sampler.every_s,
         "traffic": chart(
             {
