@@ -66,7 +66,10 @@ class _SessionConfig(ServerSideSessionConfig):
     _backend_class = _RotatingBackend
 
 
-def login_redirect(_: Request, __: LoginRequired) -> Response:
+def login_redirect(request: Request, _: LoginRequired) -> Response:
+    """To the login form; an htmx refresh is told to load it as a page instead of swapping it into a panel."""
+    if request.headers.get("hx-request"):
+        return Response(b"", status_code=200, headers={"hx-redirect": LOGIN_PATH})
     return Redirect(LOGIN_PATH, status_code=303)
 
 

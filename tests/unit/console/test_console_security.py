@@ -26,6 +26,9 @@ async def test_every_page_needs_a_login(console: Console) -> None:
         # An admin key as a bearer header is not a console login either: the console is cookie-only.
         response = await client.get("/console/keys", headers={"authorization": f"Bearer {console.admin}"})
         assert response.status_code == 303
+        # The overview's htmx refresh is sent to the login page as a whole page, not into its panel.
+        refresh = await client.get("/console/overview/stats", headers={"hx-request": "true"})
+        assert refresh.status_code == 200 and refresh.headers["hx-redirect"] == "/console/login"
         # A forged session cookie is no session.
         client.cookies.set("driftgate_console", "0" * 64)
         assert (await client.get("/console")).status_code == 303
