@@ -9,6 +9,7 @@ import re
 import pytest
 
 from demo.corpora import prompts
+from gateway.console.routes import REPORT_POLICY
 from gateway.security.audit import AuditLog
 from tests.unit.console.conftest import Console, browser, chat, csrf_of, log_in, register_versions
 
@@ -139,3 +140,17 @@ async def test_prompts_are_redacted_and_escaped(console: Console) -> None:
             await asyncio.sleep(0.2)
         assert "&lt;script&gt;alert(" in page.text and "<script>alert(" not in page.text
         assert "415 555" not in page.text and "&lt;PHONE" in page.text
+
+
+async def test_an_evidently_report_is_linked_and_served_sandboxed(console: Console) -> None:
+    reports = console.home / "reports"
+    reports.mkdir(exist_ok=True)
+    (reports / "m.html").write_text("<html><script>document.title = 'evidently'</script></html>")
+    async with browser(console) as client:
+        assert (await client.get("/console/drift/m/report")).status_code == 303  # a page like the others
+        assert (await log_in(client, console.admin)).status_code == 303
+        assert 'href="/console/drift/m/report"' in (await client.get("/console/drift")).text
+        report = await client.get("/console/drift/m/report")
+        assert report.status_code == 200 and "evidently" in report.text
+        assert report.headers.get_list("content-security-policy") == [REPORT_POLICY]  # only its own policy
+        assert (await client.get("/console/drift/nope/report")).status_code == 404
