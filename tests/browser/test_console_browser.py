@@ -71,6 +71,11 @@ async def test_login_and_an_overview_of_real_traffic(browser: Browser, console: 
     for text in prompts("support", 20, seed=11):
         assert (await chat(console, text)).status_code == 200
     assert (await chat(console, "You are a worthless idiot, you stupid moron")).status_code == 400
+    streamed = {"model": "m", "stream": True, "messages": [{"role": "user", "content": "Stream a greeting."}]}
+    async with console.client.stream("POST", "/v1/chat/completions", json=streamed) as response:
+        assert response.status_code == 200
+        async for _ in response.aiter_raw():
+            pass
     await asyncio.sleep(1.2)  # two sampler ticks
     page = await logged_in(browser, console)
     cookies = {cookie["name"]: cookie for cookie in await page.context.cookies()}
@@ -79,6 +84,9 @@ async def test_login_and_an_overview_of_real_traffic(browser: Browser, console: 
     assert console.admin not in json.dumps(await page.evaluate("({...localStorage, ...sessionStorage})"))
     traffic = await plotted(page, "#plot-traffic")
     assert max(traffic["series"]["requests/s"]) > 0 and max(traffic["series"]["4xx/s"]) > 0
+    latency = await plotted(page, "#plot-latency")
+    assert max(value or 0 for value in latency["series"]["p99 ms"]) > 0
+    assert max(value or 0 for value in latency["series"]["TTFT p50 ms"]) > 0
     blocks = await plotted(page, "#plot-blocks")
     assert sum(blocks["series"]["toxicity"]) >= 1
     assert "Since start" in await page.inner_text("#stats")

@@ -60,7 +60,7 @@ async def test_login_takes_an_admin_key_only_and_sets_a_locked_down_cookie(conso
 
 async def test_pages_render_for_an_admin_and_csrf_guards_every_action(console: Console) -> None:
     async with browser(console) as client:
-        await register_versions(console, "helpdesk")
+        await register_versions(console, "helpdesk", count=3)
         assert (await log_in(client, console.admin)).status_code == 303
         for page in PAGES:
             response = await client.get(page)
@@ -79,6 +79,23 @@ async def test_pages_render_for_an_admin_and_csrf_guards_every_action(console: C
         assert done.status_code == 303
         assert (await console.client.get("/admin/adapters/helpdesk")).json()["production"] == "helpdesk@2"
         assert "helpdesk@2 promoted" in (await client.get("/console/adapters")).text
+        # Canary and rollback: the same service moves as the admin API's.
+        canary = await client.post(
+            "/console/adapters/helpdesk/canary", data={"version": "3", "share": "0.3", "_csrf_token": token}
+        )
+        assert canary.status_code == 303
+        view = (await console.client.get("/admin/adapters/helpdesk")).json()
+        assert view["canary"] == "helpdesk@3" and view["canary_share"] == 0.3
+        bad = await client.post(
+            "/console/adapters/helpdesk/canary", data={"version": "3", "share": "2", "_csrf_token": token}
+        )
+        assert bad.status_code == 303 and "between 0 and 1" in (await client.get("/console/adapters")).text
+        for expected in ({"canary": None, "production": "helpdesk@2"}, {"canary": None, "production": "helpdesk@1"}):
+            # The first rollback ends the canary, the second returns production to the version before.
+            rollback = await client.post("/console/adapters/helpdesk/rollback", data={"_csrf_token": token})
+            assert rollback.status_code == 303
+            view = (await console.client.get("/admin/adapters/helpdesk")).json()
+            assert {"canary": view["canary"], "production": view["production"]} == expected
         # Audited under the logged-in key, with the admin API's action name.
         audit = AuditLog(console.state_url)
         for _ in range(50):  # appended off the event loop, after the answer
