@@ -74,13 +74,22 @@ def login_redirect(request: Request, _: LoginRequired) -> Response:
 
 
 def _secret(folder: Path) -> str:
-    """The CSRF signing secret, made once per home (0600) so that every worker signs alike."""
+    """The CSRF signing secret, made once per home (0600) so that every worker signs alike.
+
+    Workers start at once: the secret is written whole to a file of its own, then linked into
+    place, which fails for all but the first; every worker then reads the same complete file."""
     path = folder / "csrf-secret"
     if not path.exists():
-        folder.mkdir(parents=True, exist_ok=True)
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        mine = folder / f".csrf-secret.{os.getpid()}.{secrets.token_hex(4)}"
+        descriptor = os.open(mine, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(descriptor, "w") as out:
             out.write(secrets.token_hex(32))
+        try:
+            os.link(mine, path)
+        except FileExistsError:
+            pass  # another worker was first: its secret counts
+        finally:
+            mine.unlink()
     return path.read_text().strip()
 
 
