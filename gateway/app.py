@@ -3,17 +3,24 @@ per kind: catalog errors, domain refusals, Litestar's own, the rest) and the per
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
+from pathlib import Path
 
 from litestar import Litestar
 from litestar.exceptions import HTTPException
+from litestar.plugins.jinja import JinjaTemplateEngine
+from litestar.template import TemplateConfig
 
 from gateway import errors, providers
 from gateway.adapters.routes import adapter_router
 from gateway.config import SETTINGS_ENV, Settings, decode_settings, load_settings
+from gateway.console import routes as console_routes
+from gateway.console.sampler import Sampler
+from gateway.console.session import SESSION_STORE, session_store
 from gateway.domain_errors import DomainError
 from gateway.drift.routes import drift_state
 from gateway.edge.docs_routes import api_docs, api_docs_asset
@@ -42,12 +49,31 @@ def create_app(settings: Settings | None = None, tracing: Tracing | None = None)
         settings = decode_settings(handed_over) if handed_over else load_settings(os.environ.get("DRIFTGATE_CONFIG"))
     gateway = Gateway(settings, tracing if tracing is not None else tracing_from_settings(settings.tracing))
 
+    console = settings.console
+
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         async with gateway.running():
             app.state.gateway = gateway
+            sampler = Sampler(console.sample_every_s, gateway.drift.states if gateway.drift is not None else None)
+            app.state.console_sampler = sampler
+            sampling = asyncio.create_task(sampler.run()) if console.enabled else None
             process_guard.follow_supervisor(signal.SIGTERM)  # serving now: a dead supervisor means drain, then stop
-            yield
+            try:
+                yield
+            finally:
+                if sampling is not None:
+                    sampling.cancel()
+                    with suppress(asyncio.CancelledError):
+                        await sampling
+
+    home = Path(settings.home)
+    # The console (off: no routes, no templates, no session store, no sampler).
+    console_handlers = [console_routes.console_router(console, home)] if console.enabled else []
+    templates = (
+        TemplateConfig(directory=console_routes.TEMPLATES, engine=JinjaTemplateEngine) if console.enabled else None
+    )
+    stores = {SESSION_STORE: session_store(home)} if console.enabled else None
 
     return Litestar(
         route_handlers=[
@@ -70,6 +96,7 @@ def create_app(settings: Settings | None = None, tracing: Tracing | None = None)
             loop_router,
             training_router,
             key_router,
+            *console_handlers,
         ],
         lifespan=[lifespan],
         dependencies=providers.dependencies(),
@@ -82,4 +109,6 @@ def create_app(settings: Settings | None = None, tracing: Tracing | None = None)
         },
         request_max_body_size=settings.max_body_bytes,
         openapi_config=None,
+        template_config=templates,
+        stores=stores,
     )

@@ -22,6 +22,7 @@ from typing import Any, Literal
 import msgspec
 import yaml
 
+from gateway.console.settings import ConsoleSettings
 from gateway.host.process_guard import SUPERVISOR_ENV
 from gateway.loop.policy import LoopSettings
 from gateway.security.settings import AuthSettings
@@ -209,6 +210,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
     # None turns the closed loop off (drift alerts then start nothing). Needs adapters and the request log.
     loop: LoopSettings | None = None
     jobs: JobsSettings = msgspec.field(default_factory=JobsSettings)
+    console: ConsoleSettings = msgspec.field(default_factory=ConsoleSettings)
 
     @property
     def models_dir(self) -> Path:

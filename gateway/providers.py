@@ -10,12 +10,14 @@ gateway's config leaves off is refused here, once, with :class:`~gateway.errors.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 from litestar import Request
 from litestar.datastructures import State
 from litestar.di import Provide
 
 from gateway.adapters.service import Adapters
+from gateway.console.parts import ConsoleParts
 from gateway.drift.watch import DriftWatch
 from gateway.edge.guarding import GuardSet
 from gateway.edge.request_path import RequestPath
@@ -93,6 +95,22 @@ def provide_jobs(state: State) -> JobRunner:
     return _gateway(state).jobs
 
 
+def provide_console(state: State) -> ConsoleParts:
+    """What the operator console reads; its sampler is started by the app's lifespan (``state.console_sampler``)."""
+    gateway = _gateway(state)
+    assert gateway.auth is not None  # set by the lifespan before the first request is served
+    return ConsoleParts(
+        home=Path(gateway.settings.home),
+        sampler=state.console_sampler,
+        auth=gateway.auth,
+        adapters=gateway.adapters,
+        drift=gateway.drift,
+        loop=gateway.loop,
+        loop_store=gateway.loop_store,
+        request_log=gateway.request_log.store if gateway.request_log is not None else None,
+    )
+
+
 def provide_audit(request: Request) -> AdminAudit:
     """The audit trail, writing as the admin key that the admin guard admitted (``request.state.admin``).
     Handlers call it after the change took effect, never before."""
@@ -115,5 +133,6 @@ def dependencies() -> dict[str, Provide]:
         "guard_set": provide_guard_set,
         "jobs": provide_jobs,
         "audit": provide_audit,
+        "console": provide_console,
     }
     return {name: Provide(provider, sync_to_thread=False) for name, provider in providers.items()}

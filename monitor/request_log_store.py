@@ -97,6 +97,17 @@ class RequestLogStore:
         with self.engine.connect() as conn:
             return [_record(row) for row in conn.execute(query)]
 
+    def blocked(self, limit: int = 20) -> list[RequestRecord]:
+        """The newest records some guard blocked, newest first (the operator console's Guards page)."""
+        query = (
+            sa.select(request_log)
+            .where(request_log.c.guard_decisions.like('%"action":"block"%'))
+            .order_by(request_log.c.time.desc(), request_log.c.id.desc())
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            return [_record(row) for row in conn.execute(query)]
+
     def count(self, alias: str | None = None) -> int:
         query = sa.select(sa.func.count()).select_from(request_log)
         if alias is not None:

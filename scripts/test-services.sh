@@ -3,7 +3,9 @@
 # (amtool), PostgreSQL and docker-compose (its `config` check needs no engine), from Debian's packages; and
 # for the container tests (tests/containers/) podman with runc and debootstrap, set up as docs/deploy.md
 # says (runc: crun refuses cgroup v1 hybrid hosts; no default ulimits: podman's exceed what a nested host
-# may set). Does nothing when they are already there.
+# may set). For the console's browser tests (tests/browser/), Debian's Chromium (Playwright drives it through
+# its executable_path: no browser download; the Python driver comes with the dev extra). Does nothing when
+# they are already there.
 set -euo pipefail
 
 missing=()
@@ -18,6 +20,7 @@ command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
 command -v catatonit >/dev/null 2>&1 || missing+=(catatonit)
 # Containers on one compose network find each other by name (CNI's dnsname plugin).
 [ -e /usr/lib/cni/dnsname ] || missing+=(golang-github-containernetworking-plugin-dnsname)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 
 sudo=()
 [ "$(id -u)" -eq 0 ] || sudo=(sudo)

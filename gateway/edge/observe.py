@@ -17,6 +17,7 @@ from opentelemetry.trace import Span, SpanKind, Tracer
 
 from monitor import metrics
 from monitor.request_log import GuardDecision, RequestRecord
+from monitor.tracing import gen_ai_attributes
 
 if TYPE_CHECKING:
     from gateway.edge.guarding import RequestGuards
@@ -51,6 +52,21 @@ class _WithUsage(msgspec.Struct):
 _usage_decoder = msgspec.json.Decoder(_WithUsage)
 
 
+class _Choice(msgspec.Struct):
+    finish_reason: str | None = None
+
+
+class _Answered(msgspec.Struct):
+    """What a traced request's span reports of the answer (decoded only when tracing is on)."""
+
+    model: str | None = None
+    choices: list[_Choice] = []
+    response: _Answered | None = None  # a Responses API answer, or its `response.completed` event
+
+
+_answered_decoder = msgspec.json.Decoder(_Answered)
+
+
 def new_request_id() -> str:
     """A UUIDv7 (RFC 9562) as 32 hex digits: time-ordered, so the request log's primary key grows at its end.
 
@@ -68,7 +84,8 @@ def new_request_id() -> str:
 class Observation:
     __slots__ = (
         "id", "time", "route", "model", "version", "key_id", "stream", "started", "upstream_s", "ttft_s", "usage",
-        "backend", "guards", "stream_events", "_tracer", "span", "_sink", "_release", "_finished",
+        "backend", "guards", "stream_events", "_tracer", "span", "_sink", "_release", "_finished", "response_model",
+        "finish_reasons",
     )  # fmt: skip
 
     def __init__(
@@ -93,6 +110,8 @@ class Observation:
         self._sink = sink
         self._tracer = tracer
         self.span: Span | None = None
+        self.response_model: str | None = None  # the model the backend says answered (traced requests only)
+        self.finish_reasons: list[str] = []
         if tracer is not None:
             # Join the client's trace when it sent a W3C traceparent.
             parent = propagate.extract(headers) if headers is not None else None
@@ -138,6 +157,18 @@ class Observation:
             self.usage = decoded.usage or (decoded.response.usage if decoded.response is not None else None)
         except msgspec.DecodeError:
             pass
+        if self.span is not None:
+            self.answer_from_body(body)
+
+    def answer_from_body(self, body: bytes) -> None:
+        """The answering model and finish reasons, for the span (an answer or one stream event)."""
+        try:
+            answered = _answered_decoder.decode(body)
+        except msgspec.DecodeError:
+            return
+        answered = answered.response or answered
+        self.response_model = answered.model or self.response_model
+        self.finish_reasons += [choice.finish_reason for choice in answered.choices if choice.finish_reason]
 
     def finish(self, status: int, overhead_ms: float | None = None) -> None:
         """Record the request and let go of what it holds; only the first call counts."""
@@ -148,10 +179,18 @@ class Observation:
         self.let_go()
         if self.span is not None:
             self.span.set_attribute("http.response.status_code", status)
-            self.span.set_attribute("gen_ai.request.model", self.model)
-            if self.usage is not None:
-                self.span.set_attribute("gen_ai.usage.input_tokens", self.usage.prompt_tokens)
-                self.span.set_attribute("gen_ai.usage.output_tokens", self.usage.completion_tokens)
+            usage = self.usage
+            self.span.set_attributes(
+                gen_ai_attributes(
+                    self.route,
+                    self.model,
+                    response_model=self.response_model,
+                    finish_reasons=self.finish_reasons,
+                    input_tokens=usage.prompt_tokens if usage is not None else None,
+                    output_tokens=usage.completion_tokens if usage is not None else None,
+                    adapter_version=self.version,
+                )
+            )
             if status >= 500:
                 self.span.set_status(trace.StatusCode.ERROR)
             self.span.end()
@@ -205,6 +244,8 @@ class Observation:
                 self.stream_events += chunk.count(b"data: {")
                 if b'"usage":{' in chunk or b'"usage": {' in chunk:
                     self._usage_from_sse(chunk)
+                if self.span is not None and (b'"finish_reason":"' in chunk or b'"finish_reason": "' in chunk):
+                    self._answer_from_sse(chunk)
                 yield chunk
         finally:
             try:
@@ -217,6 +258,12 @@ class Observation:
                 if streaming is not None:
                     streaming.end()
                 self.finish(200)
+
+    def _answer_from_sse(self, chunk: bytes) -> None:
+        """Finish reasons of a traced stream (an event with usage too was read by :meth:`_usage_from_sse`)."""
+        for line in chunk.split(b"\n"):
+            if line.startswith(b"data: {") and b'"usage"' not in line and b'"finish_reason"' in line:
+                self.answer_from_body(line[6:])
 
     def _usage_from_sse(self, chunk: bytes) -> None:
         # An event split across two reads is not parsed: the usage count is best effort, the bytes are not.

@@ -293,13 +293,14 @@ _SKIPPED_METHODS = {"OPTIONS", "HEAD"}
 
 
 def _handlers(app: Litestar) -> Iterator[tuple[HTTPRoute, str, HTTPRouteHandler]]:
-    """Every (route, method, handler) the app serves, Litestar's automatic OPTIONS and HEAD aside."""
+    """Every (route, method, handler) the app serves, Litestar's automatic OPTIONS and HEAD aside, and the pages
+    marked ``include_in_schema=False`` (the operator console's HTML: a browser's, not an API client's)."""
     for route in app.routes:
         if not isinstance(route, HTTPRoute):
             continue
         for method, entry in route.route_handler_map.items():
             handler = entry[0] if isinstance(entry, tuple) else entry
-            if method not in _SKIPPED_METHODS:
+            if method not in _SKIPPED_METHODS and handler.resolve_include_in_schema():
                 yield route, method, handler
 
 

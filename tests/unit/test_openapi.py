@@ -43,12 +43,14 @@ async def keyed_settings(tmp_path: Path, upstreams) -> Settings:
 
 
 def served(app: Litestar) -> set[tuple[str, str]]:
-    """Every (path, method) the app answers, as OpenAPI writes them; Litestar's automatic OPTIONS aside."""
+    """Every (path, method) the app answers, as OpenAPI writes them; Litestar's automatic OPTIONS aside, and the
+    console's pages (``include_in_schema=False``)."""
     return {
         (route.path_format, method.lower())
         for route in app.routes
-        for method in route.route_handler_map
+        for method, entry in route.route_handler_map.items()
         if method not in ("OPTIONS", "HEAD")
+        and (entry[0] if isinstance(entry, tuple) else entry).resolve_include_in_schema()
     }
 
 

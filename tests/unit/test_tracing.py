@@ -6,8 +6,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 
 from gateway.config import ModelRoute
-from monitor.tracing import Tracing, TracingSettings
+from monitor.tracing import Tracing, TracingSettings, gen_ai_attributes
 from tests.conftest import running_gateway, settings_for
+from tests.unit.adapters.conftest import BASE, adapter_settings, write_adapter
 
 CHAT = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
 CLIENT_TRACE = "0af7651916cd43dd8448eb211c80319c"
@@ -65,3 +66,74 @@ async def test_no_tracing_sends_no_traceparent(upstreams) -> None:
     async with running_gateway(settings_for(ModelRoute("m", [upstream.url]))) as client:
         await client.post("/v1/chat/completions", json=CHAT)
     assert "traceparent" not in upstream.observed.headers[0]
+
+
+async def test_request_spans_follow_the_genai_semantic_conventions(upstreams) -> None:
+    upstream = await upstreams()
+    traced, exporter = tracing()
+    async with running_gateway(settings_for(ModelRoute("m", [upstream.url])), traced) as client:
+        assert (await client.post("/v1/chat/completions", json=CHAT)).status_code == 200
+        async with client.stream("POST", "/v1/chat/completions", json={**CHAT, "stream": True}) as response:
+            async for _ in response.aiter_raw():
+                pass
+    unary, streamed = [span for span in exporter.get_finished_spans() if span.name.startswith("POST")]
+    for span in (unary, streamed):
+        assert span.attributes["gen_ai.operation.name"] == "chat"
+        assert span.attributes["gen_ai.provider.name"] == "vllm"
+        assert span.attributes["gen_ai.request.model"] == "m"
+        assert span.attributes["gen_ai.response.model"] == "m"  # what the backend says answered
+        assert span.attributes["gen_ai.response.finish_reasons"] == ("stop",)
+        assert "driftgate.adapter.version" not in span.attributes  # the base model answered
+    assert unary.attributes["gen_ai.usage.input_tokens"] > 0 and unary.attributes["gen_ai.usage.output_tokens"] == 6
+
+
+def test_each_openai_route_names_its_genai_operation() -> None:
+    assert gen_ai_attributes("/v1/embeddings", "m")["gen_ai.operation.name"] == "embeddings"
+    assert gen_ai_attributes("/v1/completions", "m")["gen_ai.operation.name"] == "text_completion"
+    assert gen_ai_attributes("/v1/responses", "m")["gen_ai.operation.name"] == "chat"
+    assert "gen_ai.operation.name" not in gen_ai_attributes("/v1/moderations", "m")  # not a GenAI operation
+
+
+async def test_the_adapter_version_that_answered_is_on_the_span(tmp_path, upstreams) -> None:
+    upstream = await upstreams()
+    traced, exporter = tracing()
+    async with running_gateway(adapter_settings(tmp_path, upstream.url), traced) as client:
+        body = {"alias": "support", "weights": write_adapter(tmp_path / "v1"), "base_model": BASE}
+        assert (await client.post("/admin/adapters/", json=body)).status_code == 201
+        assert (await client.post("/admin/adapters/support/promote", json={"version": 1})).status_code == 200
+        chat = {**CHAT, "model": "support"}
+        assert (await client.post("/v1/chat/completions", json=chat)).status_code == 200
+    (span,) = [span for span in exporter.get_finished_spans() if span.name == "POST /v1/chat/completions"]
+    assert span.attributes["driftgate.adapter.version"] == "support@1"
+    assert span.attributes["gen_ai.request.model"] == "support"
+    assert span.attributes["gen_ai.response.model"] == "support@1"  # vLLM names the LoRA that answered
+
+
+def _exporter_endpoint(traced: Tracing) -> str:
+    (processor,) = traced.provider._active_span_processor._span_processors
+    return processor.span_exporter._endpoint
+
+
+def test_the_standard_otel_environment_is_respected(monkeypatch) -> None:
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "gateway-eu")
+    monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=staging")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://collector.example:4318/v1/traces")
+    traced = Tracing(TracingSettings(enabled=True))
+    try:
+        resource = traced.provider.resource.attributes
+        assert resource["service.name"] == "gateway-eu" and resource["deployment.environment"] == "staging"
+        assert _exporter_endpoint(traced) == "http://collector.example:4318/v1/traces"
+    finally:
+        traced.shutdown()
+    # What the config file says wins over the environment.
+    configured = Tracing(TracingSettings(enabled=True, service_name="edge", endpoint="http://otel:4318/v1/traces"))
+    try:
+        assert configured.provider.resource.attributes["service.name"] == "edge"
+        assert _exporter_endpoint(configured) == "http://otel:4318/v1/traces"
+    finally:
+        configured.shutdown()
+    monkeypatch.delenv("OTEL_SERVICE_NAME")
+    assert (
+        Tracing(TracingSettings(enabled=True), InMemorySpanExporter()).provider.resource.attributes["service.name"]
+        == "driftgate"
+    )
