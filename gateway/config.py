@@ -22,6 +22,7 @@ from typing import Any, Literal
 import msgspec
 import yaml
 
+from gateway.adapters.content_routing import AutoRouteSettings
 from gateway.host.process_guard import SUPERVISOR_ENV
 from gateway.loop.policy import LoopSettings
 from gateway.security.settings import AuthSettings
@@ -151,6 +152,8 @@ class AdaptersSettings(msgspec.Struct, forbid_unknown_fields=True):
     # A pinned version (`support@2`) unused this long is no longer kept loaded.
     pinned_idle_s: float = 600.0
     load_timeout_s: float = 120.0
+    # `model: "auto"` answered by the alias nearest the prompt (needs drift detection); None = off.
+    auto: AutoRouteSettings | None = None
 
 
 class RequestLimitSettings(msgspec.Struct, forbid_unknown_fields=True):
@@ -209,6 +212,10 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
     # None turns the closed loop off (drift alerts then start nothing). Needs adapters and the request log.
     loop: LoopSettings | None = None
     jobs: JobsSettings = msgspec.field(default_factory=JobsSettings)
+
+    def __post_init__(self) -> None:
+        if self.adapters is not None and self.adapters.auto is not None and not self.drift.adapters:
+            raise ValueError("adapters.auto routes by the adapters' drift references: set drift.adapters: true")
 
     @property
     def models_dir(self) -> Path:

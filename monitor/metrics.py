@@ -129,6 +129,16 @@ ADAPTER_LOAD_SECONDS = Histogram(
     "Time for a backend to load a LoRA adapter (POST /v1/load_lora_adapter).",
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
+AUTO_ROUTES = Counter(
+    "driftgate_auto_routes_total",
+    "Requests for the auto model, by the alias routing by content chose (`fallback` when none was near enough).",
+    ["alias"],
+)
+AUTO_ROUTE_SECONDS = Histogram(
+    "driftgate_auto_route_seconds",
+    "Time to choose an alias by content: embedding the prompt and scoring it against the aliases.",
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25),
+)
 
 # The closed loop: what alerts led to, and the training jobs it runs.
 LOOP_DECISIONS = Counter(
