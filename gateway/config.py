@@ -152,6 +152,9 @@ class AdaptersSettings(msgspec.Struct, forbid_unknown_fields=True):
     # A pinned version (`support@2`) unused this long is no longer kept loaded.
     pinned_idle_s: float = 600.0
     load_timeout_s: float = 120.0
+    # A request for a version that is not loaded, on a backend whose slots are all busy, waits this long for
+    # one to finish (then 503); the least recently used idle version is evicted to make room.
+    load_wait_s: float = 30.0
     # `model: "auto"` answered by the alias nearest the prompt (needs drift detection); None = off.
     auto: AutoRouteSettings | None = None
 
