@@ -22,6 +22,7 @@ from typing import Any, Literal
 import msgspec
 import yaml
 
+from gateway.adapters.content_routing import AutoRouteSettings
 from gateway.console.settings import ConsoleSettings
 from gateway.host.process_guard import SUPERVISOR_ENV
 from gateway.loop.policy import LoopSettings
@@ -152,6 +153,11 @@ class AdaptersSettings(msgspec.Struct, forbid_unknown_fields=True):
     # A pinned version (`support@2`) unused this long is no longer kept loaded.
     pinned_idle_s: float = 600.0
     load_timeout_s: float = 120.0
+    # A request for a version that is not loaded, on a backend whose slots are all busy, waits this long for
+    # one to finish (then 503); the least recently used idle version is evicted to make room.
+    load_wait_s: float = 30.0
+    # `model: "auto"` answered by the alias nearest the prompt (needs drift detection); None = off.
+    auto: AutoRouteSettings | None = None
 
 
 class RequestLimitSettings(msgspec.Struct, forbid_unknown_fields=True):
@@ -211,6 +217,10 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
     loop: LoopSettings | None = None
     jobs: JobsSettings = msgspec.field(default_factory=JobsSettings)
     console: ConsoleSettings = msgspec.field(default_factory=ConsoleSettings)
+
+    def __post_init__(self) -> None:
+        if self.adapters is not None and self.adapters.auto is not None and not self.drift.adapters:
+            raise ValueError("adapters.auto routes by the adapters' drift references: set drift.adapters: true")
 
     @property
     def models_dir(self) -> Path:

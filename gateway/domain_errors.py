@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-Subject = Literal["base_model", "adapter", "dataset", "backend", "loop_run", "key"]
+Subject = Literal["base_model", "adapter", "dataset", "backend", "loop_run", "key", "feature"]
 
 
 class DomainError(Exception):

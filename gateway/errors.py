@@ -401,6 +401,7 @@ _FROM_DOMAIN: dict[tuple[type[domain.DomainError], str], type[OpenAIError]] = {
     (domain.Unavailable, "backend"): BackendUnavailable,
     (domain.Unavailable, "adapter"): AdapterCapacity,
     (domain.BackendFailed, "adapter"): AdapterLoadFailed,
+    (domain.Unavailable, "feature"): FeatureNotConfigured,
 }
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import aiohttp
 
+from gateway.adapters.content_routing import ContentRouter, fallback_reference
 from gateway.adapters.service import Adapters, running_adapters
 from gateway.config import Settings, state_url
 from gateway.drift.watch import DriftWatch, running_drift_watch
@@ -172,12 +173,14 @@ class Gateway:
                     running_adapters(self.settings, self.pool, session) as self.adapters,
                     self._running_loop(url),
                 ):
+                    content_router = await _content_router(self.settings, self.adapters, self.drift)
                     self._request_path = RequestPath(
                         limits=limits,
                         limiter=self.limiter,
                         auth=self.auth,
                         pool=self.pool,
                         adapters=self.adapters,
+                        content_router=content_router,
                         guards=self.guards,
                         drift=self.drift,
                         sink=self.request_log.submit if self.request_log is not None else None,
@@ -202,3 +205,17 @@ class Gateway:
                 self.audit.close()
                 if self.tracing is not None:
                     self.tracing.shutdown()
+
+
+async def _content_router(
+    settings: Settings, adapters: Adapters | None, drift: DriftWatch | None
+) -> ContentRouter | None:
+    """``model: "auto"``'s router over the drift watch's embedder, following the registry (None when off)."""
+    auto = settings.adapters.auto if settings.adapters is not None else None
+    if auto is None or adapters is None or drift is None:
+        return None
+    fallback = await asyncio.to_thread(fallback_reference, auto, drift.embedder.embed)
+    router = ContentRouter(auto, drift.embedder.embed, fallback)
+    adapters.listeners.append(router.follow)
+    router.follow(adapters.snapshot)
+    return router

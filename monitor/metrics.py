@@ -129,6 +129,36 @@ ADAPTER_LOAD_SECONDS = Histogram(
     "Time for a backend to load a LoRA adapter (POST /v1/load_lora_adapter).",
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
+ADAPTERS_RESIDENT = Gauge(
+    "driftgate_adapters_resident",
+    "LoRA adapters loaded on a backend now (at most its --max-loras).",
+    ["backend"],
+    multiprocess_mode="max",
+)
+ADAPTER_LOADS = Counter(
+    "driftgate_adapter_loads_total",
+    "Adapter loads, by why: `request` (a request for a version not loaded) or `reconcile` (a free slot filled).",
+    ["reason"],
+)
+ADAPTER_EVICTIONS = Counter(
+    "driftgate_adapter_evictions_total",
+    "Idle adapters unloaded to make room for a version a request needed (least recently used first).",
+)
+ADAPTER_LOAD_WAIT_SECONDS = Histogram(
+    "driftgate_adapter_load_wait_seconds",
+    "How long requests for a version that was not loaded waited for it (room, then the load).",
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+AUTO_ROUTES = Counter(
+    "driftgate_auto_routes_total",
+    "Requests for the auto model, by the alias routing by content chose (`fallback` when none was near enough).",
+    ["alias"],
+)
+AUTO_ROUTE_SECONDS = Histogram(
+    "driftgate_auto_route_seconds",
+    "Time to choose an alias by content: embedding the prompt and scoring it against the aliases.",
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25),
+)
 
 # The closed loop: what alerts led to, and the training jobs it runs.
 LOOP_DECISIONS = Counter(

@@ -32,6 +32,8 @@ class Behaviour:
     # LoRA adapters: paths whose load fails as vLLM fails on broken weights, and seconds a load takes.
     broken_adapter_paths: set[str] = field(default_factory=set)
     lora_load_s: float = 0.0
+    # Refuse a load beyond this many adapters, as a backend out of LoRA slots would (None: no limit).
+    max_loras: int | None = None
 
 
 @dataclass
@@ -179,6 +181,8 @@ class FakeUpstream:
             return web.json_response(
                 {"error": {"message": f"The lora adapter '{name}' has already been loaded."}}, status=400
             )
+        if self.behaviour.max_loras is not None and len(self.observed.loras) >= self.behaviour.max_loras:
+            return web.json_response({"error": {"message": "no free LoRA slot"}}, status=400)
         if path in self.behaviour.broken_adapter_paths:
             return web.json_response({"error": {"message": f"cannot load weights from {path}"}}, status=500)
         self.observed.loras[name] = path

@@ -107,6 +107,63 @@ def promote(
 
 
 @app.command()
+def merge(
+    alias: Annotated[str, typer.Argument(help="Alias the merged version joins (new or existing), e.g. blend.")],
+    sources: Annotated[list[str], typer.Argument(help="Registered versions to combine, e.g. support@2 travel@1.")],
+    method: Annotated[
+        str, typer.Option(help="linear, cat (ranks add up), svd, ties, dare_linear or dare_ties.")
+    ] = "linear",
+    weights: Annotated[
+        Optional[str], typer.Option(help="Comma-separated, one per source; default: equal, summing to 1.")
+    ] = None,
+    density: Annotated[Optional[float], typer.Option(help="Share of each delta kept by ties/dare.")] = None,
+    svd_rank: Annotated[Optional[int], typer.Option(help="Rank an svd merge reduces to.")] = None,
+    config: ConfigOption = None,
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Combine SOURCES into a new candidate version of ALIAS (checked against the backends' rank limit first)."""
+    parsed = None
+    if weights is not None:
+        try:
+            parsed = [float(part) for part in weights.split(",")]
+        except ValueError:
+            fail(f"--weights {weights!r} is not a comma-separated list of numbers", ExitCode.USAGE)
+    body = {"sources": sources, "method": method, "weights": parsed, "density": density, "svd_rank": svd_rank}
+    with connect(config, url, api_key) as client:
+        version = client.post(f"{ADMIN}/{alias}/merge", body)
+    run = version.get("training_run") or {}
+    console.print(
+        f"registered {version['alias']}@{version['number']}: {run.get('method')} merge of"
+        f" {', '.join(run.get('merged_from', []))} (rank {run.get('rank')}); canary or promote it when ready"
+    )
+
+
+@app.command("merge-into-base")
+def merge_into_base(
+    weights: Annotated[Path, typer.Argument(help="peft adapter directory (LoRA or DoRA).", file_okay=False)],
+    out: Annotated[Path, typer.Argument(help="Folder for the merged model (must not exist).", file_okay=False)],
+    base: Annotated[
+        Optional[Path], typer.Option(help="Base model folder; default: the adapter's base_model_name_or_path.")
+    ] = None,
+) -> None:
+    """Fold an adapter into its base model's weights and save a whole model that vLLM serves as a base model
+    (the way to serve a DoRA adapter). Runs on this machine, with the trainer's dependencies."""
+    from training.merge import adapter_config
+    from training.merge import merge_into_base as fold
+
+    if out.exists():
+        fail(f"{out} exists; give a new folder", ExitCode.USAGE)
+    try:
+        base_model = base or Path(adapter_config(weights)["base_model_name_or_path"])
+    except (OSError, ValueError, KeyError) as exc:
+        fail(f"{weights} is not a peft adapter with a base model: {exc}", ExitCode.USAGE)
+    with console.status(f"merging {weights} into {base_model}"):
+        fold(base_model, weights, out)
+    console.print(f"saved {out}: start a vLLM server with `--model {out}` and add it under `models:` in the config")
+
+
+@app.command()
 def canary(
     alias: str,
     version: str,

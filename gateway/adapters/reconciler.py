@@ -1,11 +1,18 @@
-"""Make every healthy vLLM backend hold the adapters the registry needs, within its ``--max-loras``.
+"""Make every healthy vLLM backend hold the adapters the registry needs, within its ``max_loras`` slots.
 
 Needed on a backend = the production and canary versions of every alias whose base model it serves, the
 versions an alias left moments ago (other gateway workers may still send them traffic until their next
 registry poll), and pinned versions used recently. What the registry knows but nobody needs is unloaded
 once no worker has a request in flight on it (this worker's count, and the others' on the shared
-:class:`InflightBoard`); adapters loaded by someone else are left alone. When a backend is full, the least
-recently used pinned version with nothing in flight makes room.
+:class:`InflightBoard`); adapters loaded by someone else are left alone and take none of this registry's slots.
+
+More adapters may be needed than a backend has slots (dozens of aliases on ``--max-loras 4``): the background
+pass only fills free slots, hottest first, and never evicts; a request for a version that is not resident
+loads it on demand, evicting a version with nothing in flight: pinned and left versions first, then other aliases'
+production and canary versions, least recently used first. When
+every resident version is busy, the request waits up to ``load_wait_s`` for one to finish instead of failing.
+Residency, loads, evictions and waits are metrics (``driftgate_adapters_resident``,
+``driftgate_adapter_loads_total``, ``driftgate_adapter_evictions_total``, ``driftgate_adapter_load_wait_seconds``).
 
 What a backend holds is read from its ``GET /v1/models`` (LoRA cards carry a ``parent``) whenever it is
 checked, so a backend that restarted or joined late is filled again on the next pass.
@@ -18,6 +25,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable
+from contextlib import suppress
 
 import aiohttp
 
@@ -38,7 +46,8 @@ def load_failed(version: AdapterVersion, backend: str, detail: str) -> BackendFa
 def no_room(version: AdapterVersion, backend: str) -> Unavailable:
     return Unavailable(
         "adapter",
-        f"Backend {backend} holds its maximum of LoRA adapters, all in use; `{version.name}` cannot be loaded now.",
+        f"Backend {backend} holds its maximum of LoRA adapters, all still in use after waiting; "
+        f"`{version.name}` cannot be loaded now. Retry shortly.",
     )
 
 
@@ -66,6 +75,8 @@ class Reconciler:
         self._pinned_at: dict[str, float] = {}
         self._left_at: dict[str, float] = {}
         self._wake = asyncio.Event()
+        # Set whenever a version's last request in this worker ends: a load waiting for room looks again.
+        self._freed = asyncio.Event()
         self.board = board
         # Versions other workers have requests running on, and when that was read; None: not read yet.
         self._elsewhere: set[str] | None = None
@@ -94,6 +105,7 @@ class Reconciler:
                 self.inflight[name] -= 1
                 if self.inflight[name] <= 0:
                     del self.inflight[name]
+                    self._freed.set()
 
         return leave
 
@@ -102,7 +114,7 @@ class Reconciler:
         backends = self._pool.candidates(version.base_model)
         if not backends:
             raise Unavailable("backend", f"No healthy backend serves `{version.base_model}` right now; retry shortly.")
-        await asyncio.gather(*(self._load(backend, version) for backend in backends))
+        await asyncio.gather(*(self._load(backend, version, reason="request") for backend in backends))
 
     def left(self, names: set[str]) -> None:
         """Versions an alias just stopped serving: keep them a little longer for workers that have not noticed."""
@@ -194,14 +206,20 @@ class Reconciler:
             for name in sorted(self.loaded[backend.url] - needed):
                 if name in snapshot.versions and not self.busy(name):
                     await self._unload(backend, snapshot.versions[name])
-        # Production and canary first: they take room before pinned versions do.
+        # Free slots only (evicting is the request path's call, on demand): production and canary first, then
+        # the most recently used, so a backend that restarted gets its hot adapters back first.
         served = {version.name for version in snapshot.served()}
-        for name in sorted(needed, key=lambda name: name not in served):
-            if name not in self.loaded.get(backend.url, ()):
-                try:
-                    await self._load(backend, snapshot.versions[name])
-                except DomainError as exc:
-                    log.warning("%s", exc)
+        for name in sorted(needed, key=lambda name: (name not in served, -self.last_used.get(name, 0.0))):
+            held = self.loaded.get(backend.url, set())
+            if name in held:
+                continue
+            if len(held & snapshot.versions.keys()) >= self.budget(backend):
+                break
+            try:
+                await self._load(backend, snapshot.versions[name], reason="reconcile")
+            except DomainError as exc:
+                log.warning("%s", exc)
+        metrics.ADAPTERS_RESIDENT.labels(backend.url).set(len(self.loaded.get(backend.url, ())))
 
     def _lock(self, backend: Backend) -> asyncio.Lock:
         return self._locks.setdefault(backend.url, asyncio.Lock())
@@ -216,14 +234,13 @@ class Reconciler:
         if cards is not None:
             self.loaded[backend.url] = {card["id"] for card in cards if card.get("parent")}
 
-    async def _load(self, backend: Backend, version: AdapterVersion) -> None:
+    async def _load(self, backend: Backend, version: AdapterVersion, *, reason: str) -> None:
         async with self._lock(backend):
             if backend.url not in self.loaded:
                 await self._read(backend)
+            if not await self._make_room(backend, version):
+                return  # loaded by another request while this one waited for room
             held = self.loaded.setdefault(backend.url, set())
-            if version.name in held:
-                return
-            await self._make_room(backend, held, version)
             started = time.perf_counter()
             body = {"lora_name": version.name, "lora_path": version.weights}
             try:
@@ -238,21 +255,52 @@ class Reconciler:
                 metrics.ADAPTER_FAILURES.labels(version.alias, "load").inc()
                 raise load_failed(version, backend.url, f"{status} {text[:300]}")
             metrics.ADAPTER_LOAD_SECONDS.observe(time.perf_counter() - started)
+            metrics.ADAPTER_LOADS.labels(reason).inc()
             held.add(version.name)
+            metrics.ADAPTERS_RESIDENT.labels(backend.url).set(len(held))
             log.info("loaded %s on %s", version.name, backend.url)
 
-    async def _make_room(self, backend: Backend, held: set[str], version: AdapterVersion) -> None:
-        snapshot = self._snapshot()
-        served = {v.name for v in snapshot.served()}
-        while len(held) >= self.budget(backend):
-            cold = [n for n in held if n in snapshot.versions and n not in served and not self.busy(n)]
-            if not cold:
+    async def _make_room(self, backend: Backend, version: AdapterVersion) -> bool:
+        """Unload least recently used versions with nothing in flight until ``version`` fits; False if it is
+        already there. Called under the backend's lock; while every resident version is busy, it waits (up to
+        ``load_wait_s``) with the lock released, so requests queued for versions already loaded get through and
+        finish (holding the lock there would deadlock on their in-flight counts)."""
+        deadline = time.monotonic() + self.config.load_wait_s
+        while True:
+            held = self.loaded.setdefault(backend.url, set())
+            if version.name in held:
+                return False
+            snapshot = self._snapshot()
+            if len(held & snapshot.versions.keys()) < self.budget(backend):
+                return True
+            idle = [n for n in held if n in snapshot.versions and not self.busy(n)]
+            if idle:
+                # Pinned and left versions go before any alias's production or canary, least recently used first.
+                served = {v.name for v in snapshot.served()}
+                victim = min(idle, key=lambda n: (n in served, self.last_used.get(n, 0.0)))
+                self._pinned_at.pop(victim, None)
+                await self._unload(backend, snapshot.versions[victim])
+                metrics.ADAPTER_EVICTIONS.inc()
+                continue
+            left = deadline - time.monotonic()
+            if left <= 0:
                 raise no_room(version, backend.url)
-            victim = min(cold, key=lambda n: self.last_used.get(n, 0.0))
-            self._pinned_at.pop(victim, None)
-            await self._unload(backend, snapshot.versions[victim])
+            self._freed.clear()
+            lock = self._lock(backend)
+            lock.release()
+            try:
+                # Another worker's requests end without setting this worker's event: look again at least every
+                # reconcile_s, when the shared in-flight counts are refreshed.
+                with suppress(TimeoutError):
+                    await asyncio.wait_for(self._freed.wait(), min(left, self.config.reconcile_s))
+            finally:
+                await lock.acquire()
 
     async def _unload(self, backend: Backend, version: AdapterVersion) -> None:
+        # Out of the held set before the call: a request arriving meanwhile must load it again, not be sent to
+        # a backend that is dropping it.
+        held = self.loaded.get(backend.url, set())
+        held.discard(version.name)
         try:
             async with self._session.post(
                 f"{backend.url}/v1/unload_lora_adapter", json={"lora_name": version.name}, timeout=self._timeout
@@ -261,8 +309,8 @@ class Reconciler:
         except (TimeoutError, aiohttp.ClientError):
             ok = False
         if not ok:
+            held.add(version.name)
             metrics.ADAPTER_FAILURES.labels(version.alias, "unload").inc()
             log.warning("could not unload %s from %s", version.name, backend.url)
             return
-        self.loaded.get(backend.url, set()).discard(version.name)
         log.info("unloaded %s from %s", version.name, backend.url)

@@ -9,6 +9,8 @@ from litestar import Request, Router, delete, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath
 
+from gateway.adapters import merging
+from gateway.adapters.merging import MergeRequest
 from gateway.adapters.models import (
     AdapterList,
     AdapterVersion,
@@ -86,6 +88,16 @@ async def rollback(
     return view
 
 
+@post("/{alias:str}/merge", status_code=201)
+async def merge(
+    alias: FromPath[str], request: Request, adapters: NamedDependency[Adapters], audit: NamedDependency[AdminAudit]
+) -> AdapterVersion:
+    body = decode_request(await request.body(), MergeRequest)
+    version = await merging.merge(adapters, alias, body)
+    audit("adapter.merged", version.name, version.training_run)
+    return version
+
+
 @delete("/{alias:str}", status_code=200)
 async def retire(
     alias: FromPath[str], adapters: NamedDependency[Adapters], audit: NamedDependency[AdminAudit]
@@ -97,6 +109,6 @@ async def retire(
 
 adapter_router = Router(
     "/admin/adapters",
-    route_handlers=[list_adapters, register, show, promote, canary, rollback, retire],
+    route_handlers=[list_adapters, register, show, promote, canary, rollback, merge, retire],
     guards=[require_admin_scope],
 )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
@@ -69,9 +70,17 @@ class Adapters:
         if found is None:
             return None
         version, pinned = found
+        # Counted in flight before it is loaded: a cold version just loaded must not be the next load's victim.
+        leave = self.reconciler.enter(version, pinned=pinned)
         if not self.reconciler.holds(version):
-            await self.reconciler.ensure(version)
-        return version, self.reconciler.enter(version, pinned=pinned)
+            started = time.perf_counter()
+            try:
+                await self.reconciler.ensure(version)
+            except BaseException:
+                leave()
+                raise
+            metrics.ADAPTER_LOAD_WAIT_SECONDS.observe(time.perf_counter() - started)
+        return version, leave
 
     def route(self, base_model: str) -> ModelRoute:
         route = self._pool.route(base_model)

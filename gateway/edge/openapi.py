@@ -35,6 +35,7 @@ from litestar.params import QueryParameter
 from litestar.routes import HTTPRoute
 
 from gateway.adapters import routes as adapter_routes
+from gateway.adapters.merging import MergeRequest
 from gateway.adapters.models import CanaryRequest, PromoteRequest, RegisterRequest
 from gateway.drift.routes import drift_state
 from gateway.edge import docs_routes, schemas
@@ -249,6 +250,12 @@ OPERATIONS: dict[Callable[..., Any], Operation] = {
     ),
     adapter_routes.canary.fn: Operation(
         "Send a sticky share of the alias's callers to a candidate version", "adapters", _ADAPTER_MOVE, CanaryRequest
+    ),
+    adapter_routes.merge.fn: Operation(
+        "Combine registered versions (peft add_weighted_adapter) into a new candidate version of the alias",
+        "adapters",
+        (*_ADMIN, "400", "404", "413"),
+        MergeRequest,
     ),
     adapter_routes.rollback.fn: Operation(
         "Return the alias to its previous production version", "adapters", (*_ADMIN, "404", "409", "502")

@@ -14,6 +14,7 @@ limiter's ticket, the guards' state), and awaits only where a step waits for som
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import suppress
 from typing import Any, TypeVar
@@ -24,6 +25,7 @@ from litestar.response import Stream
 from litestar.types import Receive, Scope, Send
 from opentelemetry.trace import SpanKind, Tracer
 
+from gateway.adapters.content_routing import ContentRouter
 from gateway.adapters.models import AdapterCard, adapter_cards
 from gateway.adapters.service import Adapters
 from gateway.config import ModelRoute, RequestLimitSettings
@@ -49,6 +51,8 @@ from guards import Guards
 from monitor import metrics
 
 OVERHEAD_HEADER = "x-driftgate-overhead-ms"
+# Which alias `model: "auto"` chose, and how near the prompt was to its training prompts.
+AUTO_ROUTE_HEADER = "x-driftgate-auto-route"
 # The id of the request-log record; clients quote it in POST /v1/feedback.
 REQUEST_ID_HEADER = "x-request-id"
 _SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
@@ -64,7 +68,19 @@ class ClientDisconnected(Exception):
 class RequestPlan:
     """What the steps have learnt about one request so far (empty slots are filled by the step that knows)."""
 
-    __slots__ = ("path", "kind", "observation", "body", "parsed", "key", "ticket", "route", "upstream_model", "guards")
+    __slots__ = (
+        "path",
+        "kind",
+        "observation",
+        "body",
+        "parsed",
+        "key",
+        "ticket",
+        "route",
+        "upstream_model",
+        "guards",
+        "reply_headers",
+    )
 
     def __init__(self, path: str, kind: type[InferenceRequest], observation: Observation) -> None:
         self.path = path
@@ -77,6 +93,7 @@ class RequestPlan:
         self.route: ModelRoute = None  # type: ignore[assignment]  # set by resolve route
         self.upstream_model = ""  # the name the backend knows: a served model name or a LoRA version
         self.guards: RequestGuards | None = None
+        self.reply_headers: dict[str, str] = {}  # what a step tells the client beyond the common headers
 
 
 class RequestPath:
@@ -91,6 +108,7 @@ class RequestPath:
         auth: Authenticator,
         pool: BackendPool,
         adapters: Adapters | None,
+        content_router: ContentRouter | None = None,
         guards: GuardSet,
         drift: DriftWatch | None,
         sink: RecordSink | None,
@@ -104,6 +122,7 @@ class RequestPath:
         self._auth = auth
         self._pool = pool
         self._adapters = adapters
+        self._content_router = content_router
         self._guards = guards
         self._drift = drift
         self._sink = sink
@@ -160,6 +179,11 @@ class RequestPath:
         """The backends that answer: a configured model's, or an adapter version's base model's (404 for a name
         nobody serves, or one the key may not use)."""
         model = plan.parsed.model
+        if self._content_router is not None and model == self._content_router.name:
+            if plan.key is not None:
+                plan.observation.key_id = plan.key.id
+            await self._route_by_content(plan, request)
+            return
         if plan.key is not None:
             plan.observation.key_id = plan.key.id
             if not plan.key.may_use(model):
@@ -169,13 +193,40 @@ class RequestPath:
             plan.observation.model = route.name
             plan.route, plan.upstream_model = route, route.upstream_model
         else:
-            await self._adapter_route(plan, request)
+            await self._adapter_route(plan, request, model)
         if plan.kind is EmbeddingRequest and not plan.route.embeddings:
             raise ModelNotFound(f"The model `{plan.route.name}` does not serve embeddings.", param="model")
 
-    async def _adapter_route(self, plan: RequestPlan, request: Request) -> None:
+    async def _route_by_content(self, plan: RequestPlan, request: Request) -> None:
+        """``model: "auto"``: the alias whose training prompts sit nearest to the prompt, or the fallback model
+        when none is near enough; the choice goes back in ``x-driftgate-auto-route`` (and the reply's ``model``
+        names the version that answered)."""
+        router = self._content_router
+        if plan.kind is EmbeddingRequest:
+            raise ModelNotFound(f"`{router.name}` routes generation requests, not embeddings.", param="model")
+        started = time.perf_counter()
+        text = user_words(plan.path, msgspec.json.decode(plan.body))
+        vector = await asyncio.to_thread(router.embed, text)
+        key = plan.key
+        choice = router.choose(vector, key.may_use if key is not None else lambda alias: True)
+        metrics.AUTO_ROUTE_SECONDS.observe(time.perf_counter() - started)
+        metrics.AUTO_ROUTES.labels(choice.alias or "fallback").inc()
+        plan.reply_headers[AUTO_ROUTE_HEADER] = f"{choice.alias or 'fallback'}; similarity={choice.similarity:.3f}"
+        if choice.alias is not None:
+            await self._adapter_route(plan, request, choice.alias)
+            return
+        fallback = router.fallback_model()
+        route = self._pool.route(fallback) if fallback is not None else None
+        if route is None or (key is not None and not key.may_use(route.name)):
+            raise ModelNotFound(
+                f"No adapter is near enough to this prompt for `{router.name}`, and no fallback model is open to you.",
+                param="model",
+            )
+        plan.observation.model = route.name
+        plan.route, plan.upstream_model = route, route.upstream_model
+
+    async def _adapter_route(self, plan: RequestPlan, request: Request, model: str) -> None:
         """An alias or pinned version: its base model's route and the LoRA name vLLM knows the version by."""
-        model = plan.parsed.model
         if self._adapters is None:
             raise ModelNotFound.of(model)
         # Canary stickiness: the caller's own user id, else its API key, else its address.
@@ -244,7 +295,7 @@ class RequestPath:
         answer = plan.guards.check_answer(path, reply.body) if plan.guards is not None else reply.body
         overhead_ms = observation.overhead_ms()
         observation.finish(200, overhead_ms)
-        headers = {OVERHEAD_HEADER: f"{overhead_ms:.3f}", REQUEST_ID_HEADER: observation.id}
+        headers = {**plan.reply_headers, OVERHEAD_HEADER: f"{overhead_ms:.3f}", REQUEST_ID_HEADER: observation.id}
         return Response(answer, media_type="application/json", headers=headers)
 
     async def _forward_stream(self, plan: RequestPlan, request: Request) -> Stream:
@@ -256,7 +307,12 @@ class RequestPath:
         observation.backend = upstream_stream.backend
         overhead_ms = observation.overhead_ms()
         metrics.OVERHEAD.labels(path).observe(overhead_ms / 1000)
-        headers = {**_SSE_HEADERS, OVERHEAD_HEADER: f"{overhead_ms:.3f}", REQUEST_ID_HEADER: observation.id}
+        headers = {
+            **_SSE_HEADERS,
+            **plan.reply_headers,
+            OVERHEAD_HEADER: f"{overhead_ms:.3f}",
+            REQUEST_ID_HEADER: observation.id,
+        }
         chunks = upstream_stream.__aiter__()
         if plan.guards is not None:
             chunks = plan.guards.filter_stream(path, chunks)
@@ -278,17 +334,22 @@ class RequestPath:
             cards.extend(adapter_cards(self._adapters.snapshot))
         if key is not None:
             cards = [card for card in cards if key.may_use(card.id)]
+        if self._content_router is not None:  # open to every key: it chooses among the key's own adapters
+            cards.append(ModelCard(id=self._content_router.name, created=self._started_at))
         return ModelList(cards)
 
     def model(self, key: ApiKey | None, name: str) -> ModelCard:
         """One model as ``GET /v1/models`` would list it, or any version a request could pin; 404 for what that
         hides from ``key``."""
         card = self._model_card(name)
-        if card is None or (key is not None and not key.may_use(card.id)):
+        auto = self._content_router is not None and name == self._content_router.name
+        if card is None or (key is not None and not auto and not key.may_use(card.id)):
             raise ModelNotFound.of(name)
         return card
 
     def _model_card(self, name: str) -> ModelCard | None:
+        if self._content_router is not None and name == self._content_router.name:
+            return ModelCard(id=name, created=self._started_at)
         route = self._pool.route(name)
         if route is not None:
             return ModelCard(id=route.name, created=self._started_at)
