@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import msgspec
 
@@ -41,6 +41,8 @@ class JobStatus(msgspec.Struct):
     created_at: float
 
 
+# runtime_checkable: Litestar checks what a provider returns against the handler's annotation (isinstance).
+@runtime_checkable
 class JobRunner(Protocol):
     # A folder the jobs can read and write (a job's data and its adapter go under it): this machine's home for
     # local jobs, the storage shared with the trainer pods for Kubernetes Jobs.

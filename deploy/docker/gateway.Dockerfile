@@ -80,6 +80,8 @@ COPY --from=models /opt/driftgate/models /opt/driftgate/models
 RUN useradd --uid 10001 --user-group --create-home --home-dir /var/lib/driftgate driftgate
 USER 10001
 WORKDIR /var/lib/driftgate
+# Named volumes mounted here (compose's `shared`) take this directory's owner on first use: uid 10001 writes.
+RUN mkdir -p /var/lib/driftgate/shared
 EXPOSE 8000
 # /healthz answers while the process lives; readiness (/readyz) is the orchestrator's business.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \

@@ -51,6 +51,8 @@ COPY --from=venv /opt/venv /opt/venv
 RUN useradd --uid 10001 --user-group --create-home --home-dir /var/lib/driftgate driftgate
 USER 10001
 WORKDIR /var/lib/driftgate
+# Named volumes mounted here (compose's `shared`) take this directory's owner on first use: uid 10001 writes.
+RUN mkdir -p /var/lib/driftgate/shared
 # The general-replay set every run reads ships inside the package (a missing one fails the build).
 RUN python -c "from training.prepare import GENERAL_PATH; assert GENERAL_PATH.is_file(), GENERAL_PATH"
 ENTRYPOINT ["python", "-m", "training.cli"]

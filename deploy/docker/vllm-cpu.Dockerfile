@@ -63,6 +63,8 @@ RUN apt-get update && apt-get install -y --no-install-recommends libnuma1 && rm 
 ENV VLLM_ALLOW_RUNTIME_LORA_UPDATING=True VLLM_CPU_KVCACHE_SPACE=2 SERVED_MODEL_NAME=HuggingFaceTB/SmolLM2-135M-Instruct
 USER 10001
 WORKDIR /var/lib/driftgate
+# Named volumes mounted here (compose's `shared`) take this directory's owner on first use: uid 10001 writes.
+RUN mkdir -p /var/lib/driftgate/shared
 EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=5s --start-period=300s --retries=5 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/health', timeout=4)"]

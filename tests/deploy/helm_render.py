@@ -20,10 +20,15 @@ def helm():  # noqa: ANN201 - the module, imported late so a missing wheel fails
     return helm_python
 
 
+def render_files(values: dict[str, Any], release: str = "dg", namespace: str = "ml") -> dict[str, str]:
+    """Every file the chart renders for ``values`` (templates and NOTES.txt), by path."""
+    with helm().Chart.load(str(CHART)) as chart:
+        return chart.render(values, name=release, namespace=namespace)
+
+
 def render(values: dict[str, Any], release: str = "dg", namespace: str = "ml") -> list[dict[str, Any]]:
     """Every object the chart produces for ``values``, parsed."""
-    with helm().Chart.load(str(CHART)) as chart:
-        files = chart.render(values, name=release, namespace=namespace)
+    files = render_files(values, release, namespace)
     objects = []
     for path, text in sorted(files.items()):
         if path.endswith(".yaml"):

@@ -16,7 +16,7 @@ from kubernetes_validate import validate
 
 from deploy.grafana.build_dashboards import build as build_dashboards
 from gateway.config import load_settings
-from tests.deploy.helm_render import CHART, helm, render
+from tests.deploy.helm_render import CHART, helm, render, render_files
 from training.k8s_jobs import REQUIRED_RULES
 
 REPO = CHART.parents[1]
@@ -215,6 +215,23 @@ def test_drift_alerts_are_routed_to_the_gateway_with_the_admin_key() -> None:
     (test_pod,) = [p for p in by_kind(objects, "Pod") if "helm.sh/hook" in p["metadata"].get("annotations", {})]
     assert test_pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
     assert "/v1/models" in test_pod["spec"]["containers"][0]["args"][0]
+
+
+@pytest.mark.parametrize("value_set", ["external-db", "existing-secrets"])
+def test_notes_tell_the_operator_how_to_get_in(value_set: str) -> None:
+    """NOTES.txt reads the admin key from the Secret the gateway mounts, and forwards to its Service's port."""
+    values = VALUE_SETS[value_set]
+    notes = render_files(values)["driftgate/templates/NOTES.txt"]
+    objects = render(values)
+    (gateway,) = [d for d in by_kind(objects, "Deployment") if d["metadata"]["name"] == "dg-driftgate-gateway"]
+    keys = next(v for v in gateway["spec"]["template"]["spec"]["volumes"] if v["name"] == "keys")
+    secret = keys["secret"]["secretName"]
+    assert f"kubectl -n ml get secret {secret} -o jsonpath='{{.data.admin-key}}' | base64 -d" in notes, notes
+    assert ("generated at install" in notes) == (value_set != "existing-secrets"), notes
+    (service,) = [s for s in by_kind(objects, "Service") if s["metadata"]["name"] == "dg-driftgate-gateway"]
+    port = service["spec"]["ports"][0]["port"]
+    assert f"port-forward svc/dg-driftgate-gateway 8000:{port}" in notes, notes
+    assert "helm test dg -n ml" in notes and "Loop: on" in notes, notes
 
 
 def test_hpa_scales_on_cpu_and_in_flight_requests(rendered) -> None:
