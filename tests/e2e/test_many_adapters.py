@@ -33,6 +33,7 @@ def metric(text: str, name: str) -> float:
     return sum(sample.value for sample in samples if sample.name == name)
 
 
+@pytest.mark.timeout(1800)  # on a fresh machine the twelve adapters are trained first (~20 s each, idle)
 async def test_twelve_adapters_on_two_slots_answer_every_request_in_their_own_words(
     embedded: Embedded, tmp_path: Path
 ) -> None:
