@@ -38,6 +38,8 @@ class RunRecord(msgspec.Struct):
     peak_rss_mib: float
     versions: dict[str, str]
     device: str
+    # Every recipe the run tried (training.search.Trial.summary); the kept one is ``candidate``/``gate``.
+    trials: list[dict] = msgspec.field(default_factory=list)
     finished_at: float = msgspec.field(default_factory=time.time)
 
 
@@ -128,6 +130,11 @@ def model_card(record: RunRecord) -> str:
             f"max_seq_length {record.max_seq_length}",
             f"- steps: {loop.steps_run} (best at {loop.best_step}{', stopped early' if loop.stopped_early else ''}), "
             f"{loop.tokens_per_s:.0f} tokens/s on {record.device}, peak RSS {record.peak_rss_mib:.0f} MiB",
+            *(
+                [f"- recipe search: {len(record.trials)} trials; kept the one with the numbers above"]
+                if len(record.trials) > 1
+                else []
+            ),
             f"- seed {record.seed}; versions: "
             + ", ".join(f"{name} {version}" for name, version in record.versions.items()),
             "",
