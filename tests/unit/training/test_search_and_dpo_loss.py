@@ -103,3 +103,14 @@ def test_bad_pairs_are_refused_with_their_line(tmp_path) -> None:
     path.write_text('{"prompt": "hi", "chosen": "Same.", "rejected": "Same."}\n')
     with pytest.raises(ValueError, match=":1: chosen and rejected must be two different"):
         read_pairs(path)
+
+
+def test_train_run_names_the_methods_it_knows(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from training.cli import train_app
+
+    args = ["run", "--data", str(tmp_path / "d.jsonl"), "--base", str(tmp_path), "--out", str(tmp_path / "o")]
+    result = CliRunner().invoke(train_app, [*args, "--method", "sgd"])
+    assert result.exit_code == 2 and "must be lora, dora, qlora or dpo, not 'sgd'" in result.output
+    assert not (tmp_path / "o").exists()
