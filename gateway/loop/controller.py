@@ -206,7 +206,8 @@ class LoopController:
             spec = self._spec(production, policy, assembled, out, lessons)
             recipes = [r.name for r in spec.search.recipes] if spec.search else []
             start = f"from {production.name}" if spec.start_adapter else "from the base model"
-            run.note("search", f"up to {len(recipes)} recipes, {start}", recipes=recipes, lessons=bool(lessons))
+            if not any(event.step == "search" for event in run.timeline):  # a job that waits retries this step
+                run.note("search", f"up to {len(recipes)} recipes, {start}", recipes=recipes, lessons=bool(lessons))
         try:
             job = await asyncio.to_thread(self.jobs.start, spec)
         except JobConflict as exc:
@@ -393,8 +394,11 @@ class LoopController:
             raise ValueError(f"{len(made)} preference pairs from feedback: DPO needs at least 4")
         path = out / "data" / "pairs.jsonl"
         await asyncio.to_thread(write_pairs, path, [msgspec.convert(p, Pair) for p in made])
-        run.dataset = str(path)
-        run.note("data", f"{len(made)} preference pairs from {len(found)} ratings and corrections", pairs=len(made))
+        # The candidate keeps production's dataset (its drift reference, and what a later run replays): the
+        # pairs teach a preference over the same traffic, and their file is named in the timeline.
+        run.dataset = production.dataset
+        detail = f"{len(made)} preference pairs from {len(found)} ratings and corrections"
+        run.note("data", detail, pairs=len(made), path=str(path))
         train = policy.train
         spec = TrainSpec(
             data=str(path),

@@ -80,11 +80,11 @@ async def test_warm_start_continues_from_the_production_adapter(tmp_path: Path, 
         assert search["detail"].endswith("from helpdesk@1")
 
 
-async def test_dpo_policy_trains_on_pairs_from_corrections_and_votes(tmp_path: Path, upstreams) -> None:
+async def test_dpo_policy_trains_on_pairs_built_from_feedback_and_keeps_the_dataset(tmp_path: Path, upstreams) -> None:
     jobs = StandInJobs()
     async with loop_gateway(tmp_path, upstreams, jobs, train=LoopTrainSettings(objective="dpo")) as client:
         await correct(client, 6)
-        for i in range(2):  # an up-vote and a down-vote on the same prompt make one more pair
+        for i in range(2):  # the stand-in upstream repeats its answer: votes for and against it make no pair
             for rating in (1, -1):
                 reply = await chat(client, f"Is platform {i} open?")
                 body = {"request_id": reply.headers["x-request-id"], "rating": rating}
@@ -96,4 +96,7 @@ async def test_dpo_policy_trains_on_pairs_from_corrections_and_votes(tmp_path: P
         pairs = read_pairs(spec.data)
         assert len(pairs) == 6 and all(p.chosen.startswith("TRAVEL DESK") for p in pairs)
         data = next(e for e in run["timeline"] if e["step"] == "data")
-        assert data["data"]["pairs"] == 6, msgspec.json.encode(run["timeline"])
+        assert data["data"]["pairs"] == 6 and data["data"]["path"] == spec.data, msgspec.json.encode(run["timeline"])
+        candidate = (await client.get("/admin/adapters/helpdesk")).json()["versions"][1]
+        registered = str(tmp_path / "registered.jsonl")
+        assert candidate["training_run"]["dataset"] == registered, "the candidate keeps production's dataset"
