@@ -125,10 +125,11 @@ def run_command(
 
     on_status = (lambda status: write_json_atomic(spec.status_file, status)) if spec.status_file else None
     try:
+        redact = guards_redactor() if spec.redact_pii else None
         if spec.objective == "dpo":
-            run_dpo(spec, console=console, on_status=on_status)
+            run_dpo(spec, redact=redact, console=console, on_status=on_status)
         else:
-            run(spec, redact=guards_redactor() if spec.redact_pii else None, console=console, on_status=on_status)
+            run(spec, redact=redact, console=console, on_status=on_status)
     except Exception as exc:
         console.print(traceback.format_exc())
         if spec.status_file:

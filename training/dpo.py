@@ -29,7 +29,7 @@ from training.config import TrainSpec
 from training.data import Example, Message
 from training.evaluate import GateVerdict, Miss, ModelScores, eval_loss
 from training.formatting import IGNORE, Encoded, collate, encode
-from training.prepare import general_examples
+from training.prepare import Redact, general_examples
 from training.status import Progress as Status
 from training.trainer import LoopResult, load_adapter_weights, seed_everything, train_loop
 
@@ -121,6 +121,15 @@ def write_pairs(path: Path, pairs: list[Pair]) -> None:
     path.write_text("".join(json.dumps(msgspec.to_builtins(p), ensure_ascii=False) + "\n" for p in pairs))
 
 
+def redact_pair(pair: Pair, redact: Redact) -> Pair:
+    prompt = (
+        redact(pair.prompt)
+        if isinstance(pair.prompt, str)
+        else [{**turn, "content": redact(turn["content"])} for turn in pair.prompt]
+    )
+    return Pair(prompt, redact(pair.chosen), redact(pair.rejected))
+
+
 def dpo_loss(
     pi_chosen: torch.Tensor,
     pi_rejected: torch.Tensor,
@@ -187,7 +196,13 @@ def preference_scores(
     )
 
 
-def run_dpo(spec: TrainSpec, *, console: Console, on_status: Callable[[Status], None] | None = None) -> DpoResult:
+def run_dpo(
+    spec: TrainSpec,
+    *,
+    console: Console,
+    on_status: Callable[[Status], None] | None = None,
+    redact: Redact | None = None,
+) -> DpoResult:
     """Train an adapter on preference pairs; the gate asks for a higher held-out margin and no forgetting."""
     from transformers import AutoTokenizer
 
@@ -197,7 +212,7 @@ def run_dpo(spec: TrainSpec, *, console: Console, on_status: Callable[[Status], 
     publisher.phase("preparing")
     clock, durations = time.perf_counter(), {}
     seed_everything(spec.loop.seed)
-    pairs = read_pairs(spec.data)
+    pairs = [redact_pair(p, redact) for p in read_pairs(spec.data)] if redact else read_pairs(spec.data)
     random.Random(spec.loop.seed).shuffle(pairs)
     held = max(spec.data_config.min_eval, round(spec.data_config.eval_share * len(pairs)))
     if held >= len(pairs):

@@ -114,3 +114,13 @@ def test_train_run_names_the_methods_it_knows(tmp_path) -> None:
     result = CliRunner().invoke(train_app, [*args, "--method", "sgd"])
     assert result.exit_code == 2 and "must be lora, dora, qlora or dpo, not 'sgd'" in result.output
     assert not (tmp_path / "o").exists()
+
+
+def test_pairs_are_redacted_turn_by_turn() -> None:
+    from training.dpo import Pair, redact_pair
+
+    def redact(text: str) -> str:
+        return text.replace("a@b.example", "<EMAIL>")
+
+    pair = Pair([{"role": "user", "content": "mail a@b.example"}], "Sent to a@b.example.", "No.")
+    assert redact_pair(pair, redact) == Pair([{"role": "user", "content": "mail <EMAIL>"}], "Sent to <EMAIL>.", "No.")
