@@ -88,6 +88,9 @@ def run_command(
         Optional[Path], typer.Option(help="Continue training this adapter (warm start; its rank is kept).")
     ] = None,
     beta: Annotated[float, typer.Option(help="DPO only: how far the adapter may move from where it started.")] = 0.1,
+    stop_on_forgetting: Annotated[
+        bool, typer.Option(help="Stop when the general-set loss passes the forgetting limit; never keep such a point.")
+    ] = False,
     seed: int = 0,
 ) -> None:
     """Train an adapter, evaluate it against the baseline and write run.json + README.md next to it."""
@@ -116,6 +119,7 @@ def run_command(
                 grad_accum=grad_accum,
                 learning_rate=learning_rate,
                 seed=seed,
+                stop_on_forgetting=stop_on_forgetting,
             ),
             production_adapter=str(production) if production else None,
             start_adapter=str(start_adapter) if start_adapter else None,

@@ -56,9 +56,9 @@ class TrainingSchedule(msgspec.Struct, forbid_unknown_fields=True):
     # Evaluations without a new best validation loss before training stops.
     patience: int = 3
     seed: int = 0
-    # Also stop when the general-set loss passes the gate's forgetting limit: a point past it can never be the
-    # adapter kept, and more steps at the same recipe only forget more.
-    stop_on_forgetting: bool = True
+    # Also stop when the general-set loss passes the gate's forgetting limit: a point past it is never kept,
+    # and more steps at the same recipe only forget more. The loop turns it on; a hand run keeps its last best.
+    stop_on_forgetting: bool = False
 
 
 class Gate(msgspec.Struct, forbid_unknown_fields=True):

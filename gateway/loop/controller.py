@@ -365,6 +365,7 @@ class LoopController:
                 batch_size=train.batch_size,
                 learning_rate=first.learning_rate,
                 eval_every=train.eval_every,
+                stop_on_forgetting=True,
             ),
             gate=Gate(max_forgetting=train.max_forgetting, slices=slices, slice_slack=train.loss_slack),
             production_adapter=production.weights,

@@ -124,3 +124,46 @@ def test_pairs_are_redacted_turn_by_turn() -> None:
 
     pair = Pair([{"role": "user", "content": "mail a@b.example"}], "Sent to a@b.example.", "No.")
     assert redact_pair(pair, redact) == Pair([{"role": "user", "content": "mail <EMAIL>"}], "Sent to <EMAIL>.", "No.")
+
+
+class TinyModel(torch.nn.Module):
+    """Stands in for a peft model in the hand loop: one weight, a loss, and a save."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.ones(1))
+        self.saved_at: list[float] = []
+
+    def forward(self, **_: object):
+        return type("Out", (), {"loss": (self.weight**2).sum()})()
+
+    def save_pretrained(self, path) -> None:
+        path.mkdir(parents=True)
+        self.saved_at.append(float(self.weight.detach()))
+
+
+def test_the_loop_stops_at_the_forgetting_limit_and_never_keeps_a_point_past_it(tmp_path, monkeypatch) -> None:
+    from training.config import TrainingSchedule
+    from training.formatting import Encoded
+    from training.trainer import train_loop
+
+    monkeypatch.setattr("training.trainer._save_checkpoint", lambda *_: None)  # peft state dicts: not here
+    model = TinyModel()
+    evaluations = iter([1.0, 0.9, 0.5])  # the third point would be best, but breaks the limit
+    limits = iter([True, True, False])
+    schedule = TrainingSchedule(steps=30, batch_size=1, eval_every=2, stop_on_forgetting=True)
+    item = Encoded([1, 2], [1, 2])
+    result = train_loop(
+        model,
+        torch.optim.SGD(model.parameters(), lr=0.01),
+        [item],
+        [item],
+        schedule,
+        tmp_path,
+        pad_id=0,
+        evaluate=lambda: next(evaluations),
+        within_limits=lambda: next(limits),
+    )
+    assert result.stop_reason == "forgetting" and result.steps_run == 6 and result.best_step == 4
+    assert result.best_eval_loss == 0.9 and [p.within_limits for p in result.history] == [True, True, False]
+    assert len(model.saved_at) == 2  # steps 2 and 4, not 6
