@@ -43,6 +43,12 @@ class LoraSettings(msgspec.Struct, forbid_unknown_fields=True):
         if not 1 <= self.rank <= 64:
             raise ValueError(f"LoRA rank must be 1..64, got {self.rank}")
 
+    def at_rank(self, rank: int) -> LoraSettings:
+        """The same settings at another rank, alpha scaled with it (so the adapter's scale alpha/rank holds)."""
+        if rank == self.rank:
+            return self
+        return msgspec.structs.replace(self, rank=rank, alpha=max(1, round(self.alpha * rank / self.rank)))
+
 
 class TrainingSchedule(msgspec.Struct, forbid_unknown_fields=True):
     """How the hand loop runs: steps, batches, learning rate, evaluation cadence and early stopping."""

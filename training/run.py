@@ -253,6 +253,7 @@ def run(
         loop=loop,
         gate=verdict,
         trials=[trial.summary() for trial in trials],
+        kept_trial=chosen.index,
         durations_s=durations,
         peak_rss_mib=round(peak_rss_mib(), 1),
         versions=records.library_versions(),
@@ -288,10 +289,7 @@ def train_trial(
     limit, and gate it against the run's baseline."""
     spec, suite = context.spec, context.suite
     started = time.perf_counter()
-    lora = spec.lora
-    if recipe.rank != lora.rank:  # keep the alpha/rank ratio, so a rank change does not also change the scale
-        alpha = max(1, round(lora.alpha * recipe.rank / lora.rank))
-        lora = msgspec.structs.replace(lora, rank=recipe.rank, alpha=alpha)
+    lora = spec.lora.at_rank(recipe.rank)
     where = context.where
     model = models.load(spec.base, context.method, lora, where, where.type == "cuda", spec.start_adapter)
     mixed, general_mixed = mix_general(context.data.train, spec.data_config, recipe.general_share, spec.loop.seed)

@@ -167,3 +167,10 @@ def test_the_loop_stops_at_the_forgetting_limit_and_never_keeps_a_point_past_it(
     assert result.stop_reason == "forgetting" and result.steps_run == 6 and result.best_step == 4
     assert result.best_eval_loss == 0.9 and [p.within_limits for p in result.history] == [True, True, False]
     assert len(model.saved_at) == 2  # steps 2 and 4, not 6
+
+
+def test_a_rank_change_keeps_the_adapter_scale() -> None:
+    from training.config import LoraSettings
+
+    lora = LoraSettings(rank=16, alpha=32)
+    assert lora.at_rank(8) == LoraSettings(rank=8, alpha=16) and lora.at_rank(16) is lora
