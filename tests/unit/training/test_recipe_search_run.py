@@ -8,11 +8,9 @@ start keeping its rank), not what a real model learns (tests/unit/training/test_
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import msgspec
-import pytest
 
 from tests.unit.training.test_training_cpu import write_dataset
 from training.config import DataSettings, Gate, LoraSettings, Recipe, RecipeSearch, TrainingSchedule, TrainSpec
@@ -20,20 +18,6 @@ from training.models import adapter_rank
 from training.run import run
 
 RECIPES = (Recipe(1e-3, 2, rank=4, general_share=0.0), Recipe(5e-3, 3, rank=2, general_share=0.3))
-
-
-@pytest.fixture(scope="module")
-def tiny_base(tmp_path_factory: pytest.TempPathFactory, base_model: Path) -> Path:
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    out = tmp_path_factory.mktemp("tiny-llama")
-    config = AutoConfig.from_pretrained(base_model)
-    config.update({"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 2})
-    config.update({"num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 8})
-    AutoModelForCausalLM.from_config(config).save_pretrained(out)
-    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
-        shutil.copy(base_model / name, out / name)
-    return out
 
 
 def spec(data: Path, base: Path, out: Path, **changes: object) -> TrainSpec:
