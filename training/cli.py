@@ -10,7 +10,7 @@ import tempfile
 import time
 import traceback
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Optional, get_args
 
 import msgspec
 import typer
@@ -73,7 +73,9 @@ def run_command(
     data: Annotated[Optional[Path], typer.Option(help="Training JSONL.")] = None,
     base: Annotated[Optional[Path], typer.Option(help="Base model directory.")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Output directory; the adapter lands in OUT/adapter.")] = None,
-    method: Annotated[str, typer.Option(help="lora, dora or qlora.")] = "lora",
+    method: Annotated[
+        str, typer.Option(help="lora, dora or qlora; dpo trains a LoRA adapter on prompt/chosen/rejected pairs.")
+    ] = "lora",
     steps: int = 200,
     eval_every: int = 25,
     batch_size: int = 4,
@@ -82,6 +84,13 @@ def run_command(
     rank: int = 16,
     general_share: float = 0.0,
     production: Annotated[Optional[Path], typer.Option(help="Current production adapter to compare with.")] = None,
+    start_adapter: Annotated[
+        Optional[Path], typer.Option(help="Continue training this adapter (warm start; its rank is kept).")
+    ] = None,
+    beta: Annotated[float, typer.Option(help="DPO only: how far the adapter may move from where it started.")] = 0.1,
+    stop_on_forgetting: Annotated[
+        bool, typer.Option(help="Stop when the general-set loss passes the forgetting limit; never keep such a point.")
+    ] = False,
     seed: int = 0,
 ) -> None:
     """Train an adapter, evaluate it against the baseline and write run.json + README.md next to it."""
@@ -90,12 +99,17 @@ def run_command(
     elif data is None or base is None or out is None:
         console.print("[red]error:[/] give --spec, or --data, --base and --out")
         raise typer.Exit(2)
+    elif method not in (*get_args(Method), "dpo"):
+        console.print(f"[red]error:[/] --method must be lora, dora, qlora or dpo, not {method!r}")
+        raise typer.Exit(2)
     else:
         spec = TrainSpec(
             str(data),
             str(base),
             str(out),
-            method=msgspec.convert(method, Method),
+            method="lora" if method == "dpo" else msgspec.convert(method, Method),
+            objective="dpo" if method == "dpo" else "sft",
+            dpo_beta=beta,
             data_config=DataSettings(general_share=general_share),
             lora=LoraSettings(rank=rank, alpha=2 * rank),
             loop=TrainingSchedule(
@@ -105,14 +119,21 @@ def run_command(
                 grad_accum=grad_accum,
                 learning_rate=learning_rate,
                 seed=seed,
+                stop_on_forgetting=stop_on_forgetting,
             ),
             production_adapter=str(production) if production else None,
+            start_adapter=str(start_adapter) if start_adapter else None,
         )
+    from training.dpo import run_dpo
     from training.run import run
 
     on_status = (lambda status: write_json_atomic(spec.status_file, status)) if spec.status_file else None
     try:
-        run(spec, redact=guards_redactor() if spec.redact_pii else None, console=console, on_status=on_status)
+        redact = guards_redactor() if spec.redact_pii else None
+        if spec.objective == "dpo":
+            run_dpo(spec, redact=redact, console=console, on_status=on_status)
+        else:
+            run(spec, redact=redact, console=console, on_status=on_status)
     except Exception as exc:
         console.print(traceback.format_exc())
         if spec.status_file:

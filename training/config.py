@@ -11,6 +11,8 @@ from typing import Literal
 import msgspec
 
 Method = Literal["lora", "dora", "qlora"]
+# What the adapter is trained to do: imitate answers (supervised), or prefer chosen over rejected answers (DPO).
+Objective = Literal["sft", "dpo"]
 
 
 class DataSettings(msgspec.Struct, forbid_unknown_fields=True):
@@ -41,6 +43,12 @@ class LoraSettings(msgspec.Struct, forbid_unknown_fields=True):
         if not 1 <= self.rank <= 64:
             raise ValueError(f"LoRA rank must be 1..64, got {self.rank}")
 
+    def at_rank(self, rank: int) -> LoraSettings:
+        """The same settings at another rank, alpha scaled with it (so the adapter's scale alpha/rank holds)."""
+        if rank == self.rank:
+            return self
+        return msgspec.structs.replace(self, rank=rank, alpha=max(1, round(self.alpha * rank / self.rank)))
+
 
 class TrainingSchedule(msgspec.Struct, forbid_unknown_fields=True):
     """How the hand loop runs: steps, batches, learning rate, evaluation cadence and early stopping."""
@@ -54,6 +62,9 @@ class TrainingSchedule(msgspec.Struct, forbid_unknown_fields=True):
     # Evaluations without a new best validation loss before training stops.
     patience: int = 3
     seed: int = 0
+    # Also stop when the general-set loss passes the gate's forgetting limit: a point past it is never kept,
+    # and more steps at the same recipe only forget more. The loop turns it on; a hand run keeps its last best.
+    stop_on_forgetting: bool = False
 
 
 class Gate(msgspec.Struct, forbid_unknown_fields=True):
@@ -72,17 +83,51 @@ class Gate(msgspec.Struct, forbid_unknown_fields=True):
     slice_slack: float = 0.0
 
 
+class Recipe(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One point of a recipe search: what changes between trials of one run."""
+
+    learning_rate: float
+    steps: int
+    rank: int = 16
+    # Share of general data replayed in the train split, against forgetting.
+    general_share: float = 0.1
+
+    @property
+    def name(self) -> str:
+        return f"lr={self.learning_rate:g} steps={self.steps} rank={self.rank} general={self.general_share:g}"
+
+
+class RecipeSearch(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Recipes tried in order, one trial each, until one passes or the budget is spent.
+
+    The first trial always runs; later ones start only while ``max_trials`` and ``max_seconds`` allow.
+    """
+
+    recipes: tuple[Recipe, ...]
+    max_trials: int = 3
+    max_seconds: float = 1800.0
+    # Stop at the first passing trial (cheaper) or try the whole budget and keep the best passing one.
+    stop_at_first_pass: bool = True
+
+
 class TrainSpec(msgspec.Struct, forbid_unknown_fields=True):
     data: str
     base: str
     out: str
     method: Method = "lora"
+    objective: Objective = "sft"
+    # DPO's temperature: how far the trained policy may move from the reference per unit of preference.
+    dpo_beta: float = 0.1
     data_config: DataSettings = msgspec.field(default_factory=DataSettings)
     lora: LoraSettings = msgspec.field(default_factory=LoraSettings)
     loop: TrainingSchedule = msgspec.field(default_factory=TrainingSchedule)
     gate: Gate = msgspec.field(default_factory=Gate)
     # The adapter currently in production for this alias; None compares against the base model.
     production_adapter: str | None = None
+    # Warm start: continue training this adapter (its rank wins over ``lora.rank``) instead of a fresh one.
+    start_adapter: str | None = None
+    # Several recipes tried inside this one run; None trains ``loop``/``lora``/``data_config`` once.
+    search: RecipeSearch | None = None
     # Named held-out eval sets (JSONL) scored for every model, e.g. the new topic and the old one; the
     # leakage check keeps their prompts out of the train split too.
     eval_sets: dict[str, str] = msgspec.field(default_factory=dict)

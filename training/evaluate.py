@@ -41,9 +41,26 @@ class ModelScores(msgspec.Struct):
     slices: dict[str, float] = msgspec.field(default_factory=dict)
 
 
+class Miss(msgspec.Struct, frozen=True):
+    """One gate limit a candidate missed, as numbers: what a recipe search ranks trials by and reports."""
+
+    check: str  # "validation", "forgetting", a slice name, "rouge_l", "preference_margin"
+    value: float
+    limit: float
+    # True when the value must stay at or below the limit (losses); False for floors (ROUGE-L, margins).
+    ceiling: bool = True
+
+    @property
+    def by(self) -> float:
+        """How far past the limit, as a share of the limit (0.03 = 3% over a ceiling or under a floor)."""
+        gap = self.value - self.limit if self.ceiling else self.limit - self.value
+        return gap / max(abs(self.limit), 1e-9)
+
+
 class GateVerdict(msgspec.Struct, frozen=True):
     passed: bool
     reasons: tuple[str, ...]
+    misses: tuple[Miss, ...] = ()
 
 
 def eval_loss(model: PeftModel, examples: list[Encoded], pad_id: int, batch_size: int = 4) -> float:
@@ -127,13 +144,14 @@ def task_score(
 
 def check_gate(gate: Gate, candidate: ModelScores, baseline: ModelScores, base: ModelScores) -> GateVerdict:
     """Pass only when every configured margin holds; every failed margin is one reason."""
-    reasons = []
+    reasons, misses = [], []
     ceiling = baseline.eval_loss * (1 - gate.min_loss_improvement)
     if candidate.eval_loss > ceiling:
         reasons.append(
             f"validation loss {candidate.eval_loss:.4f} > {ceiling:.4f} "
             f"({baseline.name} {baseline.eval_loss:.4f} less {gate.min_loss_improvement:.0%})"
         )
+        misses.append(Miss("validation", candidate.eval_loss, ceiling))
     if candidate.general_loss is not None and base.general_loss is not None:
         limit = base.general_loss * (1 + gate.max_forgetting)
         if candidate.general_loss > limit:
@@ -141,6 +159,7 @@ def check_gate(gate: Gate, candidate: ModelScores, baseline: ModelScores, base: 
                 f"forgetting: general loss {candidate.general_loss:.4f} > {limit:.4f} "
                 f"(base {base.general_loss:.4f} plus {gate.max_forgetting:.0%})"
             )
+            misses.append(Miss("forgetting", candidate.general_loss, limit))
     for name, ratio in sorted(gate.slices.items()):
         if name not in candidate.slices or name not in baseline.slices:
             reasons.append(f"no eval set named {name!r} was scored")
@@ -152,8 +171,10 @@ def check_gate(gate: Gate, candidate: ModelScores, baseline: ModelScores, base: 
                 f"{name}: loss {candidate.slices[name]:.4f} > {limit:.4f} "
                 f"({baseline.name} {baseline.slices[name]:.4f} x {ratio}{slack})"
             )
+            misses.append(Miss(name, candidate.slices[name], limit))
     if candidate.task is not None and baseline.task is not None:
         floor = baseline.task.rouge_l - gate.max_rouge_drop
         if candidate.task.rouge_l < floor:
             reasons.append(f"ROUGE-L {candidate.task.rouge_l:.4f} < {floor:.4f} ({baseline.name} less margin)")
-    return GateVerdict(not reasons, tuple(reasons))
+            misses.append(Miss("rouge_l", candidate.task.rouge_l, floor, ceiling=False))
+    return GateVerdict(not reasons, tuple(reasons), tuple(misses))

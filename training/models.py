@@ -50,10 +50,26 @@ def resolve_method(method: Method, where: torch.device) -> tuple[Method, str]:
     return "lora", f"QLoRA needs bitsandbytes 4-bit kernels, unavailable on this CPU ({reason}): training LoRA"
 
 
-def load(base: str, method: Method, lora: LoraSettings, where: torch.device, gradient_checkpointing: bool) -> PeftModel:
-    """The base model wrapped with a trainable adapter named ``default``."""
+def adapter_rank(adapter_dir: str) -> int:
+    """The LoRA rank a saved peft adapter was trained at (a warm start must keep it)."""
+    import json
+    from pathlib import Path
+
+    return int(json.loads((Path(adapter_dir) / "adapter_config.json").read_text())["r"])
+
+
+def load(
+    base: str,
+    method: Method,
+    lora: LoraSettings,
+    where: torch.device,
+    gradient_checkpointing: bool,
+    start_adapter: str | None = None,
+) -> PeftModel:
+    """The base model wrapped with a trainable adapter named ``default``: fresh, or ``start_adapter``'s weights
+    (warm start: loaded trainable, so training continues from what production learned)."""
     from peft import LoraConfig as PeftLoraConfig
-    from peft import get_peft_model, prepare_model_for_kbit_training
+    from peft import PeftModel, get_peft_model, prepare_model_for_kbit_training
     from transformers import AutoModelForCausalLM
 
     kwargs: dict[str, object] = {"dtype": torch.float32 if where.type == "cpu" else torch.bfloat16}
@@ -75,6 +91,8 @@ def load(base: str, method: Method, lora: LoraSettings, where: torch.device, gra
         if gradient_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             model.enable_input_require_grads()
+    if start_adapter is not None:
+        return PeftModel.from_pretrained(model, start_adapter, is_trainable=True)
     config = PeftLoraConfig(
         r=lora.rank,
         lora_alpha=lora.alpha,

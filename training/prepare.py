@@ -88,9 +88,8 @@ def prepare(
     train, evaluation = split(examples, config, seed)
     every_eval = evaluation + [example for found in held_out.values() for example in found]
     train, report.leaks = remove_leaks(train, every_eval, config.near_dup_threshold)
-    pool, general_eval = general_examples(config)
-    mixed = mix_count(len(train), config.general_share, len(pool))
-    train = train + random.Random(seed).sample(pool, mixed)
+    general_eval = general_examples(config)[1]
+    train, mixed = mix_general(train, config, config.general_share, seed)
     report.train, report.eval, report.general_mixed = len(train), len(evaluation), mixed
     return PreparedData(train, evaluation, general_eval, report, held_out)
 
@@ -155,6 +154,13 @@ def general_examples(config: DataSettings) -> tuple[list[Example], list[Example]
         raise BadData(problems[0])
     held_out = examples[::4]
     return [e for i, e in enumerate(examples) if i % 4], held_out
+
+
+def mix_general(train: list[Example], config: DataSettings, share: float, seed: int) -> tuple[list[Example], int]:
+    """``train`` plus general records making up ``share`` of the result, and how many were mixed in."""
+    pool = general_examples(config)[0]
+    mixed = mix_count(len(train), share, len(pool))
+    return train + random.Random(seed).sample(pool, mixed), mixed
 
 
 def mix_count(train: int, share: float, available: int) -> int:

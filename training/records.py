@@ -10,6 +10,7 @@ from pathlib import Path
 
 import msgspec
 
+from training.config import LoraSettings
 from training.evaluate import GateVerdict, ModelScores
 from training.formatting import LengthStats
 from training.prepare import DataReport
@@ -38,6 +39,9 @@ class RunRecord(msgspec.Struct):
     peak_rss_mib: float
     versions: dict[str, str]
     device: str
+    # Every recipe the run tried (training.search.Trial.summary); the kept one is ``candidate``/``gate``.
+    trials: list[dict] = msgspec.field(default_factory=list)
+    kept_trial: int = 0
     finished_at: float = msgspec.field(default_factory=time.time)
 
 
@@ -84,7 +88,9 @@ def _slice_table(models: list[ModelScores]) -> list[str]:
 
 def model_card(record: RunRecord) -> str:
     base = record.spec["base"]
-    loop, lora = record.loop, record.spec["lora"]
+    loop, lora = record.loop, msgspec.convert(record.spec["lora"], LoraSettings)
+    if record.trials:  # a search may have kept another rank than the spec's
+        lora = lora.at_rank(record.trials[record.kept_trial]["recipe"]["rank"])
     rows = [_row(record.base)]
     if record.baseline.name != record.base.name:
         rows.append(_row(record.baseline))
@@ -105,8 +111,8 @@ def model_card(record: RunRecord) -> str:
             "",
             f"# {Path(record.adapter_dir).name}",
             "",
-            f"A {record.method_used.upper()} adapter (rank {lora['rank']}, alpha {lora['alpha']}, "
-            f"modules {', '.join(lora['target_modules'])}) for `{base}`, trained by driftgate.",
+            f"A {record.method_used.upper()} adapter (rank {lora.rank}, alpha {lora.alpha}, "
+            f"modules {', '.join(lora.target_modules)}) for `{base}`, trained by driftgate.",
             *([f"\n{record.method_note}"] if record.method_note else []),
             "",
             "## Evaluation (measured at the end of this run)",
@@ -128,6 +134,11 @@ def model_card(record: RunRecord) -> str:
             f"max_seq_length {record.max_seq_length}",
             f"- steps: {loop.steps_run} (best at {loop.best_step}{', stopped early' if loop.stopped_early else ''}), "
             f"{loop.tokens_per_s:.0f} tokens/s on {record.device}, peak RSS {record.peak_rss_mib:.0f} MiB",
+            *(
+                [f"- recipe search: {len(record.trials)} trials; kept trial {record.kept_trial} (numbers above)"]
+                if len(record.trials) > 1
+                else []
+            ),
             f"- seed {record.seed}; versions: "
             + ", ".join(f"{name} {version}" for name, version in record.versions.items()),
             "",

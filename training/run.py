@@ -7,11 +7,12 @@ Nothing here touches a registry: the caller registers ``RunResult.adapter_dir`` 
 from __future__ import annotations
 
 import resource
+import shutil
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 from rich.console import Console
@@ -19,11 +20,20 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from training import models, records
-from training.config import TrainSpec
+from training.config import Method, Recipe, TrainSpec
 from training.data import Example
 from training.evaluate import GateVerdict, ModelScores, check_gate, eval_loss, perplexity, task_score
 from training.formatting import Encoded, LengthStats, choose_max_seq_length, encode
-from training.prepare import GENERAL_PATH, DataReport, PreparedData, Redact, prepare, sha256_file
+from training.prepare import (
+    GENERAL_PATH,
+    DataReport,
+    PreparedData,
+    Redact,
+    mix_general,
+    prepare,
+    sha256_file,
+)
+from training.search import Trial, choose, may_start, plan
 from training.status import Phase
 from training.status import Progress as Status
 from training.trainer import StepReport, load_adapter_weights, seed_everything, train_loop
@@ -147,6 +157,7 @@ def scores(name: str, model: PeftModel, tokenizer: PreTrainedTokenizerBase, suit
 def run(
     spec: TrainSpec, *, redact: Redact | None = None, console: Console | None = None, on_status: OnStatus | None = None
 ) -> RunResult:
+    """Prepare once, score the baseline once, then train and gate each recipe of the search (one by default)."""
     from transformers import AutoTokenizer
     from transformers.utils import logging as hf_logging
 
@@ -158,13 +169,14 @@ def run(
     clock = time.perf_counter()
     publisher.phase("preparing")
     seed_everything(spec.loop.seed)
-    data = prepare(spec.data, spec.data_config, redact=redact, seed=spec.loop.seed, eval_sets=spec.eval_sets)
+    # General records are mixed into train per trial (the share is part of a recipe), not here.
+    unmixed = msgspec.structs.replace(spec.data_config, general_share=0.0)
+    data = prepare(spec.data, unmixed, redact=redact, seed=spec.loop.seed, eval_sets=spec.eval_sets)
     console.print(report_table(data.report))
     tokenizer = AutoTokenizer.from_pretrained(spec.base)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     stats, max_len = lengths(data, tokenizer, spec)
     console.print(length_table(stats, max_len))
-    train_set = [encode(e, tokenizer, max_len) for e in data.train]
     suite = EvalSuite(
         examples=data.eval,
         encoded=[encode(e, tokenizer, max_len) for e in data.eval],
@@ -182,7 +194,7 @@ def run(
         console.print(f"[yellow]{note}[/]")
     out = Path(spec.out)
     out.mkdir(parents=True, exist_ok=True)
-    model = models.load(spec.base, method, spec.lora, where, gradient_checkpointing=where.type == "cuda")
+    model = models.load(spec.base, method, spec.lora, where, where.type == "cuda", spec.start_adapter)
 
     clock = time.perf_counter()
     publisher.phase("baseline")
@@ -196,40 +208,32 @@ def run(
         baseline = scores("production", model, tokenizer, suite)
         model.set_adapter("default")
         model.delete_adapter("production")
+    del model  # every trial loads its own, at its own rank
     durations["baseline"] = round(time.perf_counter() - clock, 3)
     publisher.phase("training", eval_loss=base.eval_loss)
 
+    # All trials run inside this one job rather than one job per trial: the job runners (local process,
+    # shared-folder queue, Kubernetes) stay one-job-one-adapter, the data is prepared and the baseline
+    # scored once, and the loop controller reads one run record whatever the search did.
     clock = time.perf_counter()
-    optimizer = models.optimizer(model, method, spec.loop.learning_rate)
-    with _progress_bar(console) as bar:
-        task = bar.add_task("training", total=spec.loop.steps, loss=float("nan"), tps=0.0, ev="-")
-
-        def on_step(step: StepReport) -> None:
-            shown = f"{step.eval_loss:.4f}" if step.eval_loss is not None else bar.tasks[task].fields["ev"]
-            bar.update(task, completed=step.step, loss=step.loss, tps=step.tokens_per_s, ev=shown)
-            publisher.step(step)
-
-        loop = train_loop(
-            model,
-            optimizer,
-            train_set,
-            suite.encoded,
-            spec.loop,
-            out,
-            pad_id=pad_id,
-            resume=spec.resume,
-            report=on_step,
-        )
-    durations["train"] = round(time.perf_counter() - clock, 3)
-
-    clock = time.perf_counter()
-    publisher.phase("evaluating")
+    recipes, search = plan(spec, models.adapter_rank(spec.start_adapter) if spec.start_adapter else None)
+    trials: list[Trial] = []
+    for index, recipe in enumerate(recipes):
+        if not may_start(search, trials, time.perf_counter() - clock):
+            break
+        trial_out = out if len(recipes) == 1 else out / "trials" / str(index)
+        context = TrialContext(spec, method, where, data, suite, tokenizer, max_len, base, baseline)
+        trials.append(train_trial(index, recipe, trial_out, context, publisher, console))
+        console.print(f"trial {index}: {recipe.name}: " + ("passed" if trials[-1].gate.passed else "failed"))
+    chosen = choose(trials)
     adapter_dir = out / "adapter"
-    load_adapter_weights(model, adapter_dir)
-    candidate = scores("candidate", model, tokenizer, suite)
-    verdict = check_gate(spec.gate, candidate, baseline, base)
-    durations["evaluate"] = round(time.perf_counter() - clock, 3)
+    if Path(chosen.adapter_dir) != adapter_dir:
+        shutil.rmtree(adapter_dir, ignore_errors=True)
+        shutil.copytree(chosen.adapter_dir, adapter_dir)
+    candidate, verdict, loop = chosen.candidate, chosen.gate, chosen.loop
+    durations["train"] = round(time.perf_counter() - clock, 3)
     durations["total"] = round(sum(durations.values()), 3)
+    data.report.train, data.report.general_mixed = len(data.train) + chosen.general_mixed, chosen.general_mixed
 
     publisher.phase("writing")
     record = records.RunRecord(
@@ -248,6 +252,8 @@ def run(
         candidate=candidate,
         loop=loop,
         gate=verdict,
+        trials=[trial.summary() for trial in trials],
+        kept_trial=chosen.index,
         durations_s=durations,
         peak_rss_mib=round(peak_rss_mib(), 1),
         versions=records.library_versions(),
@@ -260,6 +266,70 @@ def run(
     )
     publisher.succeeded(run_json)
     return RunResult(str(adapter_dir), str(run_json), str(card), method, verdict, candidate, baseline)
+
+
+class TrialContext(msgspec.Struct, frozen=True):
+    """What every trial of a run shares: the spec, the prepared data, the eval suite and the baseline scores."""
+
+    spec: TrainSpec
+    method: Method
+    where: Any
+    data: PreparedData
+    suite: EvalSuite
+    tokenizer: Any
+    max_len: int
+    base: ModelScores
+    baseline: ModelScores
+
+
+def train_trial(
+    index: int, recipe: Recipe, out: Path, context: TrialContext, publisher: StatusPublisher, console: Console
+) -> Trial:
+    """Train one recipe from a fresh (or the warm-start) adapter, keep its best point within the forgetting
+    limit, and gate it against the run's baseline."""
+    spec, suite = context.spec, context.suite
+    started = time.perf_counter()
+    lora = spec.lora.at_rank(recipe.rank)
+    where = context.where
+    model = models.load(spec.base, context.method, lora, where, where.type == "cuda", spec.start_adapter)
+    mixed, general_mixed = mix_general(context.data.train, spec.data_config, recipe.general_share, spec.loop.seed)
+    train_set = [encode(e, context.tokenizer, context.max_len) for e in mixed]
+    schedule = msgspec.structs.replace(spec.loop, learning_rate=recipe.learning_rate, steps=recipe.steps)
+    limit = (context.base.general_loss or 0.0) * (1 + spec.gate.max_forgetting)
+
+    def within_limits() -> bool:
+        return not suite.general or eval_loss(model, suite.general, suite.pad_id, suite.batch_size) <= limit
+
+    publisher.status.total_steps = recipe.steps
+    publisher.status.message = f"trial {index}: {recipe.name}"
+    optimizer = models.optimizer(model, context.method, recipe.learning_rate)
+    with _progress_bar(console) as bar:
+        task = bar.add_task(f"trial {index}", total=recipe.steps, loss=float("nan"), tps=0.0, ev="-")
+
+        def on_step(step: StepReport) -> None:
+            shown = f"{step.eval_loss:.4f}" if step.eval_loss is not None else bar.tasks[task].fields["ev"]
+            bar.update(task, completed=step.step, loss=step.loss, tps=step.tokens_per_s, ev=shown)
+            publisher.step(step)
+
+        loop = train_loop(
+            model,
+            optimizer,
+            train_set,
+            suite.encoded,
+            schedule,
+            out,
+            pad_id=suite.pad_id,
+            resume=spec.resume,
+            report=on_step,
+            within_limits=within_limits,
+        )
+    publisher.phase("evaluating")
+    load_adapter_weights(model, out / "adapter")
+    candidate = scores("candidate", model, context.tokenizer, suite)
+    verdict = check_gate(spec.gate, candidate, context.baseline, context.base)
+    publisher.phase("training")
+    seconds = time.perf_counter() - started
+    return Trial(index, recipe, candidate, verdict, loop, seconds, str(out / "adapter"), general_mixed)
 
 
 def _progress_bar(console: Console) -> Progress:

@@ -13,7 +13,7 @@ import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 import torch
@@ -28,6 +28,8 @@ if TYPE_CHECKING:
     from torch.optim.lr_scheduler import LRScheduler
 
 Report = Callable[["StepReport"], None]
+# The loss of one micro-batch of training items and the tokens it covered (SFT: encoded examples; DPO: pairs).
+BatchLoss = Callable[[list[Any]], "tuple[torch.Tensor, int]"]
 
 
 class StepReport(msgspec.Struct):
@@ -42,6 +44,8 @@ class StepReport(msgspec.Struct):
 class EvalPoint(msgspec.Struct, frozen=True):
     step: int
     eval_loss: float
+    # False when the point broke a limit (the forgetting check): never kept as the best adapter.
+    within_limits: bool = True
 
 
 class TrainerState(msgspec.Struct):
@@ -60,6 +64,8 @@ class LoopResult(msgspec.Struct):
     best_step: int
     best_eval_loss: float
     stopped_early: bool
+    # Why it stopped early: "patience" (no new best) or "forgetting" (past the general-loss limit).
+    stop_reason: str | None
     resumed_from: int
     train_tokens: int
     train_seconds: float
@@ -98,30 +104,44 @@ def train_loop(
     pad_id: int,
     resume: bool = True,
     report: Report | None = None,
+    batch_loss: BatchLoss | None = None,
+    evaluate: Callable[[], float] | None = None,
+    within_limits: Callable[[], bool] | None = None,
 ) -> LoopResult:
-    """Train ``model`` (a peft model); the best adapter ends in ``out/adapter``, the checkpoint is removed."""
+    """Train ``model`` (a peft model); the best adapter ends in ``out/adapter``, the checkpoint is removed.
+
+    ``batch_loss`` and ``evaluate`` default to supervised cross-entropy on ``train`` and ``evaluation``; DPO
+    passes its own. ``within_limits`` (checked at every evaluation) vetoes a point as best and stops the run.
+    """
     from transformers import get_cosine_schedule_with_warmup
 
     seed_everything(config.seed)
     where = next(p for p in model.parameters() if p.requires_grad).device
+
+    def supervised(items: list[Encoded]) -> tuple[torch.Tensor, int]:
+        batch = {k: v.to(where) for k, v in collate(items, pad_id).items()}
+        return model(**batch).loss, int(batch["attention_mask"].sum())
+
+    batch_loss = batch_loss or supervised
+    evaluate = evaluate or (lambda: eval_loss(model, evaluation, pad_id, config.batch_size))
     scheduler = get_cosine_schedule_with_warmup(optimizer, math.ceil(config.warmup_ratio * config.steps), config.steps)
     checkpoint = out / "checkpoint"
     state = TrainerState()
     if resume and (checkpoint / "state.pt").exists():
         state = _load_checkpoint(checkpoint, model, optimizer, scheduler)
     resumed_from = state.step
-    tokens, seconds = 0, 0.0
+    tokens, seconds, stop_reason = 0, 0.0, None
     model.train()
     for step in range(state.step + 1, config.steps + 1):
         started = time.perf_counter()
         total_loss = 0.0
         for micro in range(config.grad_accum):
             picked = batch_order(len(train), config.batch_size, (step - 1) * config.grad_accum + micro, config.seed)
-            batch = {k: v.to(where) for k, v in collate([train[i] for i in picked], pad_id).items()}
-            loss = model(**batch).loss / config.grad_accum
+            loss, covered = batch_loss([train[i] for i in picked])
+            loss = loss / config.grad_accum
             loss.backward()
             total_loss += loss.item()
-            tokens += int(batch["attention_mask"].sum())
+            tokens += covered
         torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
         optimizer.step()
         scheduler.step()
@@ -130,10 +150,13 @@ def train_loop(
         state.step = step
         evaluated = None
         if step % config.eval_every == 0 or step == config.steps:
-            evaluated = eval_loss(model, evaluation, pad_id, config.batch_size)
+            evaluated = evaluate()
+            allowed = within_limits() if within_limits is not None and config.stop_on_forgetting else True
             model.train()
-            state.history.append(EvalPoint(step, evaluated))
-            if evaluated < state.best_eval_loss - 1e-4:
+            state.history.append(EvalPoint(step, evaluated, allowed))
+            if not allowed:
+                stop_reason = "forgetting"
+            elif evaluated < state.best_eval_loss - 1e-4:
                 state.best_eval_loss, state.best_step, state.bad_evals = evaluated, step, 0
                 _save_adapter(model, out / "adapter")
             else:
@@ -142,14 +165,19 @@ def train_loop(
         if report is not None:
             best = state.best_eval_loss if state.best_eval_loss < math.inf else None
             report(StepReport(step, config.steps, total_loss, tokens / seconds if seconds else 0.0, evaluated, best))
-        if state.bad_evals >= config.patience:
+        if stop_reason is None and state.bad_evals >= config.patience:
+            stop_reason = "patience"
+        if stop_reason is not None:
             break
+    if not (out / "adapter").exists():  # no point was within limits: keep the last, so it is scored and reported
+        _save_adapter(model, out / "adapter")
     shutil.rmtree(checkpoint, ignore_errors=True)
     return LoopResult(
         steps_run=state.step,
         best_step=state.best_step,
         best_eval_loss=state.best_eval_loss,
         stopped_early=state.step < config.steps,
+        stop_reason=stop_reason if state.step < config.steps else None,
         resumed_from=resumed_from,
         train_tokens=tokens,
         train_seconds=round(seconds, 3),

@@ -24,14 +24,16 @@ from gateway.adapters.models import AdapterVersion, RegisterRequest
 from gateway.adapters.service import Adapters
 from gateway.config import Settings
 from gateway.domain_errors import Conflict, NotFound
-from gateway.loop import canary, dataset, teacher
+from gateway.loop import canary, dataset, pairs, teacher
 from gateway.loop.leader import Leadership
 from gateway.loop.policy import LoopPolicy, LoopSettings
 from gateway.loop.store import LoopRun, LoopStore
 from monitor import metrics
 from monitor.alerts import WebhookPayload
 from monitor.request_log_store import RequestLogStore
-from training.config import DataSettings, Gate, LoraSettings, TrainingSchedule, TrainSpec
+from training import search
+from training.config import DataSettings, Gate, LoraSettings, RecipeSearch, TrainingSchedule, TrainSpec
+from training.dpo import Pair, write_pairs
 from training.evaluate import GateVerdict, ModelScores
 from training.jobs import ACTIVE as JOB_ACTIVE
 from training.jobs import JobConflict, JobRunner
@@ -61,6 +63,8 @@ class TrainedOutcome(msgspec.Struct):
     gate: GateVerdict
     candidate: ModelScores
     baseline: ModelScores
+    # The recipe search's trials (training.search.Trial.summary); a DPO run has none.
+    trials: list[dict[str, Any]] = msgspec.field(default_factory=list)
 
 
 class IncomingPayload(msgspec.Struct):
@@ -184,19 +188,28 @@ class LoopController:
     async def _start_job(self, run: LoopRun, policy: LoopPolicy) -> None:
         production = self._production(run.alias)
         out = self.jobs.workspace / "loop" / run.id  # where the job can read its data and write its adapter
-        samples, used = await self._new_samples(run)
-        registered = Path(production.dataset) if production.dataset else None
-        assembled = await asyncio.to_thread(
-            dataset.assemble, out / "data", registered, samples, policy.train.holdout_share, policy.train.new_share
-        )
-        run.dataset = assembled.train
-        run.note(
-            "data",
-            f"{assembled.counts['new']} new samples + {assembled.counts['registered']} registered",
-            **assembled.counts,
-        )
+        if policy.train.objective == "dpo":
+            spec, used = await self._dpo_spec(run, production, policy, out)
+        else:
+            samples, used = await self._new_samples(run)
+            registered = Path(production.dataset) if production.dataset else None
+            assembled = await asyncio.to_thread(
+                dataset.assemble, out / "data", registered, samples, policy.train.holdout_share, policy.train.new_share
+            )
+            run.dataset = assembled.train
+            run.note(
+                "data",
+                f"{assembled.counts['new']} new samples + {assembled.counts['registered']} registered",
+                **assembled.counts,
+            )
+            lessons = await asyncio.to_thread(self._lessons, run.alias)
+            spec = self._spec(production, policy, assembled, out, lessons)
+            recipes = [r.name for r in spec.search.recipes] if spec.search else []
+            start = f"from {production.name}" if spec.start_adapter else "from the base model"
+            if not any(event.step == "search" for event in run.timeline):  # a job that waits retries this step
+                run.note("search", f"up to {len(recipes)} recipes, {start}", recipes=recipes, lessons=bool(lessons))
         try:
-            job = await asyncio.to_thread(self.jobs.start, self._spec(production, policy, assembled, out))
+            job = await asyncio.to_thread(self.jobs.start, spec)
         except JobConflict as exc:
             if not any(event.step == "job" for event in run.timeline):
                 run.note("job", f"waiting: {exc}")
@@ -217,10 +230,20 @@ class LoopController:
             return
         record = msgspec.json.decode(Path(job.progress.run_record).read_bytes(), type=TrainedOutcome)
         scores = {"candidate": record.candidate, "baseline": record.baseline, "gate": record.gate}
+        for trial in record.trials:
+            run.note("trial", search.describe(trial), **trial)
         if not record.gate.passed:
             run.status, run.reason = "rejected", "gate failed: " + "; ".join(record.gate.reasons)
             run.note("eval", run.reason, **msgspec.to_builtins(scores))
-            run.note("outcome", "rejected by the offline gate; production unchanged")
+            tips = search.advice(record.trials) if record.trials else []
+            missed = "; ".join(search.describe(t) for t in record.trials)
+            run.note(
+                "outcome",
+                f"rejected by the offline gate; production unchanged. {missed}. What to change: " + "; ".join(tips)
+                if record.trials
+                else "rejected by the offline gate; production unchanged",
+                advice=tips,
+            )
             metrics.LOOP_OUTCOMES.labels(run.alias, "rejected").inc()
             return
         run.note("eval", "gate passed", **msgspec.to_builtins(scores))
@@ -316,31 +339,95 @@ class LoopController:
                     samples.append({"messages": [*messages, {"role": "assistant", "content": answer}]})
         return samples, used
 
-    def _spec(self, production: AdapterVersion, policy: LoopPolicy, data: dataset.Assembled, out: Path) -> TrainSpec:
+    def _spec(
+        self,
+        production: AdapterVersion,
+        policy: LoopPolicy,
+        data: dataset.Assembled,
+        out: Path,
+        lessons: list[dict[str, Any]] | None = None,
+    ) -> TrainSpec:
         train = policy.train
-        route = self.adapters.route(production.base_model)
-        base = Path(train.base_path) if train.base_path else self.settings.models_dir / route.upstream_model
         slices = {"new": train.new_loss_ratio}
         if "old" in data.eval_sets:
             slices["old"] = train.old_loss_ratio
+        recipes = search.order_by_lessons(train.recipes(), lessons or [])
+        first = recipes[0]
         return TrainSpec(
             data=data.train,
-            base=str(base),
+            base=str(self._base(production, policy)),
             out=str(out / "train"),
             method=train.method,
-            data_config=DataSettings(general_share=train.general_share),
-            lora=LoraSettings(rank=train.rank, alpha=2 * train.rank, dropout=0.0),
+            data_config=DataSettings(general_share=first.general_share),
+            lora=LoraSettings(rank=first.rank, alpha=2 * first.rank, dropout=0.0),
+            loop=TrainingSchedule(
+                steps=first.steps,
+                batch_size=train.batch_size,
+                learning_rate=first.learning_rate,
+                eval_every=train.eval_every,
+                stop_on_forgetting=True,
+            ),
+            gate=Gate(max_forgetting=train.max_forgetting, slices=slices, slice_slack=train.loss_slack),
+            production_adapter=production.weights,
+            start_adapter=production.weights if train.start_from == "production" else None,
+            search=RecipeSearch(tuple(recipes), max_trials=train.max_trials, max_seconds=train.max_search_s),
+            eval_sets=data.eval_sets,
+            task_eval_limit=0,
+        )
+
+    def _base(self, production: AdapterVersion, policy: LoopPolicy) -> Path:
+        if policy.train.base_path:
+            return Path(policy.train.base_path)
+        return self.settings.models_dir / self.adapters.route(production.base_model).upstream_model
+
+    async def _dpo_spec(
+        self, run: LoopRun, production: AdapterVersion, policy: LoopPolicy, out: Path
+    ) -> tuple[TrainSpec, list[str]]:
+        """Preference pairs from the alias's unused corrections and votes, and a DPO job refining production."""
+        items = await asyncio.to_thread(self.store.unused_preferences, run.alias)
+        found = []
+        for item in items:
+            record = await asyncio.to_thread(self.request_log.get, item.request_id)
+            if record is not None:
+                found.append((item, record))
+        made = pairs.preference_pairs(found)
+        if len(made) < 4:
+            raise ValueError(f"{len(made)} preference pairs from feedback: DPO needs at least 4")
+        path = out / "data" / "pairs.jsonl"
+        await asyncio.to_thread(write_pairs, path, [msgspec.convert(p, Pair) for p in made])
+        # The candidate keeps production's dataset (its drift reference, and what a later run replays): the
+        # pairs teach a preference over the same traffic, and their file is named in the timeline.
+        run.dataset = production.dataset
+        detail = f"{len(made)} preference pairs from {len(found)} ratings and corrections"
+        run.note("data", detail, pairs=len(made), path=str(path))
+        train = policy.train
+        spec = TrainSpec(
+            data=str(path),
+            base=str(self._base(production, policy)),
+            out=str(out / "train"),
+            objective="dpo",
+            dpo_beta=train.dpo_beta,
+            data_config=DataSettings(eval_share=train.holdout_share),
             loop=TrainingSchedule(
                 steps=train.steps,
                 batch_size=train.batch_size,
                 learning_rate=train.learning_rate,
                 eval_every=train.eval_every,
             ),
-            gate=Gate(max_forgetting=train.max_forgetting, slices=slices, slice_slack=train.loss_slack),
+            gate=Gate(max_forgetting=train.max_forgetting),
             production_adapter=production.weights,
-            eval_sets=data.eval_sets,
+            start_adapter=production.weights,
             task_eval_limit=0,
         )
+        return spec, [item.id for item, _ in found]
+
+    def _lessons(self, alias: str) -> list[dict[str, Any]]:
+        """The trials of the alias's last finished recipe search, so the next run starts from its closest recipe."""
+        for past in self.store.list(alias, limit=20):
+            trials = [event.data for event in past.timeline if event.step == "trial"]
+            if trials:
+                return trials
+        return []
 
     def _fit(self, records, candidate: AdapterVersion, production: AdapterVersion) -> canary.ReferenceFit | None:
         if self.embed is None or not candidate.reference_embeddings or not production.reference_embeddings:

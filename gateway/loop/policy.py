@@ -10,10 +10,17 @@ from typing import Literal
 
 import msgspec
 
-from training.config import Method
+from training.config import Method, Objective, Recipe
 
 Approval = Literal["auto", "manual"]
+StartFrom = Literal["production", "base"]
 DAY_S = 86_400.0
+# Tried after the policy's own recipe fails the gate: gentler steps and more general-data replay, since a
+# realistic batch of corrections most often fails on forgetting, and a smaller rank on the last.
+FALLBACK_RECIPES = (
+    Recipe(learning_rate=5e-4, steps=40, rank=16, general_share=0.3),
+    Recipe(learning_rate=3e-4, steps=60, rank=8, general_share=0.5),
+)
 
 
 class LoopTrainSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -42,6 +49,22 @@ class LoopTrainSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True)
     max_forgetting: float = 0.2
     # None: the base model directory under <home>/models named after the route's upstream model.
     base_path: str | None = None
+    # Continue training the production adapter (its rank is kept, the gate's "old" slice then measures
+    # forgetting against it) or train a fresh adapter from the base model.
+    start_from: StartFrom = "base"
+    # sft: learn the corrected answers; dpo: learn to prefer them (pairs from corrections and votes; DPO
+    # always starts from the production adapter it refines).
+    objective: Objective = "sft"
+    dpo_beta: float = 0.1
+    # Recipe search: the recipe above (learning_rate, steps, rank, general_share) first, then these, until
+    # one passes the gate or the budget is spent; the alias's last search puts its closest recipe first.
+    fallback_recipes: tuple[Recipe, ...] = FALLBACK_RECIPES
+    max_trials: int = 3
+    max_search_s: float = 1800.0
+
+    def recipes(self) -> list[Recipe]:
+        first = Recipe(self.learning_rate, self.steps, self.rank, self.general_share)
+        return [first, *(r for r in self.fallback_recipes if r != first)]
 
 
 class CanaryPolicy(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

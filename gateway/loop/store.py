@@ -203,6 +203,13 @@ class LoopStore:
             rows = conn.execute(sa.select(feedback).where(_sample_rows(alias)).order_by(feedback.c.created))
             return [Feedback(**row._mapping) for row in rows]
 
+    def unused_preferences(self, alias: str) -> list[Feedback]:
+        """Every unused rating or correction: down-votes too, since a DPO pair needs a rejected answer."""
+        rated = sa.or_(feedback.c.correction.is_not(None), feedback.c.rating.is_not(None))
+        query = sa.select(feedback).where(feedback.c.alias == alias, feedback.c.used_by.is_(None), rated)
+        with self.engine.connect() as conn:
+            return [Feedback(**row._mapping) for row in conn.execute(query.order_by(feedback.c.created))]
+
     def mark_used(self, ids: list[str], run_id: str) -> None:
         with self.engine.begin() as conn:
             conn.execute(sa.update(feedback).where(feedback.c.id.in_(ids)).values(used_by=run_id))

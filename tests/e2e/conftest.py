@@ -41,6 +41,8 @@ LOOP_POLICY = {
         "new_loss_ratio": 0.9,
         "old_loss_ratio": 1.1,
         "max_forgetting": 0.3,
+        # One recipe: the poisoned batch would otherwise train the fallback recipes too (CI time).
+        "max_trials": 1,
     },
     "canary": {"share": 0.5, "min_requests": 6, "max_s": 900, "min_ratings": 4},
 }

@@ -166,7 +166,8 @@ async def test_alert_to_promotion_through_the_gateways_own_api(tmp_path: Path, u
         run = await wait_for(client, run["id"], "promoted", "rolled_back")
         assert run["status"] == "promoted", run["timeline"]
         steps = [event["step"] for event in run["timeline"]]
-        assert steps == ["alert", "decision", "data", "job", "eval", "register", "canary", "canary", "outcome"]
+        expected = ["alert", "decision", "data", "search", "job", "eval", "register", "canary", "canary", "outcome"]
+        assert steps == expected
         listing = (await client.get("/admin/adapters/helpdesk")).json()
         assert listing["production"] == "helpdesk@2" and listing["canary"] is None
         v2 = listing["versions"][1]
