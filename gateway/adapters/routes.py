@@ -9,6 +9,7 @@ from litestar import Request, Router, delete, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath
 
+from gateway.adapters.lineage import Lineage, lineage
 from gateway.adapters.models import (
     AdapterList,
     AdapterVersion,
@@ -57,6 +58,11 @@ async def show(alias: FromPath[str], adapters: NamedDependency[Adapters]) -> Ali
     return _one(await adapters.refresh(), alias)
 
 
+@get("/{alias:str}/versions/{number:int}/lineage")
+async def version_lineage(alias: FromPath[str], number: FromPath[int], adapters: NamedDependency[Adapters]) -> Lineage:
+    return lineage(await adapters.refresh(), alias, number)
+
+
 @post("/{alias:str}/promote", status_code=200)
 async def promote(
     alias: FromPath[str], request: Request, adapters: NamedDependency[Adapters], audit: NamedDependency[AdminAudit]
@@ -97,6 +103,6 @@ async def retire(
 
 adapter_router = Router(
     "/admin/adapters",
-    route_handlers=[list_adapters, register, show, promote, canary, rollback, retire],
+    route_handlers=[list_adapters, register, show, version_lineage, promote, canary, rollback, retire],
     guards=[require_admin_scope],
 )

@@ -35,6 +35,7 @@ from training.config import DataSettings, Gate, LoraSettings, TrainingSchedule, 
 from training.evaluate import GateVerdict, ModelScores
 from training.jobs import ACTIVE as JOB_ACTIVE
 from training.jobs import JobConflict, JobRunner
+from training.prepare import sha256_file
 
 log = logging.getLogger(__name__)
 Embed = Callable[[list[str]], np.ndarray]
@@ -69,6 +70,23 @@ class IncomingPayload(msgspec.Struct):
     alerts: list[IncomingAlert]
     version: str = "4"
     status: str = "firing"
+
+
+def data_snapshot(assembled: dataset.Assembled) -> dict[str, str]:
+    """sha256 of every file a run trains and evaluates on, by role: the version's data snapshot."""
+    files = {"train": assembled.train, **{f"eval-{name}": path for name, path in assembled.eval_sets.items()}}
+    return {role: sha256_file(path) for role, path in files.items()}
+
+
+def lineage_of(run: LoopRun, parent: AdapterVersion) -> dict[str, Any]:
+    """What a registered candidate records of where it came from (read by ``gateway/adapters/lineage.py``)."""
+    events = {event.step: event for event in reversed(run.timeline)}  # the first event of each step wins
+    alert, data = events.get("alert"), events.get("data")
+    return {
+        "parent": parent.name,
+        "data_sha256": data.data.get("data_sha256", {}) if data else {},
+        "drift_event": {**alert.data, "at": alert.at, "fingerprint": run.fingerprint} if alert else None,
+    }
 
 
 class LoopController:
@@ -194,6 +212,7 @@ class LoopController:
             "data",
             f"{assembled.counts['new']} new samples + {assembled.counts['registered']} registered",
             **assembled.counts,
+            data_sha256=await asyncio.to_thread(data_snapshot, assembled),
         )
         try:
             job = await asyncio.to_thread(self.jobs.start, self._spec(production, policy, assembled, out))
@@ -232,7 +251,12 @@ class LoopController:
                 base_model=production.base_model,
                 author=f"loop:{run.id}",
                 dataset=run.dataset,
-                training_run={"loop_run": run.id, "job": job.id, "run_record": job.progress.run_record},
+                training_run={
+                    "loop_run": run.id,
+                    "job": job.id,
+                    "run_record": job.progress.run_record,
+                    **lineage_of(run, production),
+                },
                 eval_results=msgspec.to_builtins(scores),
             )
         )
@@ -254,10 +278,10 @@ class LoopController:
         production = self._production(run.alias)
         records = await asyncio.to_thread(self.request_log.recent, run.alias, limit=50_000, since=run.canary_started)
         ratings = await asyncio.to_thread(self.store.ratings, run.alias, run.canary_started)
-        ours = canary.signals(candidate.name, records, ratings.get(candidate.name, []))
-        theirs = canary.signals(production.name, records, ratings.get(production.name, []))
+        ours, theirs = canary.pair(records, candidate.name, production.name, ratings)
         elapsed = time.time() - run.canary_started
-        if ours.requests < policy.canary.min_requests and elapsed < policy.canary.max_s:
+        too_early = ours.requests < policy.canary.min_requests or elapsed < policy.canary.min_s
+        if too_early and elapsed < policy.canary.max_s:
             return
         fit = await asyncio.to_thread(self._fit, records, candidate, production)
         verdict = canary.judge(policy.canary, ours, theirs, elapsed, fit)

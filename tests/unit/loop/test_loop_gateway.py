@@ -8,6 +8,7 @@ real); here it writes an adapter directory and a run record with the gate verdic
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import time
 from collections.abc import AsyncIterator
@@ -77,7 +78,8 @@ async def loop_gateway(
     tmp_path: Path, upstreams, jobs: StandInJobs, teacher: TeacherSettings | None = None, **policy: object
 ) -> AsyncIterator[httpx.AsyncClient]:
     upstream = await upstreams()
-    canary = CanaryPolicy(share=0.5, min_requests=8, max_s=60)
+    # Effect sizes a 60-request canary can tell apart (about ten clean canary requests clear each harm test).
+    canary = CanaryPolicy(share=0.5, min_requests=8, max_s=60, error_effect=0.2, block_effect=0.2)
     loop = LoopSettings(
         default=LoopPolicy(**{"cooldown_s": 0, "min_new_samples": 4, "canary": canary, **policy}),
         teacher=teacher,
@@ -170,8 +172,29 @@ async def test_alert_to_promotion_through_the_gateways_own_api(tmp_path: Path, u
         listing = (await client.get("/admin/adapters/helpdesk")).json()
         assert listing["production"] == "helpdesk@2" and listing["canary"] is None
         v2 = listing["versions"][1]
-        assert v2["eval_results"]["canary"]["verdict"]["promote"] is True
+        verdict = v2["eval_results"]["canary"]["verdict"]
+        assert verdict["promote"] is True and verdict["decided_by"] == "sprt" and verdict["confidence"] == 0.95
+        decided = next(event for event in run["timeline"] if event["step"] == "canary" and "verdict" in event["data"])
+        assert {t["signal"]: t["decision"] for t in decided["data"]["verdict"]["tests"]} == {
+            "error_rate": "h0", "block_rate": "h0", "latency": "h0"
+        }  # fmt: skip
+        assert all(t["llr"] <= t["lower"] for t in decided["data"]["verdict"]["tests"])
         assert v2["eval_results"]["gate"]["passed"] is True and v2["author"] == f"loop:{run['id']}"
+
+        # Lineage: the parent it started from, its data snapshot and the alert that triggered it.
+        made = v2["training_run"]
+        assert made["parent"] == "helpdesk@1" and made["loop_run"] == run["id"]
+        assert set(made["data_sha256"]) == {"train", "eval-new", "eval-old"}
+        assert made["data_sha256"]["train"] == hashlib.sha256(Path(spec.data).read_bytes()).hexdigest()
+        assert made["drift_event"]["labels"]["alertname"] == "EmbeddingDrift" and made["drift_event"]["at"] > 0
+        chain = (await client.get("/admin/adapters/helpdesk/versions/2/lineage")).json()["chain"]
+        assert [(step["version"], step["parent"]) for step in chain] == [
+            ("helpdesk@2", "helpdesk@1"),
+            ("helpdesk@1", None),
+        ]
+        # Every answer names the version that gave it: the header and the body's model agree.
+        reply = await chat(client, "Which platform now?", user="someone")
+        assert reply.headers["x-driftgate-adapter-version"] == reply.json()["model"] == "helpdesk@2"
 
         # The corrections were used up: the next alert finds nothing new to learn from.
         again = (await client.post("/admin/alerts", json=alert())).json()["runs"][0]
@@ -206,7 +229,7 @@ async def test_down_voted_canary_is_rolled_back(tmp_path: Path, upstreams) -> No
         await wait_for(client, run["id"], "canary")
         await canary_traffic(client, "helpdesk@2", rate={"canary": -1, "production": 1})
         run = await wait_for(client, run["id"], "promoted", "rolled_back")
-        assert run["status"] == "rolled_back" and "mean rating -1.00 vs production +1.00" in run["reason"]
+        assert run["status"] == "rolled_back" and "up-vote share 0.0% vs production 100.0%: worse" in run["reason"]
         alias = (await client.get("/admin/adapters/helpdesk")).json()
         assert (alias["production"], alias["canary"]) == ("helpdesk@1", None)
         assert alias["versions"][1]["stage"] == "candidate"
