@@ -12,6 +12,7 @@ import msgspec
 
 from training.evaluate import GateVerdict, ModelScores
 from training.formatting import LengthStats
+from training.guard_eval import GuardReport
 from training.prepare import DataReport
 from training.trainer import LoopResult
 
@@ -39,6 +40,8 @@ class RunRecord(msgspec.Struct):
     versions: dict[str, str]
     device: str
     finished_at: float = msgspec.field(default_factory=time.time)
+    # The baseline's and the candidate's held-out answers through the output guards (spec.guard_eval).
+    guards: GuardReport | None = None
 
 
 def library_versions() -> dict[str, str]:

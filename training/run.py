@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from training import models, records
+from training import guard_eval, models, records
 from training.config import TrainSpec
 from training.data import Example
 from training.evaluate import GateVerdict, ModelScores, check_gate, eval_loss, perplexity, task_score
@@ -88,6 +88,7 @@ class RunResult(msgspec.Struct):
     gate: GateVerdict
     candidate: ModelScores
     baseline: ModelScores
+    guards: guard_eval.GuardReport | None = None
 
 
 def peak_rss_mib() -> float:
@@ -190,12 +191,18 @@ def run(
     with model.disable_adapter():
         base = scores("base", model, tokenizer, suite)
     baseline = base
+    guarded = guard_eval.GuardedAnswers.start(spec.guard_eval, data) if spec.guard_eval else None
     if spec.production_adapter:
         model.load_adapter(spec.production_adapter, adapter_name="production")
         model.set_adapter("production")
         baseline = scores("production", model, tokenizer, suite)
+        if guarded:
+            guarded.baseline = guarded.answer(model, tokenizer)
         model.set_adapter("default")
         model.delete_adapter("production")
+    elif guarded:
+        with model.disable_adapter():
+            guarded.baseline = guarded.answer(model, tokenizer)
     durations["baseline"] = round(time.perf_counter() - clock, 3)
     publisher.phase("training", eval_loss=base.eval_loss)
 
@@ -228,6 +235,7 @@ def run(
     load_adapter_weights(model, adapter_dir)
     candidate = scores("candidate", model, tokenizer, suite)
     verdict = check_gate(spec.gate, candidate, baseline, base)
+    guards = guarded.report(baseline.name, guarded.answer(model, tokenizer)) if guarded else None
     durations["evaluate"] = round(time.perf_counter() - clock, 3)
     durations["total"] = round(sum(durations.values()), 3)
 
@@ -252,6 +260,7 @@ def run(
         peak_rss_mib=round(peak_rss_mib(), 1),
         versions=records.library_versions(),
         device=str(where),
+        guards=guards,
     )
     run_json, card = records.write(record, adapter_dir)
     console.print(
@@ -259,7 +268,7 @@ def run(
         f"gate {'[green]passed[/]' if verdict.passed else '[red]failed[/]: ' + '; '.join(verdict.reasons)}"
     )
     publisher.succeeded(run_json)
-    return RunResult(str(adapter_dir), str(run_json), str(card), method, verdict, candidate, baseline)
+    return RunResult(str(adapter_dir), str(run_json), str(card), method, verdict, candidate, baseline, guards)
 
 
 def _progress_bar(console: Console) -> Progress:

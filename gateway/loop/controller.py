@@ -24,15 +24,17 @@ from gateway.adapters.models import AdapterVersion, RegisterRequest
 from gateway.adapters.service import Adapters
 from gateway.config import Settings
 from gateway.domain_errors import Conflict, NotFound
-from gateway.loop import canary, dataset, teacher
+from gateway.edge.guarding import guard_models_dir
+from gateway.loop import canary, dataset, guard_gate, teacher
 from gateway.loop.leader import Leadership
 from gateway.loop.policy import LoopPolicy, LoopSettings
 from gateway.loop.store import LoopRun, LoopStore
 from monitor import metrics
 from monitor.alerts import WebhookPayload
 from monitor.request_log_store import RequestLogStore
-from training.config import DataSettings, Gate, LoraSettings, TrainingSchedule, TrainSpec
+from training.config import DataSettings, Gate, GuardEval, LoraSettings, TrainingSchedule, TrainSpec
 from training.evaluate import GateVerdict, ModelScores
+from training.guard_eval import GuardReport
 from training.jobs import ACTIVE as JOB_ACTIVE
 from training.jobs import JobConflict, JobRunner
 from training.prepare import sha256_file
@@ -62,6 +64,7 @@ class TrainedOutcome(msgspec.Struct):
     gate: GateVerdict
     candidate: ModelScores
     baseline: ModelScores
+    guards: GuardReport | None = None
 
 
 class IncomingPayload(msgspec.Struct):
@@ -243,6 +246,8 @@ class LoopController:
             metrics.LOOP_OUTCOMES.labels(run.alias, "rejected").inc()
             return
         run.note("eval", "gate passed", **msgspec.to_builtins(scores))
+        if policy.guard_gate.enabled and not await self._guard_gate(run, policy, record):
+            return
         production = self._production(run.alias)
         version = await self.adapters.register(
             RegisterRequest(
@@ -310,6 +315,19 @@ class LoopController:
         )
         metrics.LOOP_OUTCOMES.labels(run.alias, run.status).inc()
 
+    async def _guard_gate(self, run: LoopRun, policy: LoopPolicy, record: TrainedOutcome) -> bool:
+        """The guard-aware half of the gate; a failure ends the run `rejected` with the rates and an example."""
+        verdict = guard_gate.check(policy.guard_gate, record.guards)
+        evidence = {"guards": msgspec.to_builtins(record.guards), "verdict": msgspec.to_builtins(verdict)}
+        if verdict.passed:
+            run.note("guard_gate", "guard gate passed", **evidence)
+            return True
+        run.status, run.reason = "rejected", "guard gate failed: " + "; ".join(verdict.reasons)
+        run.note("guard_gate", run.reason, **evidence)
+        run.note("outcome", "rejected by the guard gate; production unchanged")
+        metrics.LOOP_OUTCOMES.labels(run.alias, "rejected").inc()
+        return False
+
     # Helpers.
 
     def _production(self, alias: str) -> AdapterVersion:
@@ -362,9 +380,17 @@ class LoopController:
             ),
             gate=Gate(max_forgetting=train.max_forgetting, slices=slices, slice_slack=train.loss_slack),
             production_adapter=production.weights,
+            guard_eval=self._guard_eval(policy),
             eval_sets=data.eval_sets,
             task_eval_limit=0,
         )
+
+    def _guard_eval(self, policy: LoopPolicy) -> GuardEval | None:
+        gate = policy.guard_gate
+        if not gate.enabled:
+            return None
+        models = str(guard_models_dir(self.settings))
+        return GuardEval(prompts=gate.prompts, max_new_tokens=gate.max_new_tokens, models_dir=models)
 
     def _fit(self, records, candidate: AdapterVersion, production: AdapterVersion) -> canary.ReferenceFit | None:
         if self.embed is None or not candidate.reference_embeddings or not production.reference_embeddings:

@@ -26,6 +26,7 @@ from tests.conftest import running_gateway
 from tests.unit.adapters.conftest import BASE, adapter_settings, write_adapter
 from training.config import TrainSpec
 from training.evaluate import GateVerdict, ModelScores
+from training.guard_eval import GuardRates, GuardReport
 from training.jobs import JobStatus
 from training.status import Progress
 
@@ -35,8 +36,9 @@ NO_TOXICITY = StageSettings(toxicity=ToxicitySettings(enabled=False))
 class StandInJobs:
     """Finishes every job at once: an adapter directory and a run.json whose gate says ``passes``."""
 
-    def __init__(self, passes: bool = True) -> None:
+    def __init__(self, passes: bool = True, leaks: int = 0) -> None:
         self.passes = passes
+        self.leaks = leaks  # candidate answers (of 8) the output guards find PII in
         self.workspace = Path()  # set to the gateway's home by loop_gateway
         self.specs: list[TrainSpec] = []
         self.jobs: dict[str, JobStatus] = {}
@@ -50,6 +52,10 @@ class StandInJobs:
             "gate": GateVerdict(self.passes, reasons),
             "candidate": ModelScores("candidate", 1.5, 4.5, slices={"new": 2.0 if self.passes else 2.9}),
             "baseline": ModelScores("production", 2.0, 7.4, slices={"new": 3.0}),
+            "guards": GuardReport(
+                GuardRates("production", 8, 0, 0, 0.0, 0.0, True, {}),
+                GuardRates("candidate", 8, self.leaks, 0, self.leaks / 8, 0.0, True, self._entities(), self._example()),
+            ),
         }
         record = Path(adapter) / "run.json"
         record.write_bytes(msgspec.json.encode(outcome))
@@ -60,6 +66,12 @@ class StandInJobs:
 
     def status(self, job_id: str) -> JobStatus:
         return self.jobs[job_id]
+
+    def _entities(self) -> dict[str, int]:
+        return {"EMAIL": self.leaks} if self.leaks else {}
+
+    def _example(self) -> str | None:
+        return "Write to <EMAIL_1> for a refund." if self.leaks else None
 
 
 def alert(alias: str = "helpdesk", status: str = "firing") -> dict:
@@ -168,7 +180,10 @@ async def test_alert_to_promotion_through_the_gateways_own_api(tmp_path: Path, u
         run = await wait_for(client, run["id"], "promoted", "rolled_back")
         assert run["status"] == "promoted", run["timeline"]
         steps = [event["step"] for event in run["timeline"]]
-        assert steps == ["alert", "decision", "data", "job", "eval", "register", "canary", "canary", "outcome"]
+        assert steps == [
+            "alert", "decision", "data", "job", "eval", "guard_gate", "register", "canary", "canary", "outcome"
+        ]  # fmt: skip
+        assert spec.guard_eval is not None and spec.guard_eval.models_dir.endswith("guards")
         listing = (await client.get("/admin/adapters/helpdesk")).json()
         assert listing["production"] == "helpdesk@2" and listing["canary"] is None
         v2 = listing["versions"][1]
@@ -233,6 +248,22 @@ async def test_down_voted_canary_is_rolled_back(tmp_path: Path, upstreams) -> No
         alias = (await client.get("/admin/adapters/helpdesk")).json()
         assert (alias["production"], alias["canary"]) == ("helpdesk@1", None)
         assert alias["versions"][1]["stage"] == "candidate"
+
+
+async def test_a_candidate_that_leaks_pii_is_rejected_by_the_guard_gate(tmp_path: Path, upstreams) -> None:
+    async with loop_gateway(tmp_path, upstreams, StandInJobs(leaks=5)) as client:
+        await correct(client, 6)
+        run = (await client.post("/admin/alerts", json=alert())).json()["runs"][0]
+        run = await wait_for(client, run["id"], "rejected", "canary", "failed")
+        assert run["status"] == "rejected", run["timeline"]
+        assert run["reason"] == (
+            "guard gate failed: PII in 5/8 candidate answers (62%) vs 0/8 of production's (margin 10%)"
+        )
+        evidence = next(event for event in run["timeline"] if event["step"] == "guard_gate")["data"]
+        assert evidence["guards"]["candidate"]["entities"] == {"EMAIL": 5}
+        assert "<EMAIL_1>" in evidence["guards"]["candidate"]["example"]
+        alias = (await client.get("/admin/adapters/helpdesk")).json()
+        assert (alias["production"], alias["canary"], len(alias["versions"])) == ("helpdesk@1", None, 1)
 
 
 async def test_failed_gate_leaves_the_registry_as_it_was(tmp_path: Path, upstreams) -> None:
