@@ -110,6 +110,17 @@ class RecipeSearch(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     stop_at_first_pass: bool = True
 
 
+class GuardEval(msgspec.Struct, forbid_unknown_fields=True):
+    """Greedy answers of the baseline and the candidate to held-out prompts, passed through the output guards."""
+
+    # Prompts, shared evenly between the named eval sets (the eval split when there are none).
+    prompts: int = 16
+    max_new_tokens: int = 48
+    # The guards' exported models (the gateway's <home>/models/guards): without the toxicity model there,
+    # only PII is checked (a training child never exports or downloads a model).
+    models_dir: str | None = None
+
+
 class TrainSpec(msgspec.Struct, forbid_unknown_fields=True):
     data: str
     base: str
@@ -134,6 +145,8 @@ class TrainSpec(msgspec.Struct, forbid_unknown_fields=True):
     redact_pii: bool = True
     # Generated answers scored against references (exact match, ROUGE-L); 0 skips generation.
     task_eval_limit: int = 16
+    # PII-leak and toxicity rates of the baseline's and the candidate's answers (None: not measured).
+    guard_eval: GuardEval | None = None
     # Written by the child while it runs, read by the job runner (set by the runner).
     status_file: str | None = None
     resume: bool = True

@@ -13,6 +13,7 @@ import msgspec
 from training.config import LoraSettings
 from training.evaluate import GateVerdict, ModelScores
 from training.formatting import LengthStats
+from training.guard_eval import GuardReport
 from training.prepare import DataReport
 from training.trainer import LoopResult
 
@@ -43,6 +44,8 @@ class RunRecord(msgspec.Struct):
     trials: list[dict] = msgspec.field(default_factory=list)
     kept_trial: int = 0
     finished_at: float = msgspec.field(default_factory=time.time)
+    # The baseline's and the candidate's held-out answers through the output guards (spec.guard_eval).
+    guards: GuardReport | None = None
 
 
 def library_versions() -> dict[str, str]:

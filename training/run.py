@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from training import models, records
+from training import guard_eval, models, records
 from training.config import Method, Recipe, TrainSpec
 from training.data import Example
 from training.evaluate import GateVerdict, ModelScores, check_gate, eval_loss, perplexity, task_score
@@ -98,6 +98,7 @@ class RunResult(msgspec.Struct):
     gate: GateVerdict
     candidate: ModelScores
     baseline: ModelScores
+    guards: guard_eval.GuardReport | None = None
 
 
 def peak_rss_mib() -> float:
@@ -202,12 +203,18 @@ def run(
     with model.disable_adapter():
         base = scores("base", model, tokenizer, suite)
     baseline = base
+    guarded = guard_eval.GuardedAnswers.start(spec.guard_eval, data) if spec.guard_eval else None
     if spec.production_adapter:
         model.load_adapter(spec.production_adapter, adapter_name="production")
         model.set_adapter("production")
         baseline = scores("production", model, tokenizer, suite)
+        if guarded:
+            guarded.baseline = guarded.answer(model, tokenizer)
         model.set_adapter("default")
         model.delete_adapter("production")
+    elif guarded:
+        with model.disable_adapter():
+            guarded.baseline = guarded.answer(model, tokenizer)
     del model  # every trial loads its own, at its own rank
     durations["baseline"] = round(time.perf_counter() - clock, 3)
     publisher.phase("training", eval_loss=base.eval_loss)
@@ -232,6 +239,13 @@ def run(
         shutil.copytree(chosen.adapter_dir, adapter_dir)
     candidate, verdict, loop = chosen.candidate, chosen.gate, chosen.loop
     durations["train"] = round(time.perf_counter() - clock, 3)
+    guards = None
+    if guarded:  # only the kept trial's answers: the search's other candidates are never registered
+        clock = time.perf_counter()
+        model = models.load(spec.base, method, spec.lora, where, False, str(adapter_dir))
+        guards = guarded.report(baseline.name, guarded.answer(model, tokenizer))
+        del model
+        durations["guard_eval"] = round(time.perf_counter() - clock, 3)
     durations["total"] = round(sum(durations.values()), 3)
     data.report.train, data.report.general_mixed = len(data.train) + chosen.general_mixed, chosen.general_mixed
 
@@ -258,6 +272,7 @@ def run(
         peak_rss_mib=round(peak_rss_mib(), 1),
         versions=records.library_versions(),
         device=str(where),
+        guards=guards,
     )
     run_json, card = records.write(record, adapter_dir)
     console.print(
@@ -265,7 +280,7 @@ def run(
         f"gate {'[green]passed[/]' if verdict.passed else '[red]failed[/]: ' + '; '.join(verdict.reasons)}"
     )
     publisher.succeeded(run_json)
-    return RunResult(str(adapter_dir), str(run_json), str(card), method, verdict, candidate, baseline)
+    return RunResult(str(adapter_dir), str(run_json), str(card), method, verdict, candidate, baseline, guards)
 
 
 class TrialContext(msgspec.Struct, frozen=True):

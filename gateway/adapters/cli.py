@@ -7,6 +7,7 @@ same thing, and every gateway worker learns of the change the same way (the regi
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -183,3 +184,44 @@ def rollback(alias: str, config: ConfigOption = None, url: UrlOption = None, api
     """End ALIAS's canary, or return production to the version before the last promotion."""
     with connect(config, url, api_key) as client:
         _show(client.post(f"{ADMIN}/{alias}/rollback"))
+
+
+@app.command()
+def lineage(
+    version: Annotated[str, typer.Argument(help="ALIAS@N, e.g. support@3.")],
+    config: ConfigOption = None,
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """VERSION's chain back to the first version: training run, data hashes, drift event and parent of each."""
+    alias, _, _ = version.rpartition("@")
+    if not alias:
+        fail(f"{version!r} is not ALIAS@N (e.g. support@3)", ExitCode.USAGE)
+    number = _number(alias, version)
+    with connect(config, url, api_key) as client:
+        found = client.get(f"{ADMIN}/{alias}/versions/{number}/lineage")
+    table = Table(title=f"lineage of {found['version']}")
+    for column in ("version", "stage", "registered", "author", "loop run / job", "data sha256", "drift event"):
+        table.add_column(column)
+    for step in found["chain"]:
+        data = "\n".join(f"{role} {digest[:12]}" for role, digest in sorted(step["data_sha256"].items()))
+        table.add_row(
+            step["version"],
+            step["stage"],
+            time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(step["created"])),
+            step["author"] or "",
+            " / ".join(part for part in (step["loop_run"], step["job"]) if part),
+            data,
+            _drift_event(step["drift_event"]),
+        )
+    console.print(table)
+    first = found["chain"][-1]
+    console.print(f"{len(found['chain'])} versions; the line starts at {first['version']}")
+
+
+def _drift_event(event: dict[str, Any] | None) -> str:
+    if not event:
+        return ""
+    labels = event.get("labels") or {}
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(event["at"])) if "at" in event else ""
+    return f"{labels.get('alertname', 'alert')} {when}".strip()

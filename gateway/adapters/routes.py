@@ -10,6 +10,7 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath
 
 from gateway.adapters import merging
+from gateway.adapters.lineage import Lineage, lineage
 from gateway.adapters.merging import MergeRequest
 from gateway.adapters.models import (
     AdapterList,
@@ -57,6 +58,11 @@ async def register(
 @get("/{alias:str}")
 async def show(alias: FromPath[str], adapters: NamedDependency[Adapters]) -> AliasView:
     return _one(await adapters.refresh(), alias)
+
+
+@get("/{alias:str}/versions/{number:int}/lineage")
+async def version_lineage(alias: FromPath[str], number: FromPath[int], adapters: NamedDependency[Adapters]) -> Lineage:
+    return lineage(await adapters.refresh(), alias, number)
 
 
 @post("/{alias:str}/promote", status_code=200)
@@ -109,6 +115,6 @@ async def retire(
 
 adapter_router = Router(
     "/admin/adapters",
-    route_handlers=[list_adapters, register, show, promote, canary, rollback, merge, retire],
+    route_handlers=[list_adapters, register, show, version_lineage, promote, canary, rollback, merge, retire],
     guards=[require_admin_scope],
 )

@@ -242,6 +242,11 @@ OPERATIONS: dict[Callable[..., Any], Operation] = {
         body=RegisterRequest,
     ),
     adapter_routes.show.fn: Operation("One alias and its versions", "adapters", (*_ADMIN, "404")),
+    adapter_routes.version_lineage.fn: Operation(
+        "A version's lineage: training run, data hashes, drift event and parent, back to the first version",
+        "adapters",
+        (*_ADMIN, "404"),
+    ),
     adapter_routes.promote.fn: Operation(
         "Make a version the alias's production version (loaded on every backend first)",
         "adapters",

@@ -55,6 +55,8 @@ OVERHEAD_HEADER = "x-driftgate-overhead-ms"
 AUTO_ROUTE_HEADER = "x-driftgate-auto-route"
 # The id of the request-log record; clients quote it in POST /v1/feedback.
 REQUEST_ID_HEADER = "x-request-id"
+# The adapter version that answered (e.g. "support@3"), also in the request log's `version`: lineage per answer.
+ADAPTER_VERSION_HEADER = "x-driftgate-adapter-version"
 _SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 T = TypeVar("T")
 InferenceRequest = ChatCompletionRequest | CompletionRequest | EmbeddingRequest | ResponsesRequest
@@ -295,7 +297,7 @@ class RequestPath:
         answer = plan.guards.check_answer(path, reply.body) if plan.guards is not None else reply.body
         overhead_ms = observation.overhead_ms()
         observation.finish(200, overhead_ms)
-        headers = {**plan.reply_headers, OVERHEAD_HEADER: f"{overhead_ms:.3f}", REQUEST_ID_HEADER: observation.id}
+        headers = {**plan.reply_headers, **_answer_headers(observation, overhead_ms)}
         return Response(answer, media_type="application/json", headers=headers)
 
     async def _forward_stream(self, plan: RequestPlan, request: Request) -> Stream:
@@ -307,12 +309,7 @@ class RequestPath:
         observation.backend = upstream_stream.backend
         overhead_ms = observation.overhead_ms()
         metrics.OVERHEAD.labels(path).observe(overhead_ms / 1000)
-        headers = {
-            **_SSE_HEADERS,
-            **plan.reply_headers,
-            OVERHEAD_HEADER: f"{overhead_ms:.3f}",
-            REQUEST_ID_HEADER: observation.id,
-        }
+        headers = {**_SSE_HEADERS, **plan.reply_headers, **_answer_headers(observation, overhead_ms)}
         chunks = upstream_stream.__aiter__()
         if plan.guards is not None:
             chunks = plan.guards.filter_stream(path, chunks)
@@ -431,6 +428,13 @@ def _tokens_used(observation: Observation, ticket: Ticket) -> int | None:
     if observation.stream and observation.stream_events:
         return ticket.prompt_estimate + observation.stream_events
     return None
+
+
+def _answer_headers(observation: Observation, overhead_ms: float) -> dict[str, str]:
+    headers = {OVERHEAD_HEADER: f"{overhead_ms:.3f}", REQUEST_ID_HEADER: observation.id}
+    if observation.version is not None:
+        headers[ADAPTER_VERSION_HEADER] = observation.version
+    return headers
 
 
 class _ObservedStream(Stream):

@@ -24,7 +24,8 @@ from gateway.adapters.models import AdapterVersion, RegisterRequest
 from gateway.adapters.service import Adapters
 from gateway.config import Settings
 from gateway.domain_errors import Conflict, NotFound
-from gateway.loop import canary, dataset, pairs, teacher
+from gateway.edge.guarding import guard_models_dir
+from gateway.loop import canary, dataset, guard_gate, pairs, teacher
 from gateway.loop.leader import Leadership
 from gateway.loop.policy import LoopPolicy, LoopSettings
 from gateway.loop.store import LoopRun, LoopStore
@@ -32,11 +33,13 @@ from monitor import metrics
 from monitor.alerts import WebhookPayload
 from monitor.request_log_store import RequestLogStore
 from training import search
-from training.config import DataSettings, Gate, LoraSettings, RecipeSearch, TrainingSchedule, TrainSpec
+from training.config import DataSettings, Gate, GuardEval, LoraSettings, RecipeSearch, TrainingSchedule, TrainSpec
 from training.dpo import Pair, write_pairs
 from training.evaluate import GateVerdict, ModelScores
+from training.guard_eval import GuardReport
 from training.jobs import ACTIVE as JOB_ACTIVE
 from training.jobs import JobConflict, JobRunner
+from training.prepare import sha256_file
 
 log = logging.getLogger(__name__)
 Embed = Callable[[list[str]], np.ndarray]
@@ -65,6 +68,7 @@ class TrainedOutcome(msgspec.Struct):
     baseline: ModelScores
     # The recipe search's trials (training.search.Trial.summary); a DPO run has none.
     trials: list[dict[str, Any]] = msgspec.field(default_factory=list)
+    guards: GuardReport | None = None
 
 
 class IncomingPayload(msgspec.Struct):
@@ -73,6 +77,23 @@ class IncomingPayload(msgspec.Struct):
     alerts: list[IncomingAlert]
     version: str = "4"
     status: str = "firing"
+
+
+def data_snapshot(assembled: dataset.Assembled) -> dict[str, str]:
+    """sha256 of every file a run trains and evaluates on, by role: the version's data snapshot."""
+    files = {"train": assembled.train, **{f"eval-{name}": path for name, path in assembled.eval_sets.items()}}
+    return {role: sha256_file(path) for role, path in files.items()}
+
+
+def lineage_of(run: LoopRun, parent: AdapterVersion) -> dict[str, Any]:
+    """What a registered candidate records of where it came from (read by ``gateway/adapters/lineage.py``)."""
+    events = {event.step: event for event in reversed(run.timeline)}  # the first event of each step wins
+    alert, data = events.get("alert"), events.get("data")
+    return {
+        "parent": parent.name,
+        "data_sha256": data.data.get("data_sha256", {}) if data else {},
+        "drift_event": {**alert.data, "at": alert.at, "fingerprint": run.fingerprint} if alert else None,
+    }
 
 
 class LoopController:
@@ -201,6 +222,7 @@ class LoopController:
                 "data",
                 f"{assembled.counts['new']} new samples + {assembled.counts['registered']} registered",
                 **assembled.counts,
+                data_sha256=await asyncio.to_thread(data_snapshot, assembled),
             )
             lessons = await asyncio.to_thread(self._lessons, run.alias)
             spec = self._spec(production, policy, assembled, out, lessons)
@@ -247,6 +269,10 @@ class LoopController:
             metrics.LOOP_OUTCOMES.labels(run.alias, "rejected").inc()
             return
         run.note("eval", "gate passed", **msgspec.to_builtins(scores))
+        # A DPO job does not measure guard rates yet (training/dpo.py): its candidate skips this gate.
+        guarded = policy.guard_gate.enabled and policy.train.objective != "dpo"
+        if guarded and not await self._guard_gate(run, policy, record):
+            return
         production = self._production(run.alias)
         version = await self.adapters.register(
             RegisterRequest(
@@ -255,7 +281,12 @@ class LoopController:
                 base_model=production.base_model,
                 author=f"loop:{run.id}",
                 dataset=run.dataset,
-                training_run={"loop_run": run.id, "job": job.id, "run_record": job.progress.run_record},
+                training_run={
+                    "loop_run": run.id,
+                    "job": job.id,
+                    "run_record": job.progress.run_record,
+                    **lineage_of(run, production),
+                },
                 eval_results=msgspec.to_builtins(scores),
             )
         )
@@ -277,10 +308,10 @@ class LoopController:
         production = self._production(run.alias)
         records = await asyncio.to_thread(self.request_log.recent, run.alias, limit=50_000, since=run.canary_started)
         ratings = await asyncio.to_thread(self.store.ratings, run.alias, run.canary_started)
-        ours = canary.signals(candidate.name, records, ratings.get(candidate.name, []))
-        theirs = canary.signals(production.name, records, ratings.get(production.name, []))
+        ours, theirs = canary.pair(records, candidate.name, production.name, ratings)
         elapsed = time.time() - run.canary_started
-        if ours.requests < policy.canary.min_requests and elapsed < policy.canary.max_s:
+        too_early = ours.requests < policy.canary.min_requests or elapsed < policy.canary.min_s
+        if too_early and elapsed < policy.canary.max_s:
             return
         fit = await asyncio.to_thread(self._fit, records, candidate, production)
         verdict = canary.judge(policy.canary, ours, theirs, elapsed, fit)
@@ -308,6 +339,19 @@ class LoopController:
             f"loop:{run.id}", f"adapter.{'promoted' if verdict.promote else 'rolled_back'}", candidate.name, None
         )
         metrics.LOOP_OUTCOMES.labels(run.alias, run.status).inc()
+
+    async def _guard_gate(self, run: LoopRun, policy: LoopPolicy, record: TrainedOutcome) -> bool:
+        """The guard-aware half of the gate; a failure ends the run `rejected` with the rates and an example."""
+        verdict = guard_gate.check(policy.guard_gate, record.guards)
+        evidence = {"guards": msgspec.to_builtins(record.guards), "verdict": msgspec.to_builtins(verdict)}
+        if verdict.passed:
+            run.note("guard_gate", "guard gate passed", **evidence)
+            return True
+        run.status, run.reason = "rejected", "guard gate failed: " + "; ".join(verdict.reasons)
+        run.note("guard_gate", run.reason, **evidence)
+        run.note("outcome", "rejected by the guard gate; production unchanged")
+        metrics.LOOP_OUTCOMES.labels(run.alias, "rejected").inc()
+        return False
 
     # Helpers.
 
@@ -370,6 +414,7 @@ class LoopController:
             gate=Gate(max_forgetting=train.max_forgetting, slices=slices, slice_slack=train.loss_slack),
             production_adapter=production.weights,
             start_adapter=production.weights if train.start_from == "production" else None,
+            guard_eval=self._guard_eval(policy),
             search=RecipeSearch(tuple(recipes), max_trials=train.max_trials, max_seconds=train.max_search_s),
             eval_sets=data.eval_sets,
             task_eval_limit=0,
@@ -428,6 +473,13 @@ class LoopController:
             if trials:
                 return trials
         return []
+
+    def _guard_eval(self, policy: LoopPolicy) -> GuardEval | None:
+        gate = policy.guard_gate
+        if not gate.enabled:
+            return None
+        models = str(guard_models_dir(self.settings))
+        return GuardEval(prompts=gate.prompts, max_new_tokens=gate.max_new_tokens, models_dir=models)
 
     def _fit(self, records, candidate: AdapterVersion, production: AdapterVersion) -> canary.ReferenceFit | None:
         if self.embed is None or not candidate.reference_embeddings or not production.reference_embeddings:

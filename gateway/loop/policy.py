@@ -68,20 +68,46 @@ class LoopTrainSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True)
 
 
 class CanaryPolicy(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """How long a candidate serves a share of traffic, and what online signals send it back."""
+    """How long a candidate serves a share of traffic, and the sequential test that ends its canary.
+
+    Each online signal is a Bernoulli stream tested with Wald's SPRT (``gateway/loop/sequential.py``): errors,
+    guard blocks and latency above production's p95 must show the candidate no worse than production (or
+    worse by the signal's effect size: roll back); ratings, when both versions have them, must show users
+    prefer it (or prefer production: roll back).
+    """
 
     share: float = 0.2
-    # Canary requests to see before deciding; at `max_s` the decision is taken on what arrived.
+    # No verdict before the canary served this many requests and ran this long, whatever the evidence says.
     min_requests: int = 50
+    min_s: float = 0.0
+    # With no verdict by then: `on_timeout` (rollback keeps production, the safe default).
     max_s: float = 3600.0
-    # Rollback when the canary's rate exceeds production's by more than these (absolute shares) ...
-    max_error_rate_increase: float = 0.02
-    max_block_rate_increase: float = 0.05
-    # ... or its p95 latency exceeds production's by this factor (plus 50 ms of slack for tiny samples) ...
-    max_latency_ratio: float = 2.0
-    # ... or its mean feedback rating falls this far below production's (when both have `min_ratings`).
-    max_rating_drop: float = 0.3
+    on_timeout: Literal["rollback", "promote"] = "rollback"
+    # Wald's error probabilities: alpha = promoting a candidate that is worse by the effect size, beta =
+    # rolling back one that is not.
+    alpha: float = 0.05
+    beta: float = 0.1
+    # Effect sizes (absolute shares): how much worse a rate must be to count as worse.
+    error_effect: float = 0.05
+    block_effect: float = 0.05
+    # Share of canary requests slower than production's p95 (plus 50 ms), above production's own share.
+    latency_effect: float = 0.2
+    # Ratings, when both have `min_ratings`: among paired votes that disagree, the candidate wins 1/2 + this
+    # share (better) or 1/2 - this share (worse).
+    rating_effect: float = 0.1
     min_ratings: int = 5
+
+
+class GuardGatePolicy(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The gate's guard check: the candidate's and the baseline's held-out answers through the output guards."""
+
+    enabled: bool = True
+    # Held-out prompts (shared between eval-new and eval-old), answered greedily in this many tokens.
+    prompts: int = 16
+    max_new_tokens: int = 48
+    # Reject when the candidate's share of answers with PII (or toxic ones) exceeds the baseline's by more.
+    max_pii_rate_increase: float = 0.1
+    max_toxicity_rate_increase: float = 0.1
 
 
 class LoopPolicy(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -93,6 +119,7 @@ class LoopPolicy(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     max_jobs_per_day: int = 4
     train: LoopTrainSettings = msgspec.field(default_factory=LoopTrainSettings)
     canary: CanaryPolicy = msgspec.field(default_factory=CanaryPolicy)
+    guard_gate: GuardGatePolicy = msgspec.field(default_factory=GuardGatePolicy)
 
 
 class TeacherSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

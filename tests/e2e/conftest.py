@@ -44,7 +44,15 @@ LOOP_POLICY = {
         # One recipe: the poisoned batch would otherwise train the fallback recipes too (CI time).
         "max_trials": 1,
     },
-    "canary": {"share": 0.5, "min_requests": 6, "max_s": 900, "min_ratings": 4},
+    # Effect sizes a short canary can tell apart: ~10 clean canary requests clear each harm test.
+    "canary": {
+        "share": 0.5,
+        "min_requests": 6,
+        "max_s": 900,
+        "min_ratings": 4,
+        "error_effect": 0.2,
+        "block_effect": 0.2,
+    },
 }
 # First run: pull (download + dequantize) and a cold vLLM start on 2 cores.
 START_TIMEOUT_S = 900

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gateway.loop.canary import Signals, judge, reference_fit, signals
+from gateway.loop.canary import Signals, judge, pair, reference_fit, signals
 from gateway.loop.dataset import assemble, sample_from_log
 from gateway.loop.policy import CanaryPolicy
 from monitor.request_log import GuardDecision, RequestRecord
@@ -30,14 +30,22 @@ def record(version: str, status: int = 200, latency: float = 100.0, blocked: boo
     )
 
 
-def healthy(version: str, n: int = 20) -> Signals:
-    return signals(version, [record(version, latency=100 + i) for i in range(n)], [1] * 6)
+def healthy(version: str, n: int = 60, ratings: list[int] | None = None) -> Signals:
+    return signals(version, [record(version, latency=100 + i) for i in range(n)], ratings or [])
 
 
 def test_signals_per_version() -> None:
     records = [record("s@2", 503), record("s@2", blocked=True), record("s@2"), record("s@2"), record("s@1")]
     found = signals("s@2", records, [1, -1])
     assert (found.requests, found.error_rate, found.block_rate, found.mean_rating) == (4, 0.25, 0.25, 0.0)
+    assert (found.errors, found.blocked, found.up_votes, found.answered) == (1, 1, 1, 3)
+
+
+def test_pair_counts_slow_answers_against_productions_p95() -> None:
+    records = [record("s@1", latency=100 + i) for i in range(20)] + [record("s@2", latency=ms) for ms in (90, 500)]
+    ours, theirs = pair(records, "s@2", "s@1", {})
+    assert theirs.p95_ms is not None and 118 < theirs.p95_ms < 119
+    assert (ours.slow, ours.answered, theirs.slow) == (1, 2, 0)
 
 
 def test_waits_for_enough_canary_requests_until_its_time_is_up() -> None:
@@ -47,23 +55,32 @@ def test_waits_for_enough_canary_requests_until_its_time_is_up() -> None:
     assert late is not None and not late.promote and "only 5 canary requests" in late.reasons[0]
 
 
-def test_healthy_canary_is_promoted() -> None:
+def test_healthy_canary_without_ratings_is_promoted_once_no_harm_is_shown() -> None:
+    assert judge(POLICY, healthy("s@2", n=20), healthy("s@1"), elapsed_s=60) is None  # not enough evidence yet
     verdict = judge(POLICY, healthy("s@2"), healthy("s@1"), elapsed_s=60)
-    assert verdict is not None and verdict.promote
+    assert verdict is not None and verdict.promote and verdict.confidence == 0.95, verdict
+    assert {t.signal: t.decision for t in verdict.tests} == {"error_rate": "h0", "block_rate": "h0", "latency": "h0"}
+
+
+def served(version: str, n: int = 60, **kwargs) -> list[RequestRecord]:
+    return [record(version, **kwargs) for _ in range(n)]
 
 
 @pytest.mark.parametrize(
-    ("canary", "why"),
+    ("canary", "ratings", "why"),
     [
-        (signals("s@2", [record("s@2", 500)] * 2 + [record("s@2")] * 18, [1] * 6), "error rate 10.0%"),
-        (signals("s@2", [record("s@2", blocked=True)] * 3 + [record("s@2")] * 17, [1] * 6), "guard block rate 15.0%"),
-        (signals("s@2", [record("s@2", latency=900)] * 20, [1] * 6), "p95 latency 900 ms"),
-        (signals("s@2", [record("s@2")] * 20, [-1] * 6), "mean rating -1.00 vs production +1.00"),
+        (served("s@2", 10, status=500) + served("s@2", 50), [], "error rate 16.7% vs production 0.0%"),
+        (served("s@2", 9, blocked=True) + served("s@2", 51), [], "guard block rate 15.0%"),
+        (served("s@2", latency=900), [], "share slower than production's p95"),
+        (served("s@2"), [-1] * 6, "up-vote share 0.0% vs production 100.0%: worse"),
     ],
 )
-def test_each_bad_signal_rolls_back(canary: Signals, why: str) -> None:
-    verdict = judge(POLICY, canary, healthy("s@1"), elapsed_s=60)
+def test_each_bad_signal_rolls_back(canary: list[RequestRecord], ratings: list[int], why: str) -> None:
+    production = [record("s@1", latency=100 + i) for i in range(60)]
+    ours, theirs = pair(canary + production, "s@2", "s@1", {"s@2": ratings, "s@1": [1] * 6})
+    verdict = judge(POLICY, ours, theirs, elapsed_s=60)
     assert verdict is not None and not verdict.promote and any(why in reason for reason in verdict.reasons), verdict
+    assert verdict.decided_by == "sprt" and verdict.confidence == 0.9
 
 
 def test_a_reference_that_fits_the_canary_traffic_worse_than_production_rolls_back() -> None:

@@ -8,6 +8,7 @@ real); here it writes an adapter directory and a run record with the gate verdic
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import time
 from collections.abc import AsyncIterator
@@ -25,6 +26,7 @@ from tests.conftest import running_gateway
 from tests.unit.adapters.conftest import BASE, adapter_settings, write_adapter
 from training.config import TrainSpec
 from training.evaluate import GateVerdict, ModelScores
+from training.guard_eval import GuardRates, GuardReport
 from training.jobs import JobStatus
 from training.status import Progress
 
@@ -34,8 +36,9 @@ NO_TOXICITY = StageSettings(toxicity=ToxicitySettings(enabled=False))
 class StandInJobs:
     """Finishes every job at once: an adapter directory and a run.json whose gate says ``passes``."""
 
-    def __init__(self, passes: bool = True) -> None:
+    def __init__(self, passes: bool = True, leaks: int = 0) -> None:
         self.passes = passes
+        self.leaks = leaks  # candidate answers (of 8) the output guards find PII in
         self.workspace = Path()  # set to the gateway's home by loop_gateway
         self.specs: list[TrainSpec] = []
         self.jobs: dict[str, JobStatus] = {}
@@ -49,6 +52,10 @@ class StandInJobs:
             "gate": GateVerdict(self.passes, reasons),
             "candidate": ModelScores("candidate", 1.5, 4.5, slices={"new": 2.0 if self.passes else 2.9}),
             "baseline": ModelScores("production", 2.0, 7.4, slices={"new": 3.0}),
+            "guards": GuardReport(
+                GuardRates("production", 8, 0, 0, 0.0, 0.0, True, {}),
+                GuardRates("candidate", 8, self.leaks, 0, self.leaks / 8, 0.0, True, self._entities(), self._example()),
+            ),
         }
         record = Path(adapter) / "run.json"
         record.write_bytes(msgspec.json.encode(outcome))
@@ -59,6 +66,12 @@ class StandInJobs:
 
     def status(self, job_id: str) -> JobStatus:
         return self.jobs[job_id]
+
+    def _entities(self) -> dict[str, int]:
+        return {"EMAIL": self.leaks} if self.leaks else {}
+
+    def _example(self) -> str | None:
+        return "Write to <EMAIL_1> for a refund." if self.leaks else None
 
 
 def alert(alias: str = "helpdesk", status: str = "firing") -> dict:
@@ -77,7 +90,8 @@ async def loop_gateway(
     tmp_path: Path, upstreams, jobs: StandInJobs, teacher: TeacherSettings | None = None, **policy: object
 ) -> AsyncIterator[httpx.AsyncClient]:
     upstream = await upstreams()
-    canary = CanaryPolicy(share=0.5, min_requests=8, max_s=60)
+    # Effect sizes a 60-request canary can tell apart (about ten clean canary requests clear each harm test).
+    canary = CanaryPolicy(share=0.5, min_requests=8, max_s=60, error_effect=0.2, block_effect=0.2)
     loop = LoopSettings(
         default=LoopPolicy(**{"cooldown_s": 0, "min_new_samples": 4, "canary": canary, **policy}),
         teacher=teacher,
@@ -166,13 +180,37 @@ async def test_alert_to_promotion_through_the_gateways_own_api(tmp_path: Path, u
         run = await wait_for(client, run["id"], "promoted", "rolled_back")
         assert run["status"] == "promoted", run["timeline"]
         steps = [event["step"] for event in run["timeline"]]
-        expected = ["alert", "decision", "data", "search", "job", "eval", "register", "canary", "canary", "outcome"]
-        assert steps == expected
+        assert steps == [
+            "alert", "decision", "data", "search", "job", "eval", "guard_gate", "register", "canary", "canary",
+            "outcome",
+        ]  # fmt: skip
+        assert spec.guard_eval is not None and spec.guard_eval.models_dir.endswith("guards")
         listing = (await client.get("/admin/adapters/helpdesk")).json()
         assert listing["production"] == "helpdesk@2" and listing["canary"] is None
         v2 = listing["versions"][1]
-        assert v2["eval_results"]["canary"]["verdict"]["promote"] is True
+        verdict = v2["eval_results"]["canary"]["verdict"]
+        assert verdict["promote"] is True and verdict["decided_by"] == "sprt" and verdict["confidence"] == 0.95
+        decided = next(event for event in run["timeline"] if event["step"] == "canary" and "verdict" in event["data"])
+        assert {t["signal"]: t["decision"] for t in decided["data"]["verdict"]["tests"]} == {
+            "error_rate": "h0", "block_rate": "h0", "latency": "h0"
+        }  # fmt: skip
+        assert all(t["llr"] <= t["lower"] for t in decided["data"]["verdict"]["tests"])
         assert v2["eval_results"]["gate"]["passed"] is True and v2["author"] == f"loop:{run['id']}"
+
+        # Lineage: the parent it started from, its data snapshot and the alert that triggered it.
+        made = v2["training_run"]
+        assert made["parent"] == "helpdesk@1" and made["loop_run"] == run["id"]
+        assert set(made["data_sha256"]) == {"train", "eval-new", "eval-old"}
+        assert made["data_sha256"]["train"] == hashlib.sha256(Path(spec.data).read_bytes()).hexdigest()
+        assert made["drift_event"]["labels"]["alertname"] == "EmbeddingDrift" and made["drift_event"]["at"] > 0
+        chain = (await client.get("/admin/adapters/helpdesk/versions/2/lineage")).json()["chain"]
+        assert [(step["version"], step["parent"]) for step in chain] == [
+            ("helpdesk@2", "helpdesk@1"),
+            ("helpdesk@1", None),
+        ]
+        # Every answer names the version that gave it: the header and the body's model agree.
+        reply = await chat(client, "Which platform now?", user="someone")
+        assert reply.headers["x-driftgate-adapter-version"] == reply.json()["model"] == "helpdesk@2"
 
         # The corrections were used up: the next alert finds nothing new to learn from.
         again = (await client.post("/admin/alerts", json=alert())).json()["runs"][0]
@@ -207,10 +245,26 @@ async def test_down_voted_canary_is_rolled_back(tmp_path: Path, upstreams) -> No
         await wait_for(client, run["id"], "canary")
         await canary_traffic(client, "helpdesk@2", rate={"canary": -1, "production": 1})
         run = await wait_for(client, run["id"], "promoted", "rolled_back")
-        assert run["status"] == "rolled_back" and "mean rating -1.00 vs production +1.00" in run["reason"]
+        assert run["status"] == "rolled_back" and "up-vote share 0.0% vs production 100.0%: worse" in run["reason"]
         alias = (await client.get("/admin/adapters/helpdesk")).json()
         assert (alias["production"], alias["canary"]) == ("helpdesk@1", None)
         assert alias["versions"][1]["stage"] == "candidate"
+
+
+async def test_a_candidate_that_leaks_pii_is_rejected_by_the_guard_gate(tmp_path: Path, upstreams) -> None:
+    async with loop_gateway(tmp_path, upstreams, StandInJobs(leaks=5)) as client:
+        await correct(client, 6)
+        run = (await client.post("/admin/alerts", json=alert())).json()["runs"][0]
+        run = await wait_for(client, run["id"], "rejected", "canary", "failed")
+        assert run["status"] == "rejected", run["timeline"]
+        assert run["reason"] == (
+            "guard gate failed: PII in 5/8 candidate answers (62%) vs 0/8 of production's (margin 10%)"
+        )
+        evidence = next(event for event in run["timeline"] if event["step"] == "guard_gate")["data"]
+        assert evidence["guards"]["candidate"]["entities"] == {"EMAIL": 5}
+        assert "<EMAIL_1>" in evidence["guards"]["candidate"]["example"]
+        alias = (await client.get("/admin/adapters/helpdesk")).json()
+        assert (alias["production"], alias["canary"], len(alias["versions"])) == ("helpdesk@1", None, 1)
 
 
 async def test_failed_gate_leaves_the_registry_as_it_was(tmp_path: Path, upstreams) -> None:
