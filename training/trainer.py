@@ -21,6 +21,7 @@ import torch
 from training.config import TrainingSchedule
 from training.evaluate import eval_loss
 from training.formatting import Encoded, collate
+from training.results import EvalPoint, LoopResult
 
 if TYPE_CHECKING:
     from peft import PeftModel
@@ -41,13 +42,6 @@ class StepReport(msgspec.Struct):
     best_eval_loss: float | None = None
 
 
-class EvalPoint(msgspec.Struct, frozen=True):
-    step: int
-    eval_loss: float
-    # False when the point broke a limit (the forgetting check): never kept as the best adapter.
-    within_limits: bool = True
-
-
 class TrainerState(msgspec.Struct):
     """Where the loop stands: saved with every checkpoint, so a resumed run goes on from the same numbers."""
 
@@ -57,20 +51,6 @@ class TrainerState(msgspec.Struct):
     # Evaluations in a row without a new best; ``TrainingSchedule.patience`` of them stop the run.
     bad_evals: int = 0
     history: list[EvalPoint] = msgspec.field(default_factory=list)
-
-
-class LoopResult(msgspec.Struct):
-    steps_run: int
-    best_step: int
-    best_eval_loss: float
-    stopped_early: bool
-    # Why it stopped early: "patience" (no new best) or "forgetting" (past the general-loss limit).
-    stop_reason: str | None
-    resumed_from: int
-    train_tokens: int
-    train_seconds: float
-    tokens_per_s: float
-    history: list[EvalPoint]
 
 
 def seed_everything(seed: int) -> None:

@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from training.config import Recipe, RecipeSearch, TrainSpec
-from training.dpo import dpo_loss, read_pairs
+from training.dpo import dpo_loss
 from training.evaluate import GateVerdict, Miss, ModelScores
+from training.preferences import read_pairs
 from training.search import Trial, advice, choose, may_start, order_by_lessons, plan
 from training.trainer import LoopResult
 
@@ -117,7 +118,7 @@ def test_train_run_names_the_methods_it_knows(tmp_path) -> None:
 
 
 def test_pairs_are_redacted_turn_by_turn() -> None:
-    from training.dpo import Pair, redact_pair
+    from training.preferences import Pair, redact_pair
 
     def redact(text: str) -> str:
         return text.replace("a@b.example", "<EMAIL>")
