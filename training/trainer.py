@@ -91,7 +91,8 @@ def train_loop(
     """Train ``model`` (a peft model); the best adapter ends in ``out/adapter``, the checkpoint is removed.
 
     ``batch_loss`` and ``evaluate`` default to supervised cross-entropy on ``train`` and ``evaluation``; DPO
-    passes its own. ``within_limits`` (checked at every evaluation) vetoes a point as best and stops the run.
+    passes its own. ``within_limits`` (checked at every evaluation) vetoes a point as best; ``patience`` vetoed or
+    worse points in a row stop the run.
     """
     from transformers import get_cosine_schedule_with_warmup
 
@@ -134,13 +135,16 @@ def train_loop(
             allowed = within_limits() if within_limits is not None and config.stop_on_forgetting else True
             model.train()
             state.history.append(EvalPoint(step, evaluated, allowed))
-            if not allowed:
-                stop_reason = "forgetting"
-            elif evaluated < state.best_eval_loss - 1e-4:
+            if allowed and evaluated < state.best_eval_loss - 1e-4:
                 state.best_eval_loss, state.best_step, state.bad_evals = evaluated, step, 0
                 _save_adapter(model, out / "adapter")
             else:
+                # A point past the forgetting limit is never kept, but the run goes on: general loss often spikes
+                # and comes back as the learning rate decays (an e2e run was over the limit at step 20 of 50 with
+                # its best point still to come). ``patience`` such points in a row stop it.
                 state.bad_evals += 1
+                if not allowed and state.bad_evals >= config.patience:
+                    stop_reason = "forgetting"
             _save_checkpoint(checkpoint, state, model, optimizer, scheduler)
         if report is not None:
             best = state.best_eval_loss if state.best_eval_loss < math.inf else None
