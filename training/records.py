@@ -15,7 +15,7 @@ from training.evaluate import GateVerdict, ModelScores
 from training.formatting import LengthStats
 from training.guard_eval import GuardReport
 from training.prepare import DataReport
-from training.trainer import LoopResult
+from training.results import LoopResult
 
 LIBRARIES = ("torch", "transformers", "peft", "bitsandbytes", "accelerate", "safetensors", "msgspec")
 

@@ -10,7 +10,7 @@ import msgspec
 
 from training.config import Recipe, RecipeSearch, TrainSpec
 from training.evaluate import GateVerdict, ModelScores
-from training.trainer import LoopResult
+from training.results import LoopResult
 
 
 class Trial(msgspec.Struct):

@@ -21,6 +21,7 @@ import torch
 from training.config import TrainingSchedule
 from training.evaluate import eval_loss
 from training.formatting import Encoded, collate
+from training.results import EvalPoint, LoopResult
 
 if TYPE_CHECKING:
     from peft import PeftModel
@@ -41,13 +42,6 @@ class StepReport(msgspec.Struct):
     best_eval_loss: float | None = None
 
 
-class EvalPoint(msgspec.Struct, frozen=True):
-    step: int
-    eval_loss: float
-    # False when the point broke a limit (the forgetting check): never kept as the best adapter.
-    within_limits: bool = True
-
-
 class TrainerState(msgspec.Struct):
     """Where the loop stands: saved with every checkpoint, so a resumed run goes on from the same numbers."""
 
@@ -57,20 +51,6 @@ class TrainerState(msgspec.Struct):
     # Evaluations in a row without a new best; ``TrainingSchedule.patience`` of them stop the run.
     bad_evals: int = 0
     history: list[EvalPoint] = msgspec.field(default_factory=list)
-
-
-class LoopResult(msgspec.Struct):
-    steps_run: int
-    best_step: int
-    best_eval_loss: float
-    stopped_early: bool
-    # Why it stopped early: "patience" (no new best) or "forgetting" (past the general-loss limit).
-    stop_reason: str | None
-    resumed_from: int
-    train_tokens: int
-    train_seconds: float
-    tokens_per_s: float
-    history: list[EvalPoint]
 
 
 def seed_everything(seed: int) -> None:
@@ -111,7 +91,8 @@ def train_loop(
     """Train ``model`` (a peft model); the best adapter ends in ``out/adapter``, the checkpoint is removed.
 
     ``batch_loss`` and ``evaluate`` default to supervised cross-entropy on ``train`` and ``evaluation``; DPO
-    passes its own. ``within_limits`` (checked at every evaluation) vetoes a point as best and stops the run.
+    passes its own. ``within_limits`` (checked at every evaluation) vetoes a point as best; ``patience`` vetoed or
+    worse points in a row stop the run.
     """
     from transformers import get_cosine_schedule_with_warmup
 
@@ -154,13 +135,16 @@ def train_loop(
             allowed = within_limits() if within_limits is not None and config.stop_on_forgetting else True
             model.train()
             state.history.append(EvalPoint(step, evaluated, allowed))
-            if not allowed:
-                stop_reason = "forgetting"
-            elif evaluated < state.best_eval_loss - 1e-4:
+            if allowed and evaluated < state.best_eval_loss - 1e-4:
                 state.best_eval_loss, state.best_step, state.bad_evals = evaluated, step, 0
                 _save_adapter(model, out / "adapter")
             else:
+                # A point past the forgetting limit is never kept, but the run goes on: general loss often spikes
+                # and comes back as the learning rate decays (an e2e run was over the limit at step 20 of 50 with
+                # its best point still to come). ``patience`` such points in a row stop it.
                 state.bad_evals += 1
+                if not allowed and state.bad_evals >= config.patience:
+                    stop_reason = "forgetting"
             _save_checkpoint(checkpoint, state, model, optimizer, scheduler)
         if report is not None:
             best = state.best_eval_loss if state.best_eval_loss < math.inf else None

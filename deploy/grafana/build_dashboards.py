@@ -15,6 +15,19 @@ OUTPUT = Path(__file__).parent / "dashboards"
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 # Dashboard variables and the values tests substitute for them.
 VARIABLES = {"cost_per_1k_tokens": "0.0005"}
+# The alias/model picker: every name clients request (a base model or an alias) as the gateway labels its
+# requests. Multi-value; "All" sends the regex `.*` (not a list of the values seen), so aliases with drift or
+# loop series but no requests yet still show.
+ALIAS_VARIABLE = "alias"
+ALIAS_ALL = ".*"
+ALIAS_VALUES = "label_values(driftgate_requests_total, model)"
+# Label matchers for the variable: request metrics label the requested name `model`, adapter, drift and loop
+# metrics label it `alias` (the same names).
+MODEL_IS_ALIAS = f'model=~"${ALIAS_VARIABLE}"'
+ALIAS_IS_ALIAS = f'alias=~"${ALIAS_VARIABLE}"'
+# vLLM's own metrics (vllm 0.32, vllm/v1/metrics/loggers.py) label the served model `model_name`; the
+# gateway's aliases are not among them, so the vLLM row is not filtered by the alias variable.
+VLLM_NOTE = "From vLLM's own /metrics (the `vllm` scrape job), per served model; not filtered by the alias variable."
 
 
 @dataclass
@@ -37,19 +50,26 @@ def quantile(q: float, metric: str, by: str = "model", selector: str = "") -> st
     return f"histogram_quantile({q}, sum by (le, {by}) (rate({metric}_bucket{selector}[$__rate_interval])))"
 
 
+def by_model(q: float, metric: str, *matchers: str) -> str:
+    """A quantile per requested name, only for the names the alias variable selects."""
+    return quantile(q, metric, selector="{" + ", ".join([MODEL_IS_ALIAS, *matchers]) + "}")
+
+
 DASHBOARDS: dict[str, tuple[str, list[Panel | Row]]] = {
     "driftgate-overview": (
         "driftgate: traffic, latency and tokens",
         [
             Panel(
                 "Requests per second",
-                {"{{model}} {{status}}": "sum by (model, status) (rate(driftgate_requests_total[$__rate_interval]))"},
+                {
+                    "{{model}} {{status}}": f"sum by (model, status) (rate(driftgate_requests_total{{{MODEL_IS_ALIAS}}}[$__rate_interval]))"
+                },
                 "reqps",
             ),
             Panel(
                 "Error ratio (5xx)",
                 {
-                    "{{model}}": 'sum by (model) (rate(driftgate_requests_total{status=~"5.."}[$__rate_interval])) / clamp_min(sum by (model) (rate(driftgate_requests_total[$__rate_interval])), 1e-9)'
+                    "{{model}}": f'sum by (model) (rate(driftgate_requests_total{{{MODEL_IS_ALIAS}, status=~"5.."}}[$__rate_interval])) / clamp_min(sum by (model) (rate(driftgate_requests_total{{{MODEL_IS_ALIAS}}}[$__rate_interval])), 1e-9)'
                 },
                 "percentunit",
                 thresholds=[0.05],
@@ -57,16 +77,16 @@ DASHBOARDS: dict[str, tuple[str, list[Panel | Row]]] = {
             Panel(
                 "Latency p50 / p99 (non-streaming)",
                 {
-                    "p50 {{model}}": quantile(0.5, "driftgate_request_duration_seconds", selector='{stream="false"}'),
-                    "p99 {{model}}": quantile(0.99, "driftgate_request_duration_seconds", selector='{stream="false"}'),
+                    "p50 {{model}}": by_model(0.5, "driftgate_request_duration_seconds", 'stream="false"'),
+                    "p99 {{model}}": by_model(0.99, "driftgate_request_duration_seconds", 'stream="false"'),
                 },
                 "s",
             ),
             Panel(
                 "Time to first token p50 / p99",
                 {
-                    "p50 {{model}}": quantile(0.5, "driftgate_time_to_first_token_seconds"),
-                    "p99 {{model}}": quantile(0.99, "driftgate_time_to_first_token_seconds"),
+                    "p50 {{model}}": by_model(0.5, "driftgate_time_to_first_token_seconds"),
+                    "p99 {{model}}": by_model(0.99, "driftgate_time_to_first_token_seconds"),
                 },
                 "s",
             ),
@@ -82,13 +102,13 @@ DASHBOARDS: dict[str, tuple[str, list[Panel | Row]]] = {
             Panel(
                 "Tokens per second by alias",
                 {
-                    "{{model}} {{direction}}": "sum by (model, direction) (rate(driftgate_tokens_total[$__rate_interval]))"
+                    "{{model}} {{direction}}": f"sum by (model, direction) (rate(driftgate_tokens_total{{{MODEL_IS_ALIAS}}}[$__rate_interval]))"
                 },
             ),
             Panel(
                 "Cost per hour by alias",
                 {
-                    "{{model}}": "sum by (model) (rate(driftgate_tokens_total[$__rate_interval])) * 3600 / 1000 * $cost_per_1k_tokens"
+                    "{{model}}": f"sum by (model) (rate(driftgate_tokens_total{{{MODEL_IS_ALIAS}}}[$__rate_interval])) * 3600 / 1000 * $cost_per_1k_tokens"
                 },
                 "currencyUSD",
                 "Tokens times the dashboard's cost per 1k tokens variable.",
@@ -108,6 +128,65 @@ DASHBOARDS: dict[str, tuple[str, list[Panel | Row]]] = {
                 },
                 "ops",
             ),
+            Row("vLLM"),
+            Panel(
+                "vLLM requests running / waiting",
+                {
+                    "running {{model_name}}": "sum by (model_name) (vllm:num_requests_running)",
+                    "waiting {{model_name}}": "sum by (model_name) (vllm:num_requests_waiting)",
+                },
+                description=f"Requests in the engine's batches and in its queue. {VLLM_NOTE}",
+            ),
+            Panel(
+                "vLLM KV-cache usage",
+                {"{{model_name}} {{instance}}": "max by (model_name, instance) (vllm:kv_cache_usage_perc)"},
+                "percentunit",
+                f"Share of each replica's KV-cache blocks in use; near 1, requests wait or are preempted. {VLLM_NOTE}",
+                thresholds=[0.9],
+            ),
+            Panel(
+                "vLLM time to first token p50 / p99",
+                {
+                    "p50 {{model_name}}": quantile(0.5, "vllm:time_to_first_token_seconds", by="model_name"),
+                    "p99 {{model_name}}": quantile(0.99, "vllm:time_to_first_token_seconds", by="model_name"),
+                },
+                "s",
+                f"Inside the engine; the gateway's own panel above adds the network and driftgate's time. {VLLM_NOTE}",
+            ),
+            Panel(
+                "vLLM end-to-end request latency p50 / p99",
+                {
+                    "p50 {{model_name}}": quantile(0.5, "vllm:e2e_request_latency_seconds", by="model_name"),
+                    "p99 {{model_name}}": quantile(0.99, "vllm:e2e_request_latency_seconds", by="model_name"),
+                },
+                "s",
+                VLLM_NOTE,
+            ),
+            Panel(
+                "vLLM tokens per second",
+                {
+                    "prompt {{model_name}}": "sum by (model_name) (rate(vllm:prompt_tokens_total[$__rate_interval]))",
+                    "generation {{model_name}}": "sum by (model_name) "
+                    "(rate(vllm:generation_tokens_total[$__rate_interval]))",
+                },
+                description=VLLM_NOTE,
+            ),
+            Panel(
+                "vLLM preemptions",
+                {"{{model_name}}": "sum by (model_name) (rate(vllm:num_preemptions_total[$__rate_interval]))"},
+                "ops",
+                f"Requests evicted from the batch for lack of KV-cache room (recomputed later). {VLLM_NOTE}",
+            ),
+            Panel(
+                "vLLM LoRA adapters running / waiting",
+                {
+                    "{{instance}} running: {{running_lora_adapters}} waiting: {{waiting_lora_adapters}}": "topk by "
+                    "(instance) (1, vllm:lora_requests_info) > bool 0"
+                },
+                description="vLLM keeps one series per set of adapters it has seen, valued at the time it last saw "
+                "it: the newest per replica is the set in use now (1 while it is). Compare 'Adapter versions "
+                f"serving each alias' on the quality dashboard. {VLLM_NOTE}",
+            ),
         ],
     ),
     "driftgate-quality": (
@@ -123,28 +202,30 @@ DASHBOARDS: dict[str, tuple[str, list[Panel | Row]]] = {
             Panel(
                 "Drift score by alias, with its threshold",
                 {
-                    "score {{alias}}": "max by (alias) (driftgate_drift_score)",
-                    "threshold {{alias}}": "max by (alias) (driftgate_drift_threshold)",
+                    "score {{alias}}": f"max by (alias) (driftgate_drift_score{{{ALIAS_IS_ALIAS}}})",
+                    "threshold {{alias}}": f"max by (alias) (driftgate_drift_threshold{{{ALIAS_IS_ALIAS}}})",
                 },
             ),
-            Panel("Drift confirmed", {"{{alias}}": "max by (alias) (driftgate_drift_confirmed)"}),
+            Panel("Drift confirmed", {"{{alias}}": f"max by (alias) (driftgate_drift_confirmed{{{ALIAS_IS_ALIAS}}})"}),
             Panel(
                 "Adapter versions serving each alias",
-                {"{{alias}} {{version}} {{stage}}": "max by (alias, version, stage) (driftgate_adapter_version_info)"},
+                {
+                    "{{alias}} {{version}} {{stage}}": f"max by (alias, version, stage) (driftgate_adapter_version_info{{{ALIAS_IS_ALIAS}}})"
+                },
                 description="1 while a version serves its alias (production or canary): promotions and rollbacks over time.",
             ),
             Panel(
                 "Requests by adapter version",
                 {
-                    "{{alias}} {{version}}": "sum by (alias, version) (rate(driftgate_adapter_requests_total[$__rate_interval]))"
+                    "{{alias}} {{version}}": f"sum by (alias, version) (rate(driftgate_adapter_requests_total{{{ALIAS_IS_ALIAS}}}[$__rate_interval]))"
                 },
                 "reqps",
             ),
             Panel(
                 "Adapter swaps and failures",
                 {
-                    "{{alias}} {{kind}}": "sum by (alias, kind) (increase(driftgate_adapter_swaps_total[1h]))",
-                    "failed {{alias}} {{kind}}": "sum by (alias, kind) (increase(driftgate_adapter_failures_total[1h]))",
+                    "{{alias}} {{kind}}": f"sum by (alias, kind) (increase(driftgate_adapter_swaps_total{{{ALIAS_IS_ALIAS}}}[1h]))",
+                    "failed {{alias}} {{kind}}": f"sum by (alias, kind) (increase(driftgate_adapter_failures_total{{{ALIAS_IS_ALIAS}}}[1h]))",
                 },
             ),
             Panel(
@@ -157,7 +238,9 @@ DASHBOARDS: dict[str, tuple[str, list[Panel | Row]]] = {
             ),
             Panel(
                 "Drift windows by verdict",
-                {"{{alias}} {{verdict}}": "sum by (alias, verdict) (increase(driftgate_drift_windows_total[1h]))"},
+                {
+                    "{{alias}} {{verdict}}": f"sum by (alias, verdict) (increase(driftgate_drift_windows_total{{{ALIAS_IS_ALIAS}}}[1h]))"
+                },
             ),
             Panel(
                 "Request log",
@@ -178,14 +261,18 @@ DASHBOARDS: dict[str, tuple[str, list[Panel | Row]]] = {
             # so these panels plot the counts themselves, and each step up is an event.
             Panel(
                 "Loop decisions by status",
-                {"{{alias}} {{status}}": "sum by (alias, status) (driftgate_loop_decisions_total)"},
+                {
+                    "{{alias}} {{status}}": f"sum by (alias, status) (driftgate_loop_decisions_total{{{ALIAS_IS_ALIAS}}})"
+                },
                 description="Drift alerts the loop controller decided on since each gateway started, by the run "
                 "status they led to: skipped (cooldown, too few new samples, daily cap, duplicate...), queued or "
                 "awaiting_approval. Each step up is a decision; `driftgate loop list` shows them.",
             ),
             Panel(
                 "Loop outcomes by alias",
-                {"{{alias}} {{outcome}}": "sum by (alias, outcome) (driftgate_loop_outcomes_total)"},
+                {
+                    "{{alias}} {{outcome}}": f"sum by (alias, outcome) (driftgate_loop_outcomes_total{{{ALIAS_IS_ALIAS}}})"
+                },
                 description="Loop runs finished since each gateway started: promoted, rolled_back (the canary "
                 "lost), rejected (the offline gate) or failed. Each step up is a run; 'Adapter versions serving "
                 "each alias' above shows the versions they left serving.",
@@ -256,6 +343,20 @@ def dashboard_json(uid: str, title: str, panels: list[Panel | Row]) -> dict:
         "templating": {
             "list": [
                 {"name": "datasource", "type": "datasource", "query": "prometheus", "label": "Prometheus"},
+                {
+                    "name": ALIAS_VARIABLE,
+                    "label": "Alias / model",
+                    "type": "query",
+                    "datasource": DATASOURCE,
+                    "query": ALIAS_VALUES,
+                    "definition": ALIAS_VALUES,
+                    "refresh": 2,  # on time range change: new aliases appear without a reload
+                    "sort": 1,
+                    "multi": True,
+                    "includeAll": True,
+                    "allValue": ALIAS_ALL,
+                    "current": {"text": ["All"], "value": ["$__all"]},
+                },
                 *[
                     {"name": name, "type": "textbox", "query": value, "current": {"value": value, "text": value}}
                     for name, value in VARIABLES.items()

@@ -34,11 +34,11 @@ from monitor.alerts import WebhookPayload
 from monitor.request_log_store import RequestLogStore
 from training import search
 from training.config import DataSettings, Gate, GuardEval, LoraSettings, RecipeSearch, TrainingSchedule, TrainSpec
-from training.dpo import Pair, write_pairs
 from training.evaluate import GateVerdict, ModelScores
 from training.guard_eval import GuardReport
 from training.jobs import ACTIVE as JOB_ACTIVE
 from training.jobs import JobConflict, JobRunner
+from training.preferences import Pair, write_pairs
 from training.prepare import sha256_file
 
 log = logging.getLogger(__name__)

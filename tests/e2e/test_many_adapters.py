@@ -67,7 +67,7 @@ async def test_twelve_adapters_on_two_slots_answer_every_request_in_their_own_wo
             body = {
                 "model": f"many-{word.lower()}",
                 "messages": [{"role": "user", "content": "Say something."}],
-                "max_tokens": 4,
+                "max_tokens": 8,  # FOXTROT alone is more than four tokens
                 "temperature": 0,
             }
             async with limit:

@@ -35,7 +35,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> RunResult:
 def chat(embedded: Embedded, model: str) -> str:
     reply = httpx.post(
         f"{embedded.vllm_url}/v1/chat/completions",
-        json={"model": model, "messages": QUESTION, "max_tokens": 24, "temperature": 0},
+        json={"model": model, "messages": QUESTION, "max_tokens": 40, "temperature": 0},
         timeout=120,
     )
     assert reply.status_code == 200, reply.text

@@ -8,6 +8,8 @@ Needs Debian's `prometheus` package (scripts/test.sh installs it).
 
 from __future__ import annotations
 
+import ast
+import importlib.util
 import json
 import re
 import shutil
@@ -20,9 +22,18 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
+from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.parser import text_string_to_metric_families
 
-from deploy.grafana.build_dashboards import VARIABLES, build
+from deploy.grafana.build_dashboards import (
+    ALIAS_ALL,
+    ALIAS_IS_ALIAS,
+    ALIAS_VARIABLE,
+    MODEL_IS_ALIAS,
+    VARIABLES,
+    build,
+)
+from monitor import metrics
 from tests.conftest import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -137,24 +148,55 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
             process.wait(20)
 
 
+def with_samples(families: set[str]) -> set[str]:
+    """A family's name and the sample names Prometheus sees for it."""
+    suffixes = ("bucket", "count", "sum", "total", "created")
+    return families | {f"{name}_{suffix}" for name in families for suffix in suffixes}
+
+
 def exported_names(gateway: str) -> set[str]:
-    names = set()
-    for family in text_string_to_metric_families(httpx.get(f"{gateway}/metrics", headers=SCRAPE).text):
-        names.add(family.name)
-        names.update(f"{family.name}_{suffix}" for suffix in ("bucket", "count", "sum", "total", "created"))
-    return names
+    text = httpx.get(f"{gateway}/metrics", headers=SCRAPE).text
+    return with_samples({family.name for family in text_string_to_metric_families(text)})
+
+
+def vllm_names() -> set[str]:
+    """The metrics the installed vLLM defines, read from its metrics module's source (not imported: slow)."""
+    spec = importlib.util.find_spec("vllm")
+    assert spec and spec.origin, "vllm is not installed"
+    tree = ast.parse((Path(spec.origin).parent / "v1" / "metrics" / "loggers.py").read_text())
+    return with_samples(
+        {
+            keyword.value.value
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Call)
+            for keyword in node.keywords
+            if keyword.arg == "name"
+            and isinstance(keyword.value, ast.Constant)
+            and str(keyword.value.value).startswith("vllm:")
+        }
+    )
+
+
+def panel_queries() -> list[tuple[str, str]]:
+    """(panel title, PromQL) for every panel target, with Grafana's variables still in."""
+    return [
+        (panel["title"], target["expr"])
+        for path in build(Path(__file__).parent / "_dashboards")
+        for panel in json.loads(path.read_text())["panels"]
+        for target in panel.get("targets", [])  # rows have none
+    ]
+
+
+def substitute(expr: str, alias: str = ALIAS_ALL) -> str:
+    """What Grafana sends: the rate interval, the textbox values, and the alias picker's choice (All: ALIAS_ALL)."""
+    expr = expr.replace("$__rate_interval", "1m").replace(f"${ALIAS_VARIABLE}", alias)
+    for name, value in VARIABLES.items():
+        expr = expr.replace(f"${name}", value)
+    return expr
 
 
 def dashboard_queries() -> list[tuple[str, str]]:
-    queries = []
-    for path in build(Path(__file__).parent / "_dashboards"):
-        for panel in json.loads(path.read_text())["panels"]:
-            for target in panel.get("targets", []):  # rows have none
-                expr = target["expr"].replace("$__rate_interval", "1m")
-                for name, value in VARIABLES.items():
-                    expr = expr.replace(f"${name}", value)
-                queries.append((panel["title"], expr))
-    return queries
+    return [(title, substitute(expr)) for title, expr in panel_queries()]
 
 
 def rules() -> list[dict]:
@@ -193,9 +235,11 @@ def test_every_expression_runs_and_names_only_exported_metrics(stack: dict, titl
     recorded = {rule["record"] for rule in rules() if "record" in rule}
     used = set(re.findall(r"\b(driftgate_[a-z0-9_]+)", expr))
     used_recorded = set(re.findall(r"\b(driftgate:[a-z0-9_:]+)", expr))
-    assert used or used_recorded, f"{title}: names no driftgate metric"
+    used_vllm = set(re.findall(r"\b(vllm:[a-z0-9_:]+)", expr))
+    assert used or used_recorded or used_vllm, f"{title}: names no driftgate or vLLM metric"
     assert used <= exported, f"{title}: not exported by the gateway: {used - exported}"
     assert used_recorded <= recorded, f"{title}: no such recording rule: {used_recorded - recorded}"
+    assert used_vllm <= vllm_names(), f"{title}: not defined by the installed vLLM: {used_vllm - vllm_names()}"
     samples = instant(stack["prometheus"], expr)
     if title in MUST_HAVE_DATA:
         assert samples, f"{title}: no data after traffic: {expr}"
@@ -204,3 +248,33 @@ def test_every_expression_runs_and_names_only_exported_metrics(stack: dict, titl
 def test_recording_rules_are_evaluated(stack: dict) -> None:
     time.sleep(2)
     assert instant(stack["prometheus"], "driftgate:request_duration_seconds:p99_5m"), "recording rule has no samples"
+
+
+def labels_of_gateway_metrics() -> dict[str, tuple[str, ...]]:
+    """Each sample name the gateway exports -> its label names, from the metric definitions."""
+    defined = [m for m in vars(metrics).values() if isinstance(m, MetricWrapperBase)]
+    return {name: m._labelnames for m in defined for name in with_samples({m._name})}
+
+
+def test_every_panel_on_an_alias_labelled_metric_filters_by_the_alias_variable() -> None:
+    labels = labels_of_gateway_metrics()
+    for title, expr in panel_queries():
+        for name, selector in re.findall(r"\b(driftgate_[a-z0-9_]+)(\{[^}]*\})?", expr):
+            if "model" in labels[name]:
+                assert MODEL_IS_ALIAS in selector, f"{title}: {name} is not filtered by ${ALIAS_VARIABLE}"
+            if "alias" in labels[name]:
+                assert ALIAS_IS_ALIAS in selector, f"{title}: {name} is not filtered by ${ALIAS_VARIABLE}"
+
+
+@pytest.mark.parametrize(
+    ("title", "expr"),
+    [(title, expr) for title, expr in panel_queries() if title in MUST_HAVE_DATA and f"${ALIAS_VARIABLE}" in expr],
+)
+def test_choosing_an_alias_shows_its_series_and_only_them(stack: dict, title: str, expr: str) -> None:
+    label = "model" if MODEL_IS_ALIAS in expr else "alias"
+    seen = {series["metric"][label] for series in instant(stack["prometheus"], substitute(expr))}
+    assert seen, f"{title}: no data under All"
+    for value in seen:
+        chosen = instant(stack["prometheus"], substitute(expr, value))
+        assert {series["metric"][label] for series in chosen} == {value}, f"{title}: {value} chosen"
+    assert instant(stack["prometheus"], substitute(expr, "not-requested")) == [], f"{title}: ignores the alias"

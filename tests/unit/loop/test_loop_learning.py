@@ -14,8 +14,8 @@ import msgspec
 from gateway.loop.policy import LoopTrainSettings
 from tests.unit.loop.test_loop_gateway import StandInJobs, alert, chat, correct, loop_gateway, wait_for
 from training.config import Recipe, TrainSpec
-from training.dpo import read_pairs
 from training.evaluate import GateVerdict, Miss, ModelScores
+from training.preferences import read_pairs
 from training.search import Trial
 from training.trainer import LoopResult
 

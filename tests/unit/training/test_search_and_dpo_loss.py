@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from training.config import Recipe, RecipeSearch, TrainSpec
-from training.dpo import dpo_loss, read_pairs
+from training.dpo import dpo_loss
 from training.evaluate import GateVerdict, Miss, ModelScores
+from training.preferences import read_pairs
 from training.search import Trial, advice, choose, may_start, order_by_lessons, plan
 from training.trainer import LoopResult
 
@@ -117,7 +118,7 @@ def test_train_run_names_the_methods_it_knows(tmp_path) -> None:
 
 
 def test_pairs_are_redacted_turn_by_turn() -> None:
-    from training.dpo import Pair, redact_pair
+    from training.preferences import Pair, redact_pair
 
     def redact(text: str) -> str:
         return text.replace("a@b.example", "<EMAIL>")
@@ -142,16 +143,15 @@ class TinyModel(torch.nn.Module):
         self.saved_at.append(float(self.weight.detach()))
 
 
-def test_the_loop_stops_at_the_forgetting_limit_and_never_keeps_a_point_past_it(tmp_path, monkeypatch) -> None:
+def forgetting_run(tmp_path, monkeypatch, evaluations: list[float], limits: list[bool]):
     from training.config import TrainingSchedule
     from training.formatting import Encoded
     from training.trainer import train_loop
 
     monkeypatch.setattr("training.trainer._save_checkpoint", lambda *_: None)  # peft state dicts: not here
     model = TinyModel()
-    evaluations = iter([1.0, 0.9, 0.5])  # the third point would be best, but breaks the limit
-    limits = iter([True, True, False])
-    schedule = TrainingSchedule(steps=30, batch_size=1, eval_every=2, stop_on_forgetting=True)
+    points, allowed = iter(evaluations), iter(limits)
+    schedule = TrainingSchedule(steps=30, batch_size=1, eval_every=2, stop_on_forgetting=True, patience=3)
     item = Encoded([1, 2], [1, 2])
     result = train_loop(
         model,
@@ -161,12 +161,28 @@ def test_the_loop_stops_at_the_forgetting_limit_and_never_keeps_a_point_past_it(
         schedule,
         tmp_path,
         pad_id=0,
-        evaluate=lambda: next(evaluations),
-        within_limits=lambda: next(limits),
+        evaluate=lambda: next(points),
+        within_limits=lambda: next(allowed),
     )
-    assert result.stop_reason == "forgetting" and result.steps_run == 6 and result.best_step == 4
-    assert result.best_eval_loss == 0.9 and [p.within_limits for p in result.history] == [True, True, False]
-    assert len(model.saved_at) == 2  # steps 2 and 4, not 6
+    return model, result
+
+
+def test_the_loop_never_keeps_a_point_past_the_forgetting_limit_and_stops_after_patience_of_them(
+    tmp_path, monkeypatch
+) -> None:
+    # Points 3-5 would each be the best, but all break the limit: the third of them in a row stops the run.
+    model, result = forgetting_run(tmp_path, monkeypatch, [1.0, 0.9, 0.5, 0.4, 0.3], [True, True, False, False, False])
+    assert result.stop_reason == "forgetting" and result.steps_run == 10 and result.best_step == 4
+    assert result.best_eval_loss == 0.9 and [p.within_limits for p in result.history] == [True, True] + [False] * 3
+    assert len(model.saved_at) == 2  # steps 2 and 4, never a point past the limit
+
+
+def test_a_forgetting_spike_does_not_end_the_run_when_the_loss_comes_back(tmp_path, monkeypatch) -> None:
+    # The shape an e2e run showed: over the limit at one evaluation, within it and better at the next.
+    evaluations = [1.0, 0.5, 0.3] + [0.3] * 3
+    model, result = forgetting_run(tmp_path, monkeypatch, evaluations, [True, False, True, True, True, True])
+    assert result.best_step == 6 and result.best_eval_loss == 0.3 and result.stop_reason == "patience"
+    assert len(model.saved_at) == 2  # steps 2 and 6
 
 
 def test_a_rank_change_keeps_the_adapter_scale() -> None:
