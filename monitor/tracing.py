@@ -75,8 +75,10 @@ def gen_ai_attributes(
     input_tokens: int | None = None,
     output_tokens: int | None = None,
     adapter_version: str | None = None,
+    training_run: str | None = None,
 ) -> dict[str, str | int | Sequence[str]]:
-    """A request span's GenAI semantic-convention attributes, plus the adapter version that answered."""
+    """A request span's GenAI semantic-convention attributes, plus the adapter version that answered and the
+    training run (loop run or job) that made it."""
     attributes: dict[str, str | int | Sequence[str]] = {
         "gen_ai.provider.name": PROVIDER,
         "gen_ai.request.model": request_model,
@@ -94,6 +96,8 @@ def gen_ai_attributes(
         attributes["gen_ai.usage.output_tokens"] = output_tokens
     if adapter_version is not None:
         attributes["driftgate.adapter.version"] = adapter_version
+    if training_run is not None:
+        attributes["driftgate.training.run"] = training_run
     return attributes
 
 

@@ -85,7 +85,7 @@ class Observation:
     __slots__ = (
         "id", "time", "route", "model", "version", "key_id", "stream", "started", "upstream_s", "ttft_s", "usage",
         "backend", "guards", "stream_events", "_tracer", "span", "_sink", "_release", "_finished", "response_model",
-        "finish_reasons",
+        "finish_reasons", "training_run",
     )  # fmt: skip
 
     def __init__(
@@ -97,6 +97,7 @@ class Observation:
         self.key_id: str | None = None
         self.model = "unknown"  # a configured model name or adapter alias once routed: labels stay bounded
         self.version: str | None = None  # the adapter version that answers, e.g. "support@3"
+        self.training_run: str | None = None  # the loop run (or job) that trained it, when it says
         self._release: list[Callable[[], None]] = []
         self._finished = False
         self.stream = False
@@ -133,9 +134,9 @@ class Observation:
         propagate.inject(headers, context=trace.set_span_in_context(span))
         return headers
 
-    def hold(self, version: str, release: Callable[[], None]) -> None:
+    def hold(self, version: str, release: Callable[[], None], training_run: str | None = None) -> None:
         """Note the adapter version answering; ``release`` ends its in-flight count when the request does."""
-        self.version = version
+        self.version, self.training_run = version, training_run
         self._release.append(release)
 
     def on_end(self, release: Callable[[], None]) -> None:
@@ -189,6 +190,7 @@ class Observation:
                     input_tokens=usage.prompt_tokens if usage is not None else None,
                     output_tokens=usage.completion_tokens if usage is not None else None,
                     adapter_version=self.version,
+                    training_run=self.training_run,
                 )
             )
             if status >= 500:

@@ -240,7 +240,8 @@ class RequestPath:
             raise ModelNotFound.of(model)
         version, release = resolved
         plan.observation.model = version.alias
-        plan.observation.hold(version.name, release)
+        run = version.training_run or {}
+        plan.observation.hold(version.name, release, run.get("loop_run") or run.get("job"))
         route = self._pool.route(version.base_model)
         if route is None:
             raise ModelNotFound.of(model)

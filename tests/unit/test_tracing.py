@@ -98,13 +98,19 @@ async def test_the_adapter_version_that_answered_is_on_the_span(tmp_path, upstre
     upstream = await upstreams()
     traced, exporter = tracing()
     async with running_gateway(adapter_settings(tmp_path, upstream.url), traced) as client:
-        body = {"alias": "support", "weights": write_adapter(tmp_path / "v1"), "base_model": BASE}
+        body = {
+            "alias": "support",
+            "weights": write_adapter(tmp_path / "v1"),
+            "base_model": BASE,
+            "training_run": {"loop_run": "20261127-052301-3edac4"},
+        }
         assert (await client.post("/admin/adapters/", json=body)).status_code == 201
         assert (await client.post("/admin/adapters/support/promote", json={"version": 1})).status_code == 200
         chat = {**CHAT, "model": "support"}
         assert (await client.post("/v1/chat/completions", json=chat)).status_code == 200
     (span,) = [span for span in exporter.get_finished_spans() if span.name == "POST /v1/chat/completions"]
     assert span.attributes["driftgate.adapter.version"] == "support@1"
+    assert span.attributes["driftgate.training.run"] == "20261127-052301-3edac4"
     assert span.attributes["gen_ai.request.model"] == "support"
     assert span.attributes["gen_ai.response.model"] == "support@1"  # vLLM names the LoRA that answered
 
