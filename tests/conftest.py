@@ -7,6 +7,7 @@ import socket
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import httpx
 import pytest
@@ -39,6 +40,17 @@ def db_url(request: pytest.FixtureRequest, tmp_path) -> str:
         return f"sqlite:///{tmp_path / 'driftgate.db'}"
     cluster: PgCluster = request.getfixturevalue("pg_cluster")
     return cluster.create_database(f"test_{uuid.uuid4().hex[:12]}")
+
+
+SHARED_MODELS = Path(__file__).resolve().parents[1] / ".driftgate" / "models"
+
+
+def link_shared_models(home: Path) -> None:
+    """Point ``<home>/models`` at the checkout's model folder, so exported guard and embedder models are built
+    once per checkout. The folder is made first: on a fresh clone the first test to run finds none, and a
+    link to nothing makes every export under it fail."""
+    SHARED_MODELS.mkdir(parents=True, exist_ok=True)
+    (home / "models").symlink_to(SHARED_MODELS)
 
 
 def free_port() -> int:

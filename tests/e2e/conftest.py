@@ -20,7 +20,7 @@ import psutil
 import pytest
 import yaml
 
-from tests.conftest import free_port
+from tests.conftest import free_port, link_shared_models
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL = "SmolLM2-135M-Instruct"
@@ -108,8 +108,7 @@ def create_admin_key(config: Path, env: dict[str, str]) -> str:
 @pytest.fixture(scope="session")
 def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Embedded]:
     home = tmp_path_factory.mktemp("driftgate-home")
-    (REPO / ".driftgate" / "models").mkdir(parents=True, exist_ok=True)
-    (home / "models").symlink_to(REPO / ".driftgate" / "models")
+    link_shared_models(home)
     port, vllm_port = free_port(), free_port()
     config = home / "driftgate.yaml"
     config.write_text(

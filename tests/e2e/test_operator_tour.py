@@ -26,7 +26,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.conftest import free_port
+from tests.conftest import free_port, link_shared_models
 from tests.e2e.conftest import MODEL, REPO, Embedded
 from tests.e2e.tiny_lora import adapter
 
@@ -73,7 +73,7 @@ class Operator:
 def operator(embedded: Embedded, tmp_path: Path) -> Iterator[Operator]:
     home = tmp_path / "ops-home"
     home.mkdir()
-    (home / "models").symlink_to(REPO / ".driftgate" / "models")  # the embedder and guard models
+    link_shared_models(home)  # the embedder and guard models
     port = free_port()
     config = home / "driftgate.yaml"
     config.write_text(

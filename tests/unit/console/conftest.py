@@ -22,13 +22,12 @@ from gateway.security.keys import KeyStore
 from guards import GuardsSettings
 from monitor.drift_types import DriftSettings
 from monitor.request_log import RequestLogSettings
-from tests.conftest import free_port, running_gateway, settings_for
+from tests.conftest import free_port, link_shared_models, running_gateway, settings_for
 from tests.fake_upstream import FakeUpstream
 from tests.unit.adapters.conftest import BASE, write_adapter
 from tests.unit.monitor.conftest import MODEL_DIR
 
 CSRF = re.compile(r'name="_csrf_token" value="([^"]+)"')
-REPO = Path(__file__).resolve().parents[3]
 
 
 @dataclass
@@ -51,7 +50,7 @@ async def console_gateway(
 ) -> AsyncIterator[Console]:
     home = tmp_path / "home"
     home.mkdir()
-    (home / "models").symlink_to(REPO / ".driftgate" / "models")  # the guards' and embedder's exported models
+    link_shared_models(home)  # the guards' and embedder's exported models
     reference = tmp_path / "support.txt"
     reference.write_text("\n".join(prompts("support", 200, seed=7)))
     port = free_port()
