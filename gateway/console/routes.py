@@ -194,6 +194,28 @@ async def drift_report(alias: FromPath[str], console: NamedDependency[ConsolePar
     return Response(body, media_type="text/html; charset=utf-8", headers={"content-security-policy": REPORT_POLICY})
 
 
+@post("/drift/{alias:str}/report", guards=ADMIN)
+async def write_drift_report(
+    alias: FromPath[str], request: Request, console: NamedDependency[ConsoleParts]
+) -> Redirect:
+    """Evidently's report of the alias's last closed window against its whole reference, written where the page
+    links it. Evidently draws a t-SNE picture: seconds of CPU, so in a thread."""
+    from monitor.drift_report import write_html_report  # heavy: only when a report is asked for
+
+    compared = console.drift.monitor.last_window(alias) if console.drift is not None else None
+    if compared is None:
+        return _done(request, "/console/drift", f"No report for {alias}: it has no closed window yet.")
+    window, reference = compared
+    path = views.reports_dir(console.home) / f"{alias}.html"
+    method = console.drift.monitor.settings.method
+    await asyncio.to_thread(write_html_report, window.embeddings, reference, path, method, alias)
+    return _done(
+        request,
+        "/console/drift",
+        f"Evidently report written for {alias}: window {window.sequence} ({len(window.request_ids)} prompts).",
+    )
+
+
 # Loop.
 
 
@@ -290,6 +312,7 @@ def console_router(settings: ConsoleSettings, home: Path) -> Router:
             adapter_action,
             drift_page,
             drift_report,
+            write_drift_report,
             loop_page,
             loop_run,
             approve_run,

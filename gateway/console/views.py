@@ -120,6 +120,7 @@ async def drift(watch: DriftWatch | None, sampler: Sampler, store: RequestLogSto
                 "windows": len(series),
                 "novel": [{"id": record.id, "prompt": shown_record(record)} for record in records],
                 "report": report.name if report is not None else None,
+                "report_at": report.stat().st_mtime if report is not None else None,
             }
         )
     return aliases

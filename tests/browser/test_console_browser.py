@@ -167,6 +167,16 @@ async def test_a_drift_plot_once_drift_is_confirmed(browser: Browser, console: C
     assert "drifting" in await page.inner_text("#drift-m h2")
     assert await page.locator("#drift-m .prompts li .prompt").count() >= 1
     await shot(page, "drift-confirmed")
+    # Evidently's report of that window, written from the page and opened from its link.
+    await page.click("#drift-m button:has-text('Write report of the last window')")
+    await page.wait_for_selector(".flash", timeout=120_000)
+    assert "Evidently report written for m" in await page.inner_text(".flash")
+    async with page.expect_response(f"{console.url}/console/drift/m/report") as opened:
+        await page.click("#drift-m a:has-text('Evidently report')")
+    report = await opened.value
+    assert report.status == 200 and "sandbox" in report.headers["content-security-policy"]
+    assert "Drift in embeddings" in await report.text()  # Evidently's EmbeddingsDrift metric
+    await shot(page, "drift-report")
     await page.context.close()
 
 

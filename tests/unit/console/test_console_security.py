@@ -171,3 +171,14 @@ async def test_an_evidently_report_is_linked_and_served_sandboxed(console: Conso
         assert report.status_code == 200 and "evidently" in report.text
         assert report.headers.get_list("content-security-policy") == [REPORT_POLICY]  # only its own policy
         assert (await client.get("/console/drift/nope/report")).status_code == 404
+
+
+async def test_writing_a_report_needs_the_csrf_token_and_a_closed_window(console: Console) -> None:
+    async with browser(console) as client:
+        assert (await log_in(client, console.admin)).status_code == 303
+        token = csrf_of((await client.get("/console/drift")).text)
+        assert (await client.post("/console/drift/support/report")).status_code == 403  # no CSRF token
+        refused = await client.post("/console/drift/nope/report", data={"_csrf_token": token})
+        assert refused.status_code == 303
+        assert "No report for nope: it has no closed window yet." in (await client.get("/console/drift")).text
+        assert not (console.home / "reports" / "nope.html").exists()

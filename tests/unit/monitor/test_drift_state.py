@@ -123,3 +123,16 @@ def test_settings_are_validated() -> None:
     with pytest.raises(ValueError, match="min_window_size"):
         DriftSettings(window_size=10, min_window_size=20)
     assert MethodSettings(name="distance").thresholds.fire == 0.10
+
+
+def test_the_last_closed_window_is_kept_with_the_whole_reference_for_a_report() -> None:
+    monitor = make()
+    assert monitor.last_window("a") is None and monitor.last_window("unknown") is None
+    rows = np.eye(8, dtype=np.float32)
+    closed = [monitor.observe("a", f"r{i}", rows[i % 8]) for i in range(10)]
+    assert closed[-1] is not None and closed[:-1] == [None] * 9
+    window, whole = monitor.last_window("a")
+    assert window.request_ids == [f"r{i}" for i in range(10)] and window.embeddings.shape == (10, 8)
+    assert whole.shape == (50, 8)  # the full reference, not the scoring sample
+    monitor.observe("a", "r10", rows[0])  # a new window opening leaves the closed one in place
+    assert monitor.last_window("a")[0].request_ids[-1] == "r9"
