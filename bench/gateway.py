@@ -108,9 +108,11 @@ def start_mock(stack: ExitStack) -> str:
 # driftgate configurations measured side by side: what each one switches on.
 VARIANTS = {
     "bare": {"guards": {"enabled": False}, "request_log": None},
+    "bare-noconsole": {"guards": {"enabled": False}, "request_log": None, "console": {"enabled": False}},
     "log": {"guards": {"enabled": False}},
     "guards": {"request_log": None},
     "full": {},
+    "full-noconsole": {"console": {"enabled": False}},
 }
 
 
@@ -194,8 +196,11 @@ def load(target: Target, stream: bool, duration: float, concurrency: int = 1, ra
         command += ["--rate", str(rate)]
     if target.overhead_header:
         command += ["--overhead-header", target.overhead_header]
-    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
-    return json.loads(output)
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode:  # one failed scenario is reported in its cell, not the loss of the whole run
+        console.print(f"[red]load generator failed[/]: {done.stderr.strip().splitlines()[-1:]}")
+        return {"rps": 0.0, "p50_ms": None, "p99_ms": None, "errors": 1, "failed": done.stderr[-2000:]}
+    return json.loads(done.stdout)
 
 
 def measure(targets: list[Target], duration: float) -> None:
