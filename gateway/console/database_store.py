@@ -14,6 +14,7 @@ every expired entry now and then (on a write, at most once per ``purge_every_s``
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from datetime import timedelta
 
@@ -21,6 +22,8 @@ import sqlalchemy as sa
 from litestar.stores.base import NamespacedStore
 
 from monitor.database import ensure_schema, upsert_replacing
+
+log = logging.getLogger(__name__)
 
 SCHEMA_COMPONENT = "litestar_store"
 SCHEMA_VERSION = 1
@@ -82,7 +85,10 @@ class DatabaseStore(NamespacedStore):
             conn.execute(upsert_replacing(self.engine, store_entries, ["namespace", "key"], row))
         if now - self._purged_at >= self.purge_every_s:
             self._purged_at = now
-            self.purge_expired()
+            try:
+                self.purge_expired()
+            except sa.exc.SQLAlchemyError as exc:  # housekeeping: the value is stored, the next purge retries
+                log.warning("cannot purge expired store entries: %s", exc)
 
     async def get(self, key: str, renew_for: int | timedelta | None = None) -> bytes | None:
         return await asyncio.to_thread(self._get, key, renew_for)

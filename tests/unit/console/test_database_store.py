@@ -96,6 +96,17 @@ async def test_expired_entries_are_purged_now_and_then_on_a_write(engine) -> Non
     assert store.purge_expired() == 1 and await store.get("live") == b"2"
 
 
+async def test_a_failed_purge_does_not_fail_the_write(engine, monkeypatch, caplog) -> None:
+    store = DatabaseStore.open(engine, "sessions")
+
+    def unreachable(_: DatabaseStore) -> int:
+        raise sa.exc.OperationalError("DELETE", {}, Exception("server closed the connection"))
+
+    monkeypatch.setattr(DatabaseStore, "purge_expired", unreachable)
+    await store.set("live", b"1", expires_in=60)
+    assert await store.get("live") == b"1" and "cannot purge expired store entries" in caplog.text
+
+
 def test_concurrent_first_starts_agree_on_one_csrf_secret(db_url: str) -> None:
     """Eight processes' worth of engines, each making the schema and offering its own secret at once."""
 
