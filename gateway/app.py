@@ -8,7 +8,6 @@ import os
 import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
-from pathlib import Path
 
 from litestar import Litestar
 from litestar.exceptions import HTTPException
@@ -17,10 +16,12 @@ from litestar.template import TemplateConfig
 
 from gateway import errors, providers
 from gateway.adapters.routes import adapter_router
-from gateway.config import SETTINGS_ENV, Settings, decode_settings, load_settings
+from gateway.config import SETTINGS_ENV, Settings, decode_settings, load_settings, state_url
 from gateway.console import routes as console_routes
+from gateway.console.csrf_secret import csrf_secret
+from gateway.console.database_store import DatabaseStore
 from gateway.console.sampler import Sampler
-from gateway.console.session import SESSION_STORE, session_store
+from gateway.console.session import SESSION_STORE
 from gateway.domain_errors import DomainError
 from gateway.drift.routes import drift_state
 from gateway.edge.docs_routes import api_docs, api_docs_asset
@@ -34,6 +35,7 @@ from gateway.host import process_guard
 from gateway.loop.routes import loop_router, training_router
 from gateway.runtime import Gateway
 from gateway.security.key_routes import key_router
+from monitor.database import create_engine
 from monitor.tracing import Tracing
 from monitor.tracing import from_settings as tracing_from_settings
 
@@ -50,6 +52,8 @@ def create_app(settings: Settings | None = None, tracing: Tracing | None = None)
     gateway = Gateway(settings, tracing if tracing is not None else tracing_from_settings(settings.tracing))
 
     console = settings.console
+    # The console's sessions and CSRF secret, in the state database: replicas sharing it share console logins.
+    console_db = create_engine(state_url(settings)) if console.enabled else None
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -66,14 +70,17 @@ def create_app(settings: Settings | None = None, tracing: Tracing | None = None)
                     sampling.cancel()
                     with suppress(asyncio.CancelledError):
                         await sampling
+                if console_db is not None:
+                    console_db.dispose()
 
-    home = Path(settings.home)
     # The console (off: no routes, no templates, no session store, no sampler).
-    console_handlers = [console_routes.console_router(console, home)] if console.enabled else []
+    console_handlers = (
+        [console_routes.console_router(console, csrf_secret(console_db))] if console_db is not None else []
+    )
     templates = (
         TemplateConfig(directory=console_routes.TEMPLATES, engine=JinjaTemplateEngine) if console.enabled else None
     )
-    stores = {SESSION_STORE: session_store(home)} if console.enabled else None
+    stores = {SESSION_STORE: DatabaseStore.open(console_db, SESSION_STORE)} if console_db is not None else None
 
     return Litestar(
         route_handlers=[

@@ -58,10 +58,20 @@ def create_engine(url: str, sqlite_busy_timeout_ms: int = 5_000, pre_ping: bool 
     return sa.create_engine(parsed, hide_parameters=True, pool_pre_ping=pre_ping, connect_args=connect_args)
 
 
+def _dialect_insert(engine: sa.Engine, table: sa.Table):
+    return (sqlite_insert if engine.dialect.name == "sqlite" else pg_insert)(table)
+
+
 def upsert_ignoring(engine: sa.Engine, table: sa.Table, key: str) -> sa.Insert:
     """``INSERT ... ON CONFLICT (key) DO NOTHING`` in the engine's dialect: writes that are safe to retry."""
-    dialect_insert = sqlite_insert if engine.dialect.name == "sqlite" else pg_insert
-    return dialect_insert(table).on_conflict_do_nothing(index_elements=[key])
+    return _dialect_insert(engine, table).on_conflict_do_nothing(index_elements=[key])
+
+
+def upsert_replacing(engine: sa.Engine, table: sa.Table, keys: list[str], values: dict[str, object]) -> sa.Insert:
+    """``INSERT ... ON CONFLICT (keys) DO UPDATE``: the row ``values`` describes, whether or not one was there."""
+    insert = _dialect_insert(engine, table).values(**values)
+    replaced = {name: insert.excluded[name] for name in values if name not in keys}
+    return insert.on_conflict_do_update(index_elements=keys, set_=replaced)
 
 
 def ensure_schema(engine: sa.Engine, component: str, version: int, tables: list[sa.Table]) -> None:

@@ -298,7 +298,7 @@ async def revoke_key(
     return _done(request, "/console/keys", f"Key {key_id} revoked.")
 
 
-def console_router(settings: ConsoleSettings, home: Path) -> Router:
+def console_router(settings: ConsoleSettings, csrf_secret: str) -> Router:
     """The console's routes with their own middleware (session, CSRF) and headers; its static files beside."""
     return Router(
         "/console",
@@ -322,7 +322,7 @@ def console_router(settings: ConsoleSettings, home: Path) -> Router:
             revoke_key,
             create_static_files_router("/static", directories=[STATIC], name="console_static", include_in_schema=False),
         ],
-        middleware=middleware(settings, home),
+        middleware=middleware(settings, csrf_secret),
         response_headers=SECURITY_HEADERS,
         exception_handlers={LoginRequired: login_redirect},
         include_in_schema=False,  # pages for a browser, not API operations (/openapi.json leaves them out)

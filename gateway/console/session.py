@@ -6,17 +6,16 @@ anywhere in the browser. The session records the key's id, and every page checks
 revoking it ends its console sessions. Every POST carries a CSRF token (Litestar's double-submit
 middleware: a signed token in a cookie that must match the form's ``_csrf_token``).
 
-Sessions and the CSRF secret live under the gateway's home (``<home>/console``), so every server worker of
-one gateway shares them. Both middlewares sit on the console's router only: other routes never run them.
+Sessions (:class:`gateway.console.database_store.DatabaseStore`) and the CSRF secret
+(:mod:`gateway.console.csrf_secret`) live in the gateway's state database, so every worker of every replica
+sharing that database shares them: no sticky sessions. Both middlewares sit on the console's router only:
+other routes never run them.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
-import secrets
 import time
-from pathlib import Path
 
 from litestar import Request, Response
 from litestar.config.csrf import CSRFConfig
@@ -26,7 +25,6 @@ from litestar.middleware import DefineMiddleware
 from litestar.middleware.csrf import CSRFMiddleware
 from litestar.middleware.session.server_side import ServerSideSessionBackend, ServerSideSessionConfig
 from litestar.response import Redirect
-from litestar.stores.file import FileStore
 from litestar.types import Message, ScopeSession
 
 from gateway.console.settings import ConsoleSettings
@@ -73,34 +71,9 @@ def login_redirect(request: Request, _: LoginRequired) -> Response:
     return Redirect(LOGIN_PATH, status_code=303)
 
 
-def _secret(folder: Path) -> str:
-    """The CSRF signing secret, made once per home (0600) so that every worker signs alike.
-
-    Workers start at once: the secret is written whole to a file of its own, then linked into
-    place, which fails for all but the first; every worker then reads the same complete file."""
-    path = folder / "csrf-secret"
-    if not path.exists():
-        mine = folder / f".csrf-secret.{os.getpid()}.{secrets.token_hex(4)}"
-        descriptor = os.open(mine, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(descriptor, "w") as out:
-            out.write(secrets.token_hex(32))
-        try:
-            os.link(mine, path)
-        except FileExistsError:
-            pass  # another worker was first: its secret counts
-        finally:
-            mine.unlink()
-    return path.read_text().strip()
-
-
-def session_store(home: Path) -> FileStore:
-    return FileStore(home / "console" / "sessions", create_directories=True)
-
-
-def middleware(settings: ConsoleSettings, home: Path) -> list[DefineMiddleware]:
-    """The session and CSRF middlewares, for the console's router only."""
-    folder = home / "console"
-    folder.mkdir(parents=True, exist_ok=True)
+def middleware(settings: ConsoleSettings, csrf_secret: str) -> list[DefineMiddleware]:
+    """The session and CSRF middlewares, for the console's router only (the session store is the app's
+    :data:`SESSION_STORE`)."""
     sessions = _SessionConfig(
         key=SESSION_COOKIE,
         store=SESSION_STORE,
@@ -112,7 +85,7 @@ def middleware(settings: ConsoleSettings, home: Path) -> list[DefineMiddleware]:
         samesite="strict",
     )
     csrf = CSRFConfig(
-        secret=_secret(folder),
+        secret=csrf_secret,
         cookie_name=CSRF_COOKIE,
         cookie_path="/console",
         cookie_secure=settings.secure_cookie,

@@ -231,6 +231,8 @@ def test_notes_tell_the_operator_how_to_get_in(value_set: str) -> None:
     (service,) = [s for s in by_kind(objects, "Service") if s["metadata"]["name"] == "dg-driftgate-gateway"]
     port = service["spec"]["ports"][0]["port"]
     assert f"port-forward svc/dg-driftgate-gateway 8000:{port}" in notes, notes
+    # The console's sessions are in the database: any replica serves a login, so no sticky sessions.
+    assert "http://localhost:8000/console" in notes and "sessionAffinity" not in service["spec"], notes
     assert "helm test dg -n ml" in notes and "Loop: on" in notes, notes
 
 

@@ -130,10 +130,11 @@ async def chat(console: Console, text: str, model: str = "m") -> httpx.Response:
     return await console.client.post("/v1/chat/completions", json=body)
 
 
-async def log_in(client: httpx.AsyncClient, token: str) -> httpx.Response:
-    """The login form as a browser posts it: its CSRF token from the page, the key in the form body."""
-    page = await client.get("/console/login")
-    return await client.post("/console/login", data={"api_key": token, "_csrf_token": csrf_of(page.text)})
+async def log_in(client: httpx.AsyncClient, token: str, url: str = "") -> httpx.Response:
+    """The login form as a browser posts it: its CSRF token from the page, the key in the form body (at ``url``,
+    a gateway's address, or the client's own)."""
+    page = await client.get(f"{url}/console/login")
+    return await client.post(f"{url}/console/login", data={"api_key": token, "_csrf_token": csrf_of(page.text)})
 
 
 def csrf_of(html: str) -> str:

@@ -3,11 +3,13 @@ off there is no /console and no sampler."""
 
 from __future__ import annotations
 
+import sqlalchemy as sa
 from litestar.routes import HTTPRoute
 
 from gateway.app import create_app
-from gateway.config import ModelRoute
+from gateway.config import ModelRoute, state_url
 from gateway.console.settings import ConsoleSettings
+from monitor.database import create_engine
 from tests.conftest import running_gateway, settings_for
 
 
@@ -39,3 +41,7 @@ async def test_a_gateway_with_the_console_off_has_no_console(tmp_path, upstreams
             400,
         )
     assert not (tmp_path / "console").exists()
+    engine = create_engine(state_url(settings))
+    tables = set(sa.inspect(engine).get_table_names())
+    engine.dispose()
+    assert "api_keys" in tables and not tables & {"litestar_store", "console_secrets"}  # no session store made

@@ -7,10 +7,13 @@ import asyncio
 import re
 
 import pytest
+import sqlalchemy as sa
 
 from demo.corpora import prompts
+from gateway.console.database_store import store_entries
 from gateway.console.routes import REPORT_POLICY
 from gateway.security.audit import AuditLog
+from monitor.database import create_engine
 from tests.unit.console.conftest import Console, browser, chat, csrf_of, log_in, register_versions
 
 PAGES = ["/console", "/console/adapters", "/console/drift", "/console/loop", "/console/guards", "/console/keys"]
@@ -53,9 +56,13 @@ async def test_login_takes_an_admin_key_only_and_sets_a_locked_down_cookie(conso
         assert session_id != before and len(session_id) == 64
         # The key is nowhere in what the browser gets back: not in cookies, not in the page.
         assert console.admin not in " ".join(cookies)
-        # The session lives on the server, holding the key's id and never the key.
-        stored = list((console.home / "console" / "sessions").iterdir())
-        assert stored and all(console.admin.encode() not in path.read_bytes() for path in stored)
+        # The session lives on the server, in the state database, holding the key's id and never the key.
+        engine = create_engine(console.state_url)
+        with engine.connect() as conn:
+            stored = dict(conn.execute(sa.select(store_entries.c.key, store_entries.c.value)).all())
+        engine.dispose()
+        assert session_id in stored and before not in stored
+        assert all(console.admin.encode() not in value for value in stored.values())
 
 
 async def test_pages_render_for_an_admin_and_csrf_guards_every_action(console: Console) -> None:

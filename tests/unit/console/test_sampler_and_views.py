@@ -3,12 +3,9 @@ windows followed, and the redaction applied to any prompt a page shows."""
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
-
 import pytest
 
 from gateway.console.sampler import HOUR_S, Reading, Sampler, point_between, quantile, read_metrics
-from gateway.console.session import _secret
 from gateway.console.views import PROMPT_CHARS, shown_prompt
 from monitor import metrics
 from monitor.drift_types import AliasState, WindowResult
@@ -69,11 +66,3 @@ def test_the_console_redacts_again_whatever_the_log_holds() -> None:
     shown = shown_prompt("mail jane.doe@example.com or call +1 415 555 0100 about card 4111 1111 1111 1111")
     assert shown == "mail <EMAIL> or call <PHONE> about card <CREDIT_CARD>"
     assert shown_prompt(None) == "" and len(shown_prompt("a b " * 2000)) == PROMPT_CHARS + 1
-
-
-def test_workers_starting_together_share_one_csrf_secret(tmp_path) -> None:
-    with ThreadPoolExecutor(8) as pool:
-        secrets = set(pool.map(lambda _: _secret(tmp_path), range(32)))
-    assert len(secrets) == 1 and len(secrets.pop()) == 64
-    assert [path.name for path in tmp_path.iterdir()] == ["csrf-secret"]
-    assert (tmp_path / "csrf-secret").stat().st_mode & 0o777 == 0o600
