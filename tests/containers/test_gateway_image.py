@@ -1,7 +1,8 @@
 """The gateway image as an operator runs it: a config file and an admin key file, nothing else, behind a
 published port. Keys are enforced, the image runs as a non-root user without torch, and drift detection
 works inside it with the embedder exported at build time (a window of prompts gets a verdict, a topic shift
-is confirmed). A fake vLLM upstream shares the pod's network namespace."""
+is confirmed), and the console serves its pages, assets and an Evidently report from the image's own package
+data. A fake vLLM upstream shares the pod's network namespace."""
 
 from __future__ import annotations
 
@@ -15,12 +16,14 @@ import yaml
 
 from demo.corpora import prompts
 from tests.conftest import free_port
+from tests.console_client import ASSETS, CSRF, console_client, log_in
 from tests.containers.conftest import REPO, podman, wait_for
 
 pytestmark = pytest.mark.containers
 
 UPSTREAM_PORT = 8001
 COMPOSE_CONFIG = REPO / "deploy" / "compose" / "driftgate.yaml"
+CONSOLE_PAGES = ["/console", "/console/adapters", "/console/drift", "/console/loop", "/console/guards", "/console/keys"]
 
 
 def gateway_config(reference: str) -> dict:
@@ -101,3 +104,17 @@ def test_gateway_image_serves_with_a_key_file_and_detects_drift(gateway_image: s
     send(prompts("cooking", 120, seed=9))  # a new topic: confirmed after two windows over the threshold
     shifted = drift_state(4)
     assert shifted["status"] == "drifting", shifted
+
+    with console_client(base) as console:  # the console, logged in with the key file's key
+        assert log_in(console, key).status_code == 303
+        pages = [console.get(path) for path in CONSOLE_PAGES]
+        assert [page.status_code for page in pages] == [200] * len(CONSOLE_PAGES)
+        assets = {asset for page in pages for asset in ASSETS.findall(page.text)}
+        assert any("htmx" in asset for asset in assets) and any("uplot" in asset for asset in assets), assets
+        assert {asset: console.get(asset).status_code for asset in assets} == dict.fromkeys(assets, 200)
+        drift = console.get("/console/drift").text
+        assert "drifting" in drift
+        written = console.post("/console/drift/smollm2/report", data={"_csrf_token": CSRF.search(drift).group(1)})
+        assert written.status_code == 303
+        report = console.get("/console/drift/smollm2/report")
+        assert report.status_code == 200 and "Drift in embeddings" in report.text

@@ -9,24 +9,11 @@ import time
 import httpx
 import pytest
 
+from tests.console_client import console_client, log_in
 from tests.e2e.conftest import MODEL, Embedded
 
 pytestmark = pytest.mark.e2e
-CSRF = re.compile(r'name="_csrf_token" value="([^"]+)"')
 SINCE_START = re.compile(r"Since start: ([0-9]+) requests \([0-9.]+/s on average\),\s*p50 ([0-9]+) ms")
-
-
-def console_client(url: str) -> httpx.Client:
-    """A cookie-only client that sends the console's ``Secure`` cookies to http://127.0.0.1, as browsers do."""
-    client = httpx.Client(base_url=url, timeout=30)
-
-    def secure_cookies(request: httpx.Request) -> None:
-        held = [cookie for cookie in client.cookies.jar if request.url.path.startswith(cookie.path)]
-        if held:
-            request.headers["cookie"] = "; ".join(f"{cookie.name}={cookie.value}" for cookie in held)
-
-    client.event_hooks["request"] = [secure_cookies]
-    return client
 
 
 def test_the_console_shows_real_traffic_under_driftgate_up(embedded: Embedded) -> None:
@@ -36,8 +23,7 @@ def test_the_console_shows_real_traffic_under_driftgate_up(embedded: Embedded) -
             assert api.post("/v1/chat/completions", json=body).status_code == 200
     with console_client(embedded.url) as console:
         assert console.get("/console").headers["location"] == "/console/login"
-        token = CSRF.search(console.get("/console/login").text).group(1)
-        login = console.post("/console/login", data={"api_key": embedded.key, "_csrf_token": token})
+        login = log_in(console, embedded.key)
         assert login.status_code == 303 and "Secure" in login.headers["set-cookie"]
         deadline = time.monotonic() + 40  # the sampler reads the metrics every 10 s
         while time.monotonic() < deadline:
