@@ -32,11 +32,8 @@ class LoopTrainSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True)
     learning_rate: float = 1e-3
     eval_every: int = 10
     rank: int = 16
-    # Share of general data mixed into the train split, against forgetting. 0.3: on the closed-loop e2e's 20
-    # varied corrections, 0.1 crossed the default forgetting limit after step 30 of 50 (1.48 against 1.52, kept
-    # an undertrained step-30 point that answered one held-out travel prompt in six in the old style); 0.3 stayed
-    # at 1.16 and kept step 50.
-    general_share: float = 0.3
+    # Share of general data mixed into the train split, against forgetting.
+    general_share: float = 0.1
     # Share of the new samples (and of the registered dataset) held out as the "new" and "old" eval sets.
     holdout_share: float = 0.2
     # The registered dataset is subsampled in train so the new samples make at least this share of it.
