@@ -61,6 +61,8 @@ class GateVerdict(msgspec.Struct, frozen=True):
     passed: bool
     reasons: tuple[str, ...]
     misses: tuple[Miss, ...] = ()
+    # Every limit the candidate was held to (check -> value), met or not: the timeline shows both sides.
+    limits: dict[str, float] = msgspec.field(default_factory=dict)
 
 
 def eval_loss(model: PeftModel, examples: list[Encoded], pad_id: int, batch_size: int = 4) -> float:
@@ -144,8 +146,9 @@ def task_score(
 
 def check_gate(gate: Gate, candidate: ModelScores, baseline: ModelScores, base: ModelScores) -> GateVerdict:
     """Pass only when every configured margin holds; every failed margin is one reason."""
-    reasons, misses = [], []
+    reasons, misses, limits = [], [], {}
     ceiling = baseline.eval_loss * (1 - gate.min_loss_improvement)
+    limits["validation"] = ceiling
     if candidate.eval_loss > ceiling:
         reasons.append(
             f"validation loss {candidate.eval_loss:.4f} > {ceiling:.4f} "
@@ -153,7 +156,7 @@ def check_gate(gate: Gate, candidate: ModelScores, baseline: ModelScores, base: 
         )
         misses.append(Miss("validation", candidate.eval_loss, ceiling))
     if candidate.general_loss is not None and base.general_loss is not None:
-        limit = base.general_loss * (1 + gate.max_forgetting)
+        limit = limits["forgetting"] = base.general_loss * (1 + gate.max_forgetting)
         if candidate.general_loss > limit:
             reasons.append(
                 f"forgetting: general loss {candidate.general_loss:.4f} > {limit:.4f} "
@@ -164,7 +167,7 @@ def check_gate(gate: Gate, candidate: ModelScores, baseline: ModelScores, base: 
         if name not in candidate.slices or name not in baseline.slices:
             reasons.append(f"no eval set named {name!r} was scored")
             continue
-        limit = baseline.slices[name] * ratio + gate.slice_slack
+        limit = limits[name] = baseline.slices[name] * ratio + gate.slice_slack
         if candidate.slices[name] > limit:
             slack = f" + {gate.slice_slack}" if gate.slice_slack else ""
             reasons.append(
@@ -173,8 +176,8 @@ def check_gate(gate: Gate, candidate: ModelScores, baseline: ModelScores, base: 
             )
             misses.append(Miss(name, candidate.slices[name], limit))
     if candidate.task is not None and baseline.task is not None:
-        floor = baseline.task.rouge_l - gate.max_rouge_drop
+        floor = limits["rouge_l"] = baseline.task.rouge_l - gate.max_rouge_drop
         if candidate.task.rouge_l < floor:
             reasons.append(f"ROUGE-L {candidate.task.rouge_l:.4f} < {floor:.4f} ({baseline.name} less margin)")
             misses.append(Miss("rouge_l", candidate.task.rouge_l, floor, ceiling=False))
-    return GateVerdict(not reasons, tuple(reasons), tuple(misses))
+    return GateVerdict(not reasons, tuple(reasons), tuple(misses), limits)

@@ -38,6 +38,7 @@ class Trial(msgspec.Struct):
             "eval_loss": self.candidate.eval_loss,
             "general_loss": self.candidate.general_loss,
             "slices": self.candidate.slices,
+            "limits": {check: round(value, 5) for check, value in self.gate.limits.items()},
             "misses": [
                 {"check": m.check, "value": round(m.value, 5), "limit": round(m.limit, 5), "by": round(m.by, 4)}
                 for m in self.gate.misses

@@ -226,7 +226,7 @@ class LoopController:
             )
             lessons = await asyncio.to_thread(self._lessons, run.alias)
             spec = self._spec(production, policy, assembled, out, lessons)
-            recipes = [r.name for r in spec.search.recipes] if spec.search else []
+            recipes = [r.name for r in spec.search.recipes][: spec.search.max_trials] if spec.search else []
             start = f"from {production.name}" if spec.start_adapter else "from the base model"
             if not any(event.step == "search" for event in run.timeline):  # a job that waits retries this step
                 run.note("search", f"up to {len(recipes)} recipes, {start}", recipes=recipes, lessons=bool(lessons))
