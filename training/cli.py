@@ -83,6 +83,9 @@ def run_command(
     learning_rate: float = 2e-4,
     rank: int = 16,
     general_share: float = 0.0,
+    eval_share: Annotated[
+        float, typer.Option(help="Share of the records (DPO: of the pairs) held out for evaluation and the gate.")
+    ] = 0.1,
     production: Annotated[Optional[Path], typer.Option(help="Current production adapter to compare with.")] = None,
     start_adapter: Annotated[
         Optional[Path], typer.Option(help="Continue training this adapter (warm start; its rank is kept).")
@@ -110,7 +113,7 @@ def run_command(
             method="lora" if method == "dpo" else msgspec.convert(method, Method),
             objective="dpo" if method == "dpo" else "sft",
             dpo_beta=beta,
-            data_config=DataSettings(general_share=general_share),
+            data_config=DataSettings(eval_share=eval_share, general_share=general_share),
             lora=LoraSettings(rank=rank, alpha=2 * rank),
             loop=TrainingSchedule(
                 steps=steps,
