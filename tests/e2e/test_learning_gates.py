@@ -17,6 +17,7 @@ must reject the candidate that the offline gate (loss, forgetting) lets through.
 
 from __future__ import annotations
 
+import functools
 import json
 import subprocess
 import sys
@@ -26,7 +27,7 @@ from pathlib import Path
 import httpx
 import msgspec
 import pytest
-from transformers import AutoTokenizer
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from gateway.loop.guard_gate import check
 from gateway.loop.pairs import preference_pairs
@@ -47,7 +48,13 @@ VOTED = (
 # Never voted on: the greedy answers the served adapter gives to these show whether the style carried over.
 UNSEEN = ("the desert", "sailing", "apples", "the library")
 TRAIN_TIMEOUT_S = 900
-TOKENIZER = AutoTokenizer.from_pretrained(BASE) if BASE.is_dir() else None
+
+
+@functools.cache
+def tokenizer() -> PreTrainedTokenizerBase:
+    """Loaded when first used: on a fresh clone the model is pulled by the session's `driftgate up`, after
+    this module is collected."""
+    return AutoTokenizer.from_pretrained(BASE)
 
 
 def pirate(topic: str) -> str:
@@ -64,7 +71,7 @@ def served_margin(vllm_url: str, model: str, topic: str, chosen: str, rejected: 
     vLLM echoes the prompt's token log-probabilities (``echo`` + ``logprobs``); the shared question cancels out
     of the difference. Asked of vLLM directly, under the LoRA name the gateway loaded: the gateway's input guards
     rightly block a prompt that carries chat-template tokens (injection)."""
-    prompt = TOKENIZER.apply_chat_template(question(topic), tokenize=False, add_generation_prompt=True)
+    prompt = tokenizer().apply_chat_template(question(topic), tokenize=False, add_generation_prompt=True)
 
     def logp(answer: str) -> float:
         reply = httpx.post(
