@@ -62,10 +62,16 @@ def create_app(settings: Settings | None = None, tracing: Tracing | None = None)
             sampler = Sampler(console.sample_every_s, gateway.drift.states if gateway.drift is not None else None)
             app.state.console_sampler = sampler
             sampling = asyncio.create_task(sampler.run()) if console.enabled else None
-            process_guard.follow_supervisor(signal.SIGTERM)  # serving now: a dead supervisor means drain, then stop
+            # Serving soon: a dead supervisor then means drain, then stop. Asked for once the worker serves, not
+            # here: granian's SIGTERM handler blocks forever in a worker whose startup has not finished, and a
+            # supervisor killed in that gap (its first worker ready, this one a moment behind) would leave it.
+            serving = asyncio.get_running_loop().call_later(
+                process_guard.SERVING_AFTER_S, process_guard.follow_supervisor, signal.SIGTERM
+            )
             try:
                 yield
             finally:
+                serving.cancel()
                 if sampling is not None:
                     sampling.cancel()
                     with suppress(asyncio.CancelledError):

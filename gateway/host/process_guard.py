@@ -14,6 +14,8 @@ import sys
 
 # Set by the process that starts granian; its workers follow it.
 SUPERVISOR_ENV = "DRIFTGATE_SUPERVISOR_PID"
+# A worker switches from SIGKILL to SIGTERM this long after its startup ends: by then granian serves.
+SERVING_AFTER_S = 1.0
 _PR_SET_PDEATHSIG = 1
 # Looked up once here: after a fork in a threaded process the child must not load libraries.
 _prctl = ctypes.CDLL(None, use_errno=True).prctl if sys.platform == "linux" else None
@@ -33,8 +35,8 @@ def follow_supervisor(sig: signal.Signals) -> None:
     """In a granian worker: end with the process that started the server.
 
     A worker asks for SIGKILL while it starts (granian's SIGTERM handler can block forever in a worker that has
-    not finished starting, and there is nothing to drain yet), then for SIGTERM once it serves, so that requests
-    in flight end gracefully.
+    not finished starting, and there is nothing to drain yet), then for SIGTERM once it serves
+    (:data:`SERVING_AFTER_S` after its startup), so that requests in flight end gracefully.
     """
     supervisor = os.environ.get(SUPERVISOR_ENV)
     if supervisor is None or int(supervisor) == os.getpid() or _prctl is None:
