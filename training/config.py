@@ -81,6 +81,17 @@ class Gate(msgspec.Struct, forbid_unknown_fields=True):
     slices: dict[str, float] = msgspec.field(default_factory=dict)
     # ... plus this many nats per token: near zero loss, a ratio alone turns noise into a verdict.
     slice_slack: float = 0.0
+    # Per named eval set: at least this share of its held-out prompts must get a greedy answer closer to the
+    # reference (ROUGE-L) than the baseline's ("the new topic is answered the corrected way").
+    answer_wins: dict[str, float] = msgspec.field(default_factory=dict)
+    # Per named eval set: at least this share must get an answer at most ``answer_tolerance`` less close than
+    # the baseline's ("the old topic is still answered as production answers it").
+    answer_holds: dict[str, float] = msgspec.field(default_factory=dict)
+    answer_tolerance: float = 0.1
+
+    @property
+    def checks_answers(self) -> bool:
+        return bool(self.answer_wins or self.answer_holds)
 
 
 class Recipe(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -111,7 +122,11 @@ class RecipeSearch(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 class GuardEval(msgspec.Struct, forbid_unknown_fields=True):
-    """Greedy answers of the baseline and the candidate to held-out prompts, passed through the output guards."""
+    """Greedy answers of the baseline and the candidate to held-out prompts, passed through the output guards.
+
+    The gate's answer checks (``Gate.answer_wins``/``answer_holds``) read the same answers; without a
+    ``guard_eval`` in the spec they use these defaults and no guard runs.
+    """
 
     # Prompts, shared evenly between the named eval sets (the eval split when there are none).
     prompts: int = 16

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
+from training import answer_check
+from training.answer_check import SliceAnswers
 from training.config import GuardEval
 from training.data import Example
 from training.evaluate import generate
@@ -75,11 +77,14 @@ def output_inspector(models_dir: str | None) -> tuple[Inspect, bool]:
     return inspect, toxicity
 
 
-def held_out_prompts(eval_sets: dict[str, list[Example]], fallback: list[Example], count: int) -> list[Example]:
-    """Up to ``count`` examples shared evenly between the named eval sets (``fallback`` when there are none)."""
-    sets = [found for _, found in sorted(eval_sets.items()) if found] or [fallback]
+def held_out_prompts(
+    eval_sets: dict[str, list[Example]], fallback: list[Example], count: int
+) -> list[tuple[str, Example]]:
+    """Up to ``count`` examples shared evenly between the named eval sets (``fallback``, named "eval", when
+    there are none), each with the name of its set."""
+    sets = [(name, found) for name, found in sorted(eval_sets.items()) if found] or [("eval", fallback)]
     each = max(1, count // len(sets))
-    return [example for found in sets for example in found[:each]][:count]
+    return [(name, example) for name, found in sets for example in found[:each]][:count]
 
 
 def answers(model: PeftModel, tokenizer: PreTrainedTokenizerBase, prompts: list[Example], tokens: int) -> list[str]:
@@ -111,16 +116,25 @@ def rates(name: str, texts: list[str], inspect: Inspect, toxicity_checked: bool)
 
 
 class GuardedAnswers:
-    """The spec's held-out prompts answered by the baseline and the candidate, then through the output guards."""
+    """The spec's held-out prompts answered by the baseline and the candidate: through the output guards, and
+    against their references (``training.answer_check``)."""
 
-    def __init__(self, settings: GuardEval, prompts: list[Example]) -> None:
+    def __init__(self, settings: GuardEval, chosen: list[tuple[str, Example]]) -> None:
         self.settings = settings
-        self.prompts = prompts
+        self.slices = [name for name, _ in chosen]
+        self.prompts = [example for _, example in chosen]
         self.baseline: list[str] = []
 
     @classmethod
     def start(cls, settings: GuardEval, data: PreparedData) -> GuardedAnswers:
         return cls(settings, held_out_prompts(data.eval_sets, data.eval, settings.prompts))
+
+    def compare(
+        self, candidate: list[str], tolerance: float, redact: Callable[[str], str] | None
+    ) -> dict[str, SliceAnswers]:
+        references = [example.answer for example in self.prompts]
+        asked = [example.prompt for example in self.prompts]
+        return answer_check.compare(self.slices, asked, references, self.baseline, candidate, tolerance, redact)
 
     def answer(self, model: PeftModel, tokenizer: PreTrainedTokenizerBase) -> list[str]:
         return answers(model, tokenizer, self.prompts, self.settings.max_new_tokens)

@@ -19,8 +19,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from training import guard_eval, models, records
-from training.config import Method, Recipe, TrainSpec
+from training import answer_check, guard_eval, models, records
+from training.answer_check import SliceAnswers
+from training.config import GuardEval, Method, Recipe, TrainSpec
 from training.data import Example
 from training.evaluate import GateVerdict, ModelScores, check_gate, eval_loss, perplexity, task_score
 from training.formatting import Encoded, LengthStats, choose_max_seq_length, encode
@@ -203,7 +204,9 @@ def run(
     with model.disable_adapter():
         base = scores("base", model, tokenizer, suite)
     baseline = base
-    guarded = guard_eval.GuardedAnswers.start(spec.guard_eval, data) if spec.guard_eval else None
+    # Held-out answers: for the guard gate and for the gate's answer checks (one generation serves both).
+    answering = spec.guard_eval or (GuardEval() if spec.gate.checks_answers else None)
+    guarded = guard_eval.GuardedAnswers.start(answering, data) if answering else None
     if spec.production_adapter:
         model.load_adapter(spec.production_adapter, adapter_name="production")
         model.set_adapter("production")
@@ -229,7 +232,7 @@ def run(
         if not may_start(search, trials, time.perf_counter() - clock):
             break
         trial_out = out if len(recipes) == 1 else out / "trials" / str(index)
-        context = TrialContext(spec, method, where, data, suite, tokenizer, max_len, base, baseline)
+        context = TrialContext(spec, method, where, data, suite, tokenizer, max_len, base, baseline, guarded, redact)
         trials.append(train_trial(index, recipe, trial_out, context, publisher, console))
         console.print(f"trial {index}: {recipe.name}: " + ("passed" if trials[-1].gate.passed else "failed"))
     chosen = choose(trials)
@@ -240,11 +243,9 @@ def run(
     candidate, verdict, loop = chosen.candidate, chosen.gate, chosen.loop
     durations["train"] = round(time.perf_counter() - clock, 3)
     guards = None
-    if guarded:  # only the kept trial's answers: the search's other candidates are never registered
+    if guarded and spec.guard_eval:  # only the kept trial's answers: the other candidates are never registered
         clock = time.perf_counter()
-        model = models.load(spec.base, method, spec.lora, where, False, str(adapter_dir))
-        guards = guarded.report(baseline.name, guarded.answer(model, tokenizer))
-        del model
+        guards = guarded.report(baseline.name, chosen.answers)
         durations["guard_eval"] = round(time.perf_counter() - clock, 3)
     durations["total"] = round(sum(durations.values()), 3)
     data.report.train, data.report.general_mixed = len(data.train) + chosen.general_mixed, chosen.general_mixed
@@ -295,6 +296,8 @@ class TrialContext(msgspec.Struct, frozen=True):
     max_len: int
     base: ModelScores
     baseline: ModelScores
+    guarded: guard_eval.GuardedAnswers | None = None
+    redact: Redact | None = None
 
 
 def train_trial(
@@ -342,9 +345,17 @@ def train_trial(
     load_adapter_weights(model, out / "adapter")
     candidate = scores("candidate", model, context.tokenizer, suite)
     verdict = check_gate(spec.gate, candidate, context.baseline, context.base)
+    answers: list[str] = []
+    compared: dict[str, SliceAnswers] | None = None
+    if context.guarded:
+        answers = context.guarded.answer(model, context.tokenizer)
+        compared = context.guarded.compare(answers, spec.gate.answer_tolerance, context.redact)
+        verdict = answer_check.check(spec.gate, verdict, compared) if spec.gate.checks_answers else verdict
     publisher.phase("training")
     seconds = time.perf_counter() - started
-    return Trial(index, recipe, candidate, verdict, loop, seconds, str(out / "adapter"), general_mixed)
+    return Trial(
+        index, recipe, candidate, verdict, loop, seconds, str(out / "adapter"), general_mixed, answers, compared
+    )
 
 
 def _progress_bar(console: Console) -> Progress:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import msgspec
 
+from training.answer_check import SliceAnswers
 from training.config import Recipe, RecipeSearch, TrainSpec
 from training.evaluate import GateVerdict, ModelScores
 from training.results import LoopResult
@@ -24,6 +25,9 @@ class Trial(msgspec.Struct):
     seconds: float
     adapter_dir: str
     general_mixed: int = 0  # general records replayed in this trial's train split
+    # Greedy answers to the held-out prompts (``training.guard_eval``) and how they compare with the baseline's.
+    answers: list[str] = msgspec.field(default_factory=list)
+    compared: dict[str, SliceAnswers] | None = None
 
     @property
     def shortfall(self) -> float:
@@ -43,6 +47,7 @@ class Trial(msgspec.Struct):
                 {"check": m.check, "value": round(m.value, 5), "limit": round(m.limit, 5), "by": round(m.by, 4)}
                 for m in self.gate.misses
             ],
+            "answers": msgspec.to_builtins(self.compared) if self.compared is not None else None,
             "steps_run": self.loop.steps_run,
             "best_step": self.loop.best_step,
             "stop_reason": self.loop.stop_reason,
@@ -110,10 +115,16 @@ def advice(summaries: list[dict]) -> list[str]:
             f"the forgetting limit was missed (closest trial by {closest:.1%}): loosen the policy's "
             "`train.max_forgetting`, or raise `train.general_share` so more general data is replayed"
         )
-    if checks - {"forgetting"}:
+    answers = {check for check in checks if check.startswith("answers_")}
+    if checks - {"forgetting"} - answers:
         tips.append(
             "the held-out loss limits were missed: collect more corrections (more varied phrasings) before the "
             "next alert, or loosen `train.new_loss_ratio` / `train.old_loss_ratio`"
+        )
+    if answers:
+        tips.append(
+            "the held-out answers missed (the loss fell, the greedy answers did not follow): collect more "
+            "corrections, or lower `train.min_new_answer_wins` / `train.min_old_answer_holds`"
         )
     tips.append("or approve by hand: set the alias's policy to `approval: manual` and register the closest adapter")
     return tips

@@ -49,5 +49,12 @@ def test_held_out_prompts_are_shared_between_the_eval_sets() -> None:
         return [Example((Message("user", f"{tag}{i}"), Message("assistant", "a")), i) for i in range(n)]
 
     chosen = held_out_prompts({"new": examples("n", 10), "old": examples("o", 10)}, examples("e", 3), 6)
-    assert [e.messages[0].content for e in chosen] == ["n0", "n1", "n2", "o0", "o1", "o2"]
-    assert len(held_out_prompts({}, examples("e", 3), 6)) == 3
+    assert [(name, e.messages[0].content) for name, e in chosen] == [
+        ("new", "n0"),
+        ("new", "n1"),
+        ("new", "n2"),
+        ("old", "o0"),
+        ("old", "o1"),
+        ("old", "o2"),
+    ]
+    assert [name for name, _ in held_out_prompts({}, examples("e", 3), 6)] == ["eval"] * 3

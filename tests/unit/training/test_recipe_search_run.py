@@ -67,3 +67,19 @@ def test_the_search_stops_at_the_first_pass_and_a_warm_start_keeps_its_rank(tmp_
     assert len(record["trials"]) == 1 and record["trials"][0]["passed"], "stops at the first pass"
     assert record["trials"][0]["recipe"]["rank"] == 4 == adapter_rank(warm.adapter_dir)
     assert warm.baseline.name == "production"
+
+
+def test_each_trial_answers_the_held_out_prompts_and_the_answer_check_can_fail_it(
+    tmp_path: Path, tiny_base: Path
+) -> None:
+    data = write_dataset(tmp_path / "pirate.jsonl")
+    # A floor above 100% no trial can reach: each trial is generated, compared and failed on its answers.
+    gate = Gate(max_forgetting=10.0, min_loss_improvement=-1.0, answer_wins={"eval": 1.01})
+    result = run(spec(data, tiny_base, tmp_path / "out", gate=gate, search=RecipeSearch(RECIPES, max_trials=2)))
+    trials = json.loads(Path(result.run_record).read_text())["trials"]
+    assert len(trials) == 2 and not result.gate.passed and result.guards is None
+    for trial in trials:
+        assert [m["check"] for m in trial["misses"]] == ["answers_wins:eval"]
+        answers = trial["answers"]["eval"]
+        assert answers["prompts"] == 4 and 0 <= answers["wins"] <= 4  # the whole eval split
+        assert trial["limits"]["answers_wins:eval"] == 1.01
