@@ -27,6 +27,7 @@ from training import models
 from training.config import TrainSpec
 from training.evaluate import GateVerdict, Miss, ModelScores, eval_loss
 from training.formatting import IGNORE, Encoded, collate, encode
+from training.guard_eval import GuardedAnswers, GuardReport
 from training.preferences import Pair, read_pairs, redact_pair
 from training.prepare import Redact, general_examples
 from training.status import Progress as Status
@@ -67,6 +68,7 @@ class DpoResult(msgspec.Struct):
     baseline: ModelScores
     before: PreferenceScores
     after: PreferenceScores
+    guards: GuardReport | None = None
 
 
 class DpoRecord(msgspec.Struct):
@@ -83,6 +85,8 @@ class DpoRecord(msgspec.Struct):
     base_general_loss: float | None
     loop: LoopResult
     durations_s: dict[str, float]
+    # The start's and the candidate's greedy answers to the held-out prompts through the output guards.
+    guards: GuardReport | None = None
     finished_at: float = msgspec.field(default_factory=time.time)
 
 
@@ -200,6 +204,13 @@ def run_dpo(
     before = preference_scores("start", model, eval_pairs, spec.dpo_beta, pad_id, batch)
     before = msgspec.structs.replace(before, general_loss=start_general)
     limit = (base_general or 0.0) * (1 + spec.gate.max_forgetting)
+    # The held-out pairs' prompts, answered by the start (production, or the base model) before training.
+    guarded = None
+    if spec.guard_eval:
+        guarded = GuardedAnswers(
+            spec.guard_eval, [("eval", p.example(p.chosen)) for p in pairs[:held][: spec.guard_eval.prompts]]
+        )
+        guarded.baseline = guarded.answer(model, tokenizer)
     durations["baseline"] = round(time.perf_counter() - clock, 3)
 
     def batch_loss(items: list[EncodedPair]) -> tuple[torch.Tensor, int]:
@@ -232,6 +243,7 @@ def run_dpo(
         within_limits=within_limits if general else None,
     )
     durations["train"] = round(time.perf_counter() - clock, 3)
+    clock = time.perf_counter()
 
     publisher.phase("evaluating")
     adapter_dir = out / "adapter"
@@ -239,6 +251,10 @@ def run_dpo(
     after = preference_scores("candidate", model, eval_pairs, spec.dpo_beta, pad_id, batch)
     after = msgspec.structs.replace(after, general_loss=eval_loss(model, general, pad_id, batch) if general else None)
     verdict = preference_gate(before, after, base_general, spec.gate.max_forgetting)
+    guards = None
+    if guarded:
+        guards = guarded.report("production" if spec.start_adapter else "base", guarded.answer(model, tokenizer))
+    durations["evaluate"] = round(time.perf_counter() - clock, 3)
     publisher.phase("writing")
     record = DpoRecord(
         spec=msgspec.to_builtins(spec),
@@ -252,6 +268,7 @@ def run_dpo(
         base_general_loss=base_general,
         loop=loop,
         durations_s=durations,
+        guards=guards,
     )
     run_json = adapter_dir / "run.json"
     run_json.write_bytes(msgspec.json.format(msgspec.json.encode(record)))
@@ -270,6 +287,7 @@ def run_dpo(
         record.baseline,
         before,
         after,
+        guards,
     )
 
 

@@ -94,6 +94,8 @@ async def test_dpo_policy_trains_on_pairs_built_from_feedback_and_keeps_the_data
         run = await wait_for(client, run["id"], "canary", "rejected", "failed")
         spec = jobs.specs[0]
         assert spec.objective == "dpo" and spec.start_adapter == spec.production_adapter
+        assert spec.guard_eval is not None, "a DPO candidate's answers go through the output guards too"
+        assert any(e["step"] == "guard_gate" and e["detail"] == "guard gate passed" for e in run["timeline"])
         pairs = read_pairs(spec.data)
         assert len(pairs) == 6 and all(p.chosen.startswith("TRAVEL DESK") for p in pairs)
         data = next(e for e in run["timeline"] if e["step"] == "data")
@@ -101,3 +103,14 @@ async def test_dpo_policy_trains_on_pairs_built_from_feedback_and_keeps_the_data
         candidate = (await client.get("/admin/adapters/helpdesk")).json()["versions"][1]
         registered = str(tmp_path / "registered.jsonl")
         assert candidate["training_run"]["dataset"] == registered, "the candidate keeps production's dataset"
+
+
+async def test_a_dpo_candidate_that_leaks_pii_is_rejected_by_the_guard_gate(tmp_path: Path, upstreams) -> None:
+    jobs = StandInJobs(leaks=5)
+    async with loop_gateway(tmp_path, upstreams, jobs, train=LoopTrainSettings(objective="dpo")) as client:
+        await correct(client, 6)
+        run = (await client.post("/admin/alerts", json=alert())).json()["runs"][0]
+        run = await wait_for(client, run["id"], "canary", "rejected", "failed")
+        assert run["status"] == "rejected" and run["reason"].startswith("guard gate failed: PII in 5/8"), run
+        alias = (await client.get("/admin/adapters/helpdesk")).json()
+        assert (alias["production"], len(alias["versions"])) == ("helpdesk@1", 1)

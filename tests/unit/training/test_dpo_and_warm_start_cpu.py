@@ -21,7 +21,7 @@ import pytest
 from rich.console import Console
 
 from tests.unit.training.test_training_cpu import FORMS, TOPICS, pirate, tiny_spec, write_dataset
-from training.config import Gate, TrainingSchedule
+from training.config import Gate, GuardEval, TrainingSchedule
 from training.dpo import run_dpo
 from training.models import adapter_rank
 from training.run import run
@@ -46,13 +46,20 @@ def test_dpo_raises_the_preference_margin_on_held_out_pairs(tmp_path: Path, tiny
     spec.objective, spec.dpo_beta = "dpo", 0.1
     spec.loop.learning_rate = 1e-2
     spec.data_config.eval_share = 0.2
+    spec.guard_eval = GuardEval(prompts=4, max_new_tokens=6)
     result = run_dpo(spec, console=Console(stderr=True))
     print(f"\nDPO held-out: before {result.before}\n              after  {result.after}")
     assert result.before.margin == 0.0 and result.before.loss == pytest.approx(0.6931, abs=1e-3)
     assert result.after.logp_margin > result.before.logp_margin + 0.5
     assert result.after.margin > 0 and result.after.accuracy >= 0.75
     assert result.gate.passed, result.gate.reasons
-    assert json.loads(Path(result.run_record).read_text())["after"]["margin"] == result.after.margin
+    record = json.loads(Path(result.run_record).read_text())
+    assert record["after"]["margin"] == result.after.margin
+    # The start's and the candidate's answers to the held-out prompts went through the output guards.
+    assert result.guards is not None and record["guards"]["candidate"]["name"] == "candidate"
+    assert (
+        result.guards.baseline.name == "base" and result.guards.candidate.answers == 4 == result.guards.baseline.answers
+    )
 
 
 def test_warm_start_keeps_production_on_its_data_while_learning_the_new(tmp_path: Path, tiny_base: Path) -> None:
