@@ -229,7 +229,9 @@ class LoopController:
             recipes = [r.name for r in spec.search.recipes][: spec.search.max_trials] if spec.search else []
             start = f"from {production.name}" if spec.start_adapter else "from the base model"
             if not any(event.step == "search" for event in run.timeline):  # a job that waits retries this step
-                run.note("search", f"up to {len(recipes)} recipes, {start}", recipes=recipes, lessons=bool(lessons))
+                started_from = production.name if spec.start_adapter else "base"
+                detail = f"up to {len(recipes)} recipes, {start}"
+                run.note("search", detail, recipes=recipes, lessons=bool(lessons), start=started_from)
         try:
             job = await asyncio.to_thread(self.jobs.start, spec)
         except JobConflict as exc:
@@ -269,9 +271,7 @@ class LoopController:
             metrics.LOOP_OUTCOMES.labels(run.alias, "rejected").inc()
             return
         run.note("eval", "gate passed", **msgspec.to_builtins(scores))
-        # A DPO job does not measure guard rates yet (training/dpo.py): its candidate skips this gate.
-        guarded = policy.guard_gate.enabled and policy.train.objective != "dpo"
-        if guarded and not await self._guard_gate(run, policy, record):
+        if policy.guard_gate.enabled and not await self._guard_gate(run, policy, record):
             return
         production = self._production(run.alias)
         version = await self.adapters.register(
@@ -411,7 +411,17 @@ class LoopController:
                 eval_every=train.eval_every,
                 stop_on_forgetting=True,
             ),
-            gate=Gate(max_forgetting=train.max_forgetting, slices=slices, slice_slack=train.loss_slack),
+            gate=Gate(
+                max_forgetting=train.max_forgetting,
+                slices=slices,
+                slice_slack=train.loss_slack,
+                answer_wins={"new": train.min_new_answer_wins} if train.min_new_answer_wins > 0 else {},
+                answer_holds=(
+                    {"old": train.min_old_answer_holds}
+                    if train.min_old_answer_holds > 0 and "old" in data.eval_sets
+                    else {}
+                ),
+            ),
             production_adapter=production.weights,
             start_adapter=production.weights if train.start_from == "production" else None,
             guard_eval=self._guard_eval(policy),
@@ -462,6 +472,7 @@ class LoopController:
             gate=Gate(max_forgetting=train.max_forgetting),
             production_adapter=production.weights,
             start_adapter=production.weights,
+            guard_eval=self._guard_eval(policy),
             task_eval_limit=0,
         )
         return spec, [item.id for item, _ in found]

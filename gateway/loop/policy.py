@@ -44,14 +44,22 @@ class LoopTrainSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True)
     old_loss_ratio: float = 1.1
     # Both plus this many nats per token (losses near zero make a bare ratio noise).
     loss_slack: float = 0.05
+    # Gate on what users read: at least this share of the held-out new prompts must get a greedy answer
+    # closer to the correction (ROUGE-L) than production's answer (the loss can fall 70% while a third of
+    # the answers keep the old style) ...
+    min_new_answer_wins: float = 0.75
+    # ... and at least this share of the held-out old prompts an answer about as close to the registered
+    # answer as production's (within 0.1 ROUGE-L). 0 turns either check off.
+    min_old_answer_holds: float = 0.75
     # General-set loss may rise by at most this share over the base model's (the training gate's forgetting
     # check; looser than a hand-run's 0.1, since the old-topic slice already guards what the alias serves).
     max_forgetting: float = 0.2
     # None: the base model directory under <home>/models named after the route's upstream model.
     base_path: str | None = None
-    # Continue training the production adapter (its rank is kept, the gate's "old" slice then measures
-    # forgetting against it) or train a fresh adapter from the base model.
-    start_from: StartFrom = "base"
+    # Continue training the production adapter (warm start: its rank is kept, what it learned is the
+    # starting point, and the gate's "old" slice measures forgetting against it) or train a fresh adapter
+    # from the base model.
+    start_from: StartFrom = "production"
     # sft: learn the corrected answers; dpo: learn to prefer them (pairs from corrections and votes; DPO
     # always starts from the production adapter it refines).
     objective: Objective = "sft"
