@@ -34,7 +34,7 @@ from training.prepare import (
     prepare,
     sha256_file,
 )
-from training.search import Trial, choose, may_start, plan
+from training.search import Trial, choose, may_start, next_recipe, plan
 from training.status import Phase
 from training.status import Progress as Status
 from training.trainer import StepReport, load_adapter_weights, seed_everything, train_loop
@@ -228,9 +228,11 @@ def run(
     clock = time.perf_counter()
     recipes, search = plan(spec, models.adapter_rank(spec.start_adapter) if spec.start_adapter else None)
     trials: list[Trial] = []
-    for index, recipe in enumerate(recipes):
-        if not may_start(search, trials, time.perf_counter() - clock):
-            break
+    remaining = list(recipes)
+    while remaining and may_start(search, trials, time.perf_counter() - clock):
+        index = len(trials)
+        recipe = next_recipe(remaining, trials[-1] if trials else None, spec.gate)
+        remaining.remove(recipe)
         trial_out = out if len(recipes) == 1 else out / "trials" / str(index)
         context = TrialContext(spec, method, where, data, suite, tokenizer, max_len, base, baseline, guarded, redact)
         trials.append(train_trial(index, recipe, trial_out, context, publisher, console))

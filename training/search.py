@@ -9,7 +9,7 @@ from __future__ import annotations
 import msgspec
 
 from training.answer_check import SliceAnswers
-from training.config import Recipe, RecipeSearch, TrainSpec
+from training.config import Gate, Recipe, RecipeSearch, TrainSpec
 from training.evaluate import GateVerdict, ModelScores
 from training.results import LoopResult
 
@@ -61,8 +61,9 @@ def recipe_of(spec: TrainSpec) -> Recipe:
 
 
 def plan(spec: TrainSpec, start_rank: int | None = None) -> tuple[list[Recipe], RecipeSearch]:
-    """The recipes to try, in order. A warm start keeps the starting adapter's rank, so recipes that differ
-    only in rank become one (peft cannot continue training an adapter at another rank)."""
+    """The recipes the search may try (``max_trials`` of them at most; :func:`next_recipe` picks each). A warm
+    start keeps the starting adapter's rank, so recipes that differ only in rank become one (peft cannot
+    continue training an adapter at another rank)."""
     search = spec.search or RecipeSearch((recipe_of(spec),), max_trials=1)
     recipes: list[Recipe] = []
     for recipe in search.recipes:
@@ -70,7 +71,7 @@ def plan(spec: TrainSpec, start_rank: int | None = None) -> tuple[list[Recipe], 
             recipe = msgspec.structs.replace(recipe, rank=start_rank)
         if recipe not in recipes:
             recipes.append(recipe)
-    return recipes[: max(1, search.max_trials)], search
+    return recipes, search
 
 
 def may_start(search: RecipeSearch, trials: list[Trial], elapsed_s: float) -> bool:
@@ -83,6 +84,26 @@ def may_start(search: RecipeSearch, trials: list[Trial], elapsed_s: float) -> bo
         return False
     # A trial that would likely end past the budget does not start: estimate it by the slowest so far.
     return elapsed_s + max(t.seconds for t in trials) <= search.max_seconds
+
+
+def next_recipe(remaining: list[Recipe], last: Trial | None, gate: Gate) -> Recipe:
+    """The next recipe to try: the planned order, unless the last trial says which way to go.
+
+    A trial that learned too little (it missed validation, a slice the gate asks to improve, its answers'
+    wins or the preference margin, and forgot nothing) goes on with the strongest recipe left (learning rate
+    x steps); one that forgot (the forgetting limit, a slice the gate asks to hold, its answers' holds) with
+    the gentlest (the most general replay, then the weakest). Gentler fallbacks after a trial that learned
+    too little would only learn less.
+    """
+    if last is None or not last.gate.misses:
+        return remaining[0]
+    forgot = any(
+        miss.check == "forgetting" or miss.check.startswith("answers_holds:") or gate.slices.get(miss.check, 0.0) >= 1
+        for miss in last.gate.misses
+    )
+    if forgot:
+        return min(remaining, key=lambda r: (-r.general_share, r.learning_rate * r.steps))
+    return max(remaining, key=lambda r: (r.learning_rate * r.steps, r.general_share))
 
 
 def choose(trials: list[Trial]) -> Trial:

@@ -226,11 +226,12 @@ class LoopController:
             )
             lessons = await asyncio.to_thread(self._lessons, run.alias)
             spec = self._spec(production, policy, assembled, out, lessons)
-            recipes = [r.name for r in spec.search.recipes][: spec.search.max_trials] if spec.search else []
+            recipes = [r.name for r in spec.search.recipes] if spec.search else []
+            trials = min(len(recipes), spec.search.max_trials) if spec.search else 1
             start = f"from {production.name}" if spec.start_adapter else "from the base model"
             if not any(event.step == "search" for event in run.timeline):  # a job that waits retries this step
                 started_from = production.name if spec.start_adapter else "base"
-                detail = f"up to {len(recipes)} recipes, {start}"
+                detail = f"up to {trials} of {len(recipes)} recipes, {start}"
                 run.note("search", detail, recipes=recipes, lessons=bool(lessons), start=started_from)
         try:
             job = await asyncio.to_thread(self.jobs.start, spec)

@@ -15,11 +15,14 @@ from training.config import Method, Objective, Recipe
 Approval = Literal["auto", "manual"]
 StartFrom = Literal["production", "base"]
 DAY_S = 86_400.0
-# Tried after the policy's own recipe fails the gate: gentler steps and more general-data replay, since a
-# realistic batch of corrections most often fails on forgetting, and a smaller rank on the last.
+# Tried after the policy's own recipe fails the gate, picked by what it missed (``training.search.next_recipe``):
+# after forgetting, the gentlest (more general-data replay, fewer or smaller steps, a smaller rank on the last);
+# after learning too little (the new slice's loss or answers), the strongest: more steps with more replay, so
+# it learns more without forgetting more.
 FALLBACK_RECIPES = (
     Recipe(learning_rate=5e-4, steps=40, rank=16, general_share=0.3),
     Recipe(learning_rate=3e-4, steps=60, rank=8, general_share=0.5),
+    Recipe(learning_rate=1e-3, steps=100, rank=16, general_share=0.3),
 )
 
 

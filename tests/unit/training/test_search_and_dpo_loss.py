@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from training.config import Recipe, RecipeSearch, TrainSpec
+from training.config import Gate, Recipe, RecipeSearch, TrainSpec
 from training.dpo import dpo_loss
 from training.evaluate import GateVerdict, Miss, ModelScores
 from training.preferences import read_pairs
-from training.search import Trial, advice, choose, may_start, order_by_lessons, plan
+from training.search import Trial, advice, choose, may_start, next_recipe, order_by_lessons, plan
 from training.trainer import LoopResult
 
 FAST = Recipe(learning_rate=1e-3, steps=40, rank=16, general_share=0.1)
@@ -71,6 +71,20 @@ def test_plan_keeps_the_warm_start_rank_and_folds_recipes_that_then_coincide() -
     assert [r.rank for r in recipes] == [8, 8] and recipes[0].learning_rate == 1e-3
     assert plan(spec)[0] == [FAST, Recipe(1e-3, 40, rank=4), GENTLE]
     assert plan(TrainSpec("d", "b", "o"))[0] == [Recipe(2e-4, 200, 16, 0.0)]
+
+
+def test_the_next_recipe_follows_what_the_last_trial_missed() -> None:
+    strong = Recipe(learning_rate=1e-3, steps=100, rank=16, general_share=0.3)
+    left = [GENTLE, SHORT, strong]
+    gate = Gate(slices={"new": 0.9, "old": 1.1})
+    assert next_recipe(left, None, gate) == GENTLE, "the first trial takes the planned order"
+    assert next_recipe(left, trial(0, FAST, 0.5), gate) == GENTLE, "a passing trial changes nothing"
+    learned_too_little = [Miss("new", 2.0, 1.5), Miss("answers_wins:new", 0.5, 0.75, ceiling=False)]
+    assert next_recipe(left, trial(0, FAST, 0.5, *learned_too_little), gate) == strong
+    assert next_recipe(left, trial(0, FAST, 0.5, Miss("validation", 2.0, 1.0)), gate) == strong
+    for forgot in (Miss("forgetting", 1.7, 1.65), Miss("old", 0.2, 0.05), Miss("answers_holds:old", 0.5, 0.75)):
+        # the most replay first (GENTLE and strong replay 0.3 as SHORT does; GENTLE is the weakest of them)
+        assert next_recipe(left, trial(0, FAST, 0.5, forgot, *learned_too_little), gate) == GENTLE, forgot
 
 
 def test_lessons_put_the_closest_recipe_of_the_last_search_first() -> None:
