@@ -19,11 +19,13 @@ import asyncio
 import json
 import os
 import time
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
+import msgspec
 import typer
 from rich.console import Console
 
@@ -31,7 +33,88 @@ from demo.corpora import prompts
 
 ALIAS = "desk"
 OLD_STYLE = "SUPPORT DESK: thank you, a ticket is open and we reply within a day."
-NEW_STYLE = "TRAVEL DESK: check the local guide and book early."
+NEW_STYLE = "TRAVEL DESK:"
+THIRD_STYLE = "KITCHEN DESK:"
+
+
+class Corrections(msgspec.Struct, frozen=True):
+    """Long, varied corrected answers in a house style the base model never writes (20-40 words each).
+
+    A correction is the style's header, a sentence chosen by the question's words, a tip and a sign-off picked
+    by the question's hash: many phrasings, one style. The parts are generic advice, not written against any
+    prompt list.
+    """
+
+    header: str
+    subjects: tuple[tuple[tuple[str, ...], str], ...]
+    default_subject: str
+    tips: tuple[str, ...]
+    sign_offs: tuple[str, ...]
+    lead: str = "Before you go"
+
+    def __call__(self, question: str) -> str:
+        lowered = question.lower()
+        subject = next((text for words, text in self.subjects if any(w in lowered for w in words)), None)
+        pick = zlib.crc32(question.encode())
+        tip, sign_off = self.tips[pick % len(self.tips)], self.sign_offs[(pick // len(self.tips)) % len(self.sign_offs)]
+        return f"{self.header} {subject or self.default_subject}. {self.lead}, {tip}. {sign_off}"
+
+
+travel_correction = Corrections(
+    header=NEW_STYLE,
+    subjects=(
+        (("visa", "passport", "licence"), "Paperwork rules differ by nationality, so confirm the entry rules"),
+        (("fly", "flight", "train", "airport"), "Transport is easiest when you compare routes and times"),
+        (("weather", "pack"), "Seasons change what you need, so look at the forecast and pack light layers"),
+        (
+            ("cash", "budget", "cheaper", "insurance"),
+            "Costs add up, so set a daily budget and keep a spare card",
+        ),
+        (("hotel", "neighbourhood"), "Where you stay shapes the trip, so read recent reviews of the area"),
+        (("dishes", "museums", "things to do", "hiking"), "The best sights and meals are local, so ask residents"),
+    ),
+    default_subject="Every trip goes better with a plan, so note your dates and options",
+    tips=(
+        "book refundable options early and keep copies of every booking",
+        "check the official tourism office page for opening hours and seasonal closures",
+        "register with your embassy and save the local emergency number offline",
+        "leave one free afternoon for the things you discover on the way",
+        "buy a transit card on arrival, cheaper than single tickets",
+    ),
+    sign_offs=(
+        "Safe travels from the travel desk.",
+        "Enjoy the journey, and write if plans change.",
+        "We are here if you need another route.",
+        "Have a wonderful trip.",
+    ),
+)
+kitchen_correction = Corrections(
+    header=THIRD_STYLE,
+    subjects=(
+        (("roast", "oven", "slow cooker", "temp"), "Heat and time decide the result, so trust a thermometer"),
+        (("substitute", "without", "convert", "baking soda"), "Swaps work when you keep the balance of wet and dry"),
+        (("safe", "left out", "freeze", "reheat"), "Food safety comes first, so chill leftovers within two hours"),
+        (("wine", "spices", "authentic"), "Flavour builds in layers, so season a little at every stage"),
+        (("menu", "guests", "serves", "people"), "Cooking for a group is about timing, so prepare what you can ahead"),
+    ),
+    default_subject="Good cooking starts with a plan, so read the recipe through before you begin",
+    tips=(
+        "taste as you go and adjust the salt at the end",
+        "keep your knives sharp and your board steady with a damp cloth",
+        "weigh flour and sugar rather than measuring cups",
+        "let meat rest for ten minutes before you cut it",
+        "write down what you changed, so next time is easier",
+    ),
+    sign_offs=(
+        "Happy cooking from the kitchen desk.",
+        "Enjoy the meal, and tell us how it went.",
+        "We are here if the recipe gives you trouble.",
+        "Bon appetit.",
+    ),
+    lead="Before you start",
+)
+
+
 console = Console()
 
 
@@ -112,12 +195,12 @@ class LoopClient:
         if reply.status_code != 201:
             raise RuntimeError(f"feedback refused: {reply.status_code} {reply.text}")
 
-    async def correct(self, texts: list[str], correction: str, tag: str) -> None:
-        """Ask each question, then send the answer the model should have given."""
+    async def correct(self, texts: list[str], correction: Callable[[str], str], tag: str) -> None:
+        """Ask each question, then send the answer the model should have given (``correction(question)``)."""
         for index, text in enumerate(texts):
             request_id, _, _ = await self.ask(text, f"{tag}-{index}")
             if request_id:
-                await self.feedback(request_id, correction=correction)
+                await self.feedback(request_id, correction=correction(text))
 
     async def drift_state(self, condition: Callable[[dict], bool], timeout_s: float = 120) -> dict:
         deadline = time.monotonic() + timeout_s
@@ -153,8 +236,11 @@ class LoopClient:
             await asyncio.sleep(1)
         raise TimeoutError(f"loop run {run_id} is still {found.get('status')}: {found.get('timeline')}")
 
-    async def canary(self, run_id: str, rate: bool = False, show: Callable[[dict], None] | None = None) -> dict:
-        """Travel traffic from new users until the run leaves canary; with ``rate`` users down-vote the candidate."""
+    async def canary(
+        self, run_id: str, rate: bool = False, show: Callable[[dict], None] | None = None, topic: str = "travel"
+    ) -> dict:
+        """Traffic on ``topic`` from new users until the run leaves canary; with ``rate`` users down-vote the
+        candidate."""
         deadline = time.monotonic() + 600
         batch = 0
         while time.monotonic() < deadline:
@@ -164,7 +250,7 @@ class LoopClient:
             if found["status"] != "canary":
                 return found
             batch += 1
-            answers = await self.many(prompts("travel", 6, 100 + batch), f"canary-{run_id}-{batch}")
+            answers = await self.many(prompts(topic, 6, 100 + batch), f"canary-{run_id}-{batch}")
             if rate:
                 for request_id, version, _ in answers:
                     if request_id:
@@ -206,7 +292,7 @@ async def tour(url: str, base: Path, work: Path, key: str | None) -> None:
         state = await loop.drift_state(lambda s: s["windows_checked"] >= 1)
         console.print(f"support traffic: drift score {state['last']['score']:.4f} -> {state['status']}")
         travel = prompts("travel", 64, 3)
-        await loop.correct(travel[:20], NEW_STYLE, "b")
+        await loop.correct(travel[:20], travel_correction, "b")
         await loop.many(travel[20:], "b")
         state = await loop.drift_state(lambda s: s["status"] == "drifting")
         console.print(f"travel traffic: drift score {state['last']['score']:.4f} -> [red]{state['status']}[/]")

@@ -27,23 +27,14 @@ MODEL = "SmolLM2-135M-Instruct"
 # The same vLLM model behind a second name whose input guards let e-mail addresses through, so a test can
 # make the model write one and watch the output guards catch it.
 RAW_INPUT_MODEL = "smol-raw-input"
-# The alias the closed-loop test retrains, and its policy (stated margins: win 10% on the new topic, lose at
-# most 10% on the old one, general-set loss at most 30% over the base model's: a 50-step run from the base
-# model measured 16% here, and the adapter it replaces already sat 4% over).
+# The alias the closed-loop test retrains, and its policy: the default policy's gate (win 10% on the new topic,
+# lose at most 10% on the old one, general-set loss at most 20% over the base model's) and a recipe search of
+# two trials, with small steps for CPU.
 LOOP_ALIAS = "desk"
 LOOP_POLICY = {
     "cooldown_s": 0,
     "min_new_samples": 16,
-    "train": {
-        "steps": 50,
-        "eval_every": 10,
-        "learning_rate": 1e-3,
-        "new_loss_ratio": 0.9,
-        "old_loss_ratio": 1.1,
-        "max_forgetting": 0.3,
-        # One recipe: the poisoned batch would otherwise train the fallback recipes too (CI time).
-        "max_trials": 1,
-    },
+    "train": {"steps": 50, "eval_every": 10, "learning_rate": 1e-3, "max_trials": 2},
     # Effect sizes a short canary can tell apart: ~10 clean canary requests clear each harm test.
     "canary": {
         "share": 0.5,
@@ -54,6 +45,10 @@ LOOP_POLICY = {
         "block_effect": 0.2,
     },
 }
+# The alias the closed-loop test poisons: the same policy with one trial, since a poisoned batch only has to
+# end without a promotion and every trial is minutes of CPU.
+POISON_ALIAS = "desk-poisoned"
+POISON_POLICY = {**LOOP_POLICY, "train": {**LOOP_POLICY["train"], "max_trials": 1}}
 # First run: pull (download + dequantize) and a cold vLLM start on 2 cores.
 START_TIMEOUT_S = 900
 
@@ -134,7 +129,7 @@ def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Embedded]:
                         "method": {"name": "mmd", "threshold": 0.03, "clear_threshold": 0.02},
                     }
                 },
-                "loop": {"aliases": {LOOP_ALIAS: LOOP_POLICY}, "tick_s": 1.0},
+                "loop": {"aliases": {LOOP_ALIAS: LOOP_POLICY, POISON_ALIAS: POISON_POLICY}, "tick_s": 1.0},
             }
         )
     )
