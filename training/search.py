@@ -90,17 +90,21 @@ def next_recipe(remaining: list[Recipe], last: Trial | None, gate: Gate) -> Reci
     """The next recipe to try: the planned order, unless the last trial says which way to go.
 
     A trial that learned too little (it missed validation, a slice the gate asks to improve, its answers'
-    wins or the preference margin, and forgot nothing) goes on with the strongest recipe left (learning rate
-    x steps); one that forgot (the forgetting limit, a slice the gate asks to hold, its answers' holds) with
-    the gentlest (the most general replay, then the weakest). Gentler fallbacks after a trial that learned
-    too little would only learn less.
+    wins or the preference margin) goes on with the strongest recipe left (learning rate x steps); one that
+    forgot (the forgetting limit, a slice the gate asks to hold, its answers' holds) with the gentlest (the
+    most general replay, then the weakest); one that did both with the most replay and, within it, the
+    strongest. Gentler fallbacks after a trial that learned too little would only learn less.
     """
     if last is None or not last.gate.misses:
         return remaining[0]
-    forgot = any(
-        miss.check == "forgetting" or miss.check.startswith("answers_holds:") or gate.slices.get(miss.check, 0.0) >= 1
-        for miss in last.gate.misses
-    )
+
+    def forgetting(check: str) -> bool:
+        return check == "forgetting" or check.startswith("answers_holds:") or gate.slices.get(check, 0.0) >= 1
+
+    forgot = any(forgetting(miss.check) for miss in last.gate.misses)
+    learned_too_little = any(not forgetting(miss.check) for miss in last.gate.misses)
+    if forgot and learned_too_little:  # both: the most replay, and within it the strongest
+        return max(remaining, key=lambda r: (r.general_share, r.learning_rate * r.steps))
     if forgot:
         return min(remaining, key=lambda r: (-r.general_share, r.learning_rate * r.steps))
     return max(remaining, key=lambda r: (r.learning_rate * r.steps, r.general_share))

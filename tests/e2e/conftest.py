@@ -27,14 +27,14 @@ MODEL = "SmolLM2-135M-Instruct"
 # The same vLLM model behind a second name whose input guards let e-mail addresses through, so a test can
 # make the model write one and watch the output guards catch it.
 RAW_INPUT_MODEL = "smol-raw-input"
-# The alias the closed-loop test retrains, and its policy: the default policy's gate (win 10% on the new topic,
-# lose at most 10% on the old one, general-set loss at most 20% over the base model's) and a recipe search of
-# two trials, with small steps for CPU.
+# The alias the closed-loop test retrains, and its policy: the default policy's recipes and gate (win 10% on the
+# new topic, lose at most 10% on the old one, general-set loss at most 20% over the base model's, the held-out
+# answer checks) and a recipe search of at most two trials, for CPU time.
 LOOP_ALIAS = "desk"
 LOOP_POLICY = {
     "cooldown_s": 0,
     "min_new_samples": 16,
-    "train": {"steps": 50, "eval_every": 10, "learning_rate": 1e-3, "max_trials": 2},
+    "train": {"max_trials": 2},
     # Effect sizes a short canary can tell apart: ~10 clean canary requests clear each harm test.
     "canary": {
         "share": 0.5,

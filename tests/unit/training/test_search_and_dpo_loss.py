@@ -83,8 +83,14 @@ def test_the_next_recipe_follows_what_the_last_trial_missed() -> None:
     assert next_recipe(left, trial(0, FAST, 0.5, *learned_too_little), gate) == strong
     assert next_recipe(left, trial(0, FAST, 0.5, Miss("validation", 2.0, 1.0)), gate) == strong
     for forgot in (Miss("forgetting", 1.7, 1.65), Miss("old", 0.2, 0.05), Miss("answers_holds:old", 0.5, 0.75)):
-        # the most replay first (GENTLE and strong replay 0.3 as SHORT does; GENTLE is the weakest of them)
-        assert next_recipe(left, trial(0, FAST, 0.5, forgot, *learned_too_little), gate) == GENTLE, forgot
+        # all three replay 0.3: only forgetting, the weakest of them; forgetting and too little learning, the strongest
+        assert next_recipe(left, trial(0, FAST, 0.5, forgot), gate) == GENTLE, forgot
+        assert next_recipe(left, trial(0, FAST, 0.5, forgot, *learned_too_little), gate) == strong, forgot
+    more_replay = Recipe(learning_rate=3e-4, steps=40, rank=16, general_share=0.5)
+    assert (
+        next_recipe([*left, more_replay], trial(0, FAST, 0.5, Miss("old", 0.2, 0.05), *learned_too_little), gate)
+        == more_replay
+    )
 
 
 def test_lessons_put_the_closest_recipe_of_the_last_search_first() -> None:
