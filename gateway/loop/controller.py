@@ -80,8 +80,11 @@ class IncomingPayload(msgspec.Struct):
 
 
 def data_snapshot(assembled: dataset.Assembled) -> dict[str, str]:
-    """sha256 of every file a run trains and evaluates on, by role: the version's data snapshot."""
+    """sha256 of every file a run trains and evaluates on, and of the dataset it registers, by role: the
+    version's data snapshot."""
     files = {"train": assembled.train, **{f"eval-{name}": path for name, path in assembled.eval_sets.items()}}
+    if assembled.dataset:
+        files["dataset"] = assembled.dataset
     return {role: sha256_file(path) for role, path in files.items()}
 
 
@@ -217,7 +220,7 @@ class LoopController:
             assembled = await asyncio.to_thread(
                 dataset.assemble, out / "data", registered, samples, policy.train.holdout_share, policy.train.new_share
             )
-            run.dataset = assembled.train
+            run.dataset = assembled.dataset
             run.note(
                 "data",
                 f"{assembled.counts['new']} new samples + {assembled.counts['registered']} registered",

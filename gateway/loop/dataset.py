@@ -26,6 +26,10 @@ class Assembled(msgspec.Struct, frozen=True):
     train: str
     eval_sets: dict[str, str]
     counts: dict[str, int]
+    # Everything the candidate knows: the registered records and every new sample (held out or not). It is
+    # what the candidate registers as its dataset, so the next run replays from the whole history, not from
+    # this run's subsampled train split (which would shrink the history at every generation).
+    dataset: str = ""
 
 
 def conversation_of(record: RequestRecord) -> list[dict[str, str]] | None:
@@ -67,7 +71,8 @@ def assemble(
     new_share: float = 0.5,
     seed: int = 0,
 ) -> Assembled:
-    """Write ``train.jsonl``, ``eval-new.jsonl`` and (with a registered dataset) ``eval-old.jsonl`` under ``out``.
+    """Write ``train.jsonl``, ``eval-new.jsonl``, (with a registered dataset) ``eval-old.jsonl`` and
+    ``dataset.jsonl`` (registered plus new: what the candidate registers) under ``out``.
 
     The registered records in train are subsampled so the new samples make at least ``new_share`` of it: a
     few dozen corrections beside a large registered set would otherwise barely move the adapter (repeating
@@ -88,7 +93,7 @@ def assemble(
     old_train = old[old_held:][:old_cap]
     train = old_train + new_train
     rng.shuffle(train)
-    files = {"train": train, "eval-new": new_lines[:new_held], "eval-old": old[:old_held]}
+    files = {"train": train, "eval-new": new_lines[:new_held], "eval-old": old[:old_held], "dataset": old + new_lines}
     for name, lines in files.items():
         if lines:
             (out / f"{name}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -103,7 +108,7 @@ def assemble(
         "eval_new": new_held,
         "eval_old": old_held,
     }
-    return Assembled(str(out / "train.jsonl"), eval_sets, counts)
+    return Assembled(str(out / "train.jsonl"), eval_sets, counts, str(out / "dataset.jsonl"))
 
 
 def _lines(path: Path) -> list[str]:

@@ -128,6 +128,7 @@ def test_assemble_holds_out_new_and_old_samples_apart_from_train(tmp_path: Path)
     assert (len(train), len(held_new), len(held_old)) == (24, 2, 4)
     assert not set(train) & (set(held_new) | set(held_old))
     assert set(train) | set(held_new) | set(held_old) == {r["prompt"] for r in old + new}
+    assert sorted(read(assembled.dataset)) == sorted(r["prompt"] for r in old + new), "the whole history registers"
     assert assembled.counts == {
         "registered": 20, "new": 10, "train": 24, "registered_in_train": 16, "eval_new": 2, "eval_old": 4
     }  # fmt: skip
@@ -143,3 +144,4 @@ def test_a_few_new_samples_are_not_drowned_by_a_large_registered_set(tmp_path: P
     train = [json.loads(line)["prompt"] for line in Path(assembled.train).read_text().splitlines()]
     assert sum(p.startswith("new") for p in train) == 8 and sum(p.startswith("old") for p in train) == 8
     assert assembled.counts["eval_old"] == 20  # the old topic is still judged on its full held-out share
+    assert len(Path(assembled.dataset).read_text().splitlines()) == 110, "the subsample is for training only"

@@ -200,8 +200,13 @@ async def test_alert_to_promotion_through_the_gateways_own_api(tmp_path: Path, u
         # Lineage: the parent it started from, its data snapshot and the alert that triggered it.
         made = v2["training_run"]
         assert made["parent"] == "helpdesk@1" and made["loop_run"] == run["id"]
-        assert set(made["data_sha256"]) == {"train", "eval-new", "eval-old"}
+        assert set(made["data_sha256"]) == {"train", "eval-new", "eval-old", "dataset"}
         assert made["data_sha256"]["train"] == hashlib.sha256(Path(spec.data).read_bytes()).hexdigest()
+        # It registers the whole history (registered records plus every new sample), not its train subsample.
+        history = Path(made["dataset"]).read_text().splitlines()
+        assert Path(made["dataset"]).name == "dataset.jsonl" and len(history) > len(
+            Path(spec.data).read_text().splitlines()
+        )
         assert made["drift_event"]["labels"]["alertname"] == "EmbeddingDrift" and made["drift_event"]["at"] > 0
         chain = (await client.get("/admin/adapters/helpdesk/versions/2/lineage")).json()["chain"]
         assert [(step["version"], step["parent"]) for step in chain] == [
