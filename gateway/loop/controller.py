@@ -231,11 +231,11 @@ class LoopController:
             spec = self._spec(production, policy, assembled, out, lessons)
             recipes = [r.name for r in spec.search.recipes] if spec.search else []
             trials = min(len(recipes), spec.search.max_trials) if spec.search else 1
-            start = f"from {production.name}" if spec.start_adapter else "from the base model"
+            start = production.name if spec.start_adapter else "base"
             if not any(event.step == "search" for event in run.timeline):  # a job that waits retries this step
-                started_from = production.name if spec.start_adapter else "base"
-                detail = f"up to {trials} of {len(recipes)} recipes, {start}"
-                run.note("search", detail, recipes=recipes, lessons=bool(lessons), start=started_from)
+                where = f"from {start}" if spec.start_adapter else "from the base model"
+                detail = f"up to {trials} of {len(recipes)} recipes, {where}"
+                run.note("search", detail, recipes=recipes, lessons=bool(lessons), start=start)
         try:
             job = await asyncio.to_thread(self.jobs.start, spec)
         except JobConflict as exc:
