@@ -26,6 +26,11 @@ class DataSettings(msgspec.Struct, forbid_unknown_fields=True):
     general_share: float = 0.0
     # None = the general set shipped in training/data/general.jsonl.
     general_path: str | None = None
+    # Records the start adapter learned before (a loop run's registered dataset, minus its held-out "old"
+    # slice): checked like the data and replayed into each trial's train split so that the new records make
+    # ``new_share`` of it (the recipe's share in a search; 0 or less: replay them all).
+    replay_path: str | None = None
+    new_share: float = 0.5
     # Chosen from the length distribution (p99 rounded up to a multiple of 64), never above this.
     max_seq_cap: int = 2048
     # Fixed length instead of the one chosen from the distribution.
@@ -100,12 +105,18 @@ class Recipe(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     learning_rate: float
     steps: int
     rank: int = 16
-    # Share of general data replayed in the train split, against forgetting.
+    # Share of general data replayed in the train split, against forgetting the base model's skills.
     general_share: float = 0.1
+    # With replay data (``DataSettings.replay_path``): the share of the train split the new records make, the
+    # rest replayed from what the start adapter learned, against forgetting the old topic.
+    new_share: float = 0.5
 
     @property
     def name(self) -> str:
-        return f"lr={self.learning_rate:g} steps={self.steps} rank={self.rank} general={self.general_share:g}"
+        return (
+            f"lr={self.learning_rate:g} steps={self.steps} rank={self.rank} general={self.general_share:g} "
+            f"new={self.new_share:g}"
+        )
 
 
 class RecipeSearch(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

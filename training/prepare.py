@@ -17,6 +17,8 @@ from training.config import DataSettings
 from training.data import BadData, Example, Message, Problem, read_jsonl
 from training.dedup import NearDuplicateIndex
 
+REPLAY = "replay"  # the source of records read from ``DataSettings.replay_path``
+
 GENERAL_PATH = Path(__file__).with_name("data") / "general.jsonl"
 Redact = Callable[[str], str]
 
@@ -41,6 +43,7 @@ class DataReport(msgspec.Struct):
     train: int = 0
     eval: int = 0
     general_mixed: int = 0
+    replay_mixed: int = 0  # records of ``DataSettings.replay_path`` in train
 
 
 class PreparedData(msgspec.Struct):
@@ -72,6 +75,9 @@ def prepare(
     """``eval_sets``: named held-out JSONL files; their bad records are reported under their name."""
     report = DataReport(str(path), sha256_file(path))
     examples, report.problems = read_jsonl(path)
+    if config.replay_path:
+        replayed, problems = read_jsonl(config.replay_path, source=REPLAY)
+        examples, report.problems = examples + replayed, report.problems + problems
     report.records = len(examples) + len(report.problems)
     held_out: dict[str, list[Example]] = {}
     for name, held_out_path in (eval_sets or {}).items():
@@ -85,10 +91,14 @@ def prepare(
         examples, report.redacted = redact_all(examples, redact)
         held_out = {name: redact_all(found, redact)[0] for name, found in held_out.items()}
     examples, report.duplicates = deduplicate(examples, config.near_dup_threshold)
-    train, evaluation = split(examples, config, seed)
+    # Validation is drawn from the run's own records only: it picks the kept step by what this run is for,
+    # while the replayed records' topic is guarded by the gate's held-out "old" slice.
+    train, evaluation = split([e for e in examples if e.source != REPLAY], config, seed)
+    train += [e for e in examples if e.source == REPLAY]
     every_eval = evaluation + [example for found in held_out.values() for example in found]
     train, report.leaks = remove_leaks(train, every_eval, config.near_dup_threshold)
     general_eval = general_examples(config)[1]
+    train, report.replay_mixed = mix_replay(train, config.new_share, seed)
     train, mixed = mix_general(train, config, config.general_share, seed)
     report.train, report.eval, report.general_mixed = len(train), len(evaluation), mixed
     return PreparedData(train, evaluation, general_eval, report, held_out)
@@ -161,6 +171,15 @@ def mix_general(train: list[Example], config: DataSettings, share: float, seed: 
     pool = general_examples(config)[0]
     mixed = mix_count(len(train), share, len(pool))
     return train + random.Random(seed).sample(pool, mixed), mixed
+
+
+def mix_replay(train: list[Example], new_share: float, seed: int) -> tuple[list[Example], int]:
+    """``train``'s own records plus replayed ones (read from ``replay_path``) so the own make ``new_share`` of
+    the result (0 or less: every replayed record), and how many were replayed."""
+    own = [example for example in train if example.source != REPLAY]
+    pool = [example for example in train if example.source == REPLAY]
+    count = len(pool) if new_share <= 0 else mix_count(len(own), 1 - new_share, len(pool))
+    return own + random.Random(seed).sample(pool, count), count
 
 
 def mix_count(train: int, share: float, available: int) -> int:

@@ -27,10 +27,12 @@ from training.evaluate import GateVerdict, ModelScores, check_gate, eval_loss, p
 from training.formatting import Encoded, LengthStats, choose_max_seq_length, encode
 from training.prepare import (
     GENERAL_PATH,
+    REPLAY,
     DataReport,
     PreparedData,
     Redact,
     mix_general,
+    mix_replay,
     prepare,
     sha256_file,
 )
@@ -117,7 +119,8 @@ def report_table(report: DataReport) -> Table:
         what = "eval prompt" if dup.kind == "leak" else "record"
         table.add_row(str(dup.line), f"{dup.kind}_duplicate", f"of {what} on line {dup.of_line} ({dup.similarity})")
     table.caption = (
-        f"{report.records} records: {report.train} train, {report.eval} eval, {report.general_mixed} general mixed, "
+        f"{report.records} records: {report.train} train, {report.eval} eval, {report.replay_mixed} replayed, "
+        f"{report.general_mixed} general mixed, "
         f"{report.redacted} redacted, {len(report.problems)} bad, {len(report.duplicates)} duplicates, "
         f"{len(report.leaks)} leaks"
     )
@@ -171,8 +174,8 @@ def run(
     clock = time.perf_counter()
     publisher.phase("preparing")
     seed_everything(spec.loop.seed)
-    # General records are mixed into train per trial (the share is part of a recipe), not here.
-    unmixed = msgspec.structs.replace(spec.data_config, general_share=0.0)
+    # General and replayed records are mixed into train per trial (their shares are part of a recipe), not here.
+    unmixed = msgspec.structs.replace(spec.data_config, general_share=0.0, new_share=0.0)
     data = prepare(spec.data, unmixed, redact=redact, seed=spec.loop.seed, eval_sets=spec.eval_sets)
     console.print(report_table(data.report))
     tokenizer = AutoTokenizer.from_pretrained(spec.base)
@@ -250,7 +253,9 @@ def run(
         guards = guarded.report(baseline.name, chosen.answers)
         durations["guard_eval"] = round(time.perf_counter() - clock, 3)
     durations["total"] = round(sum(durations.values()), 3)
-    data.report.train, data.report.general_mixed = len(data.train) + chosen.general_mixed, chosen.general_mixed
+    own = sum(example.source != REPLAY for example in data.train)
+    data.report.train = own + chosen.replay_mixed + chosen.general_mixed
+    data.report.general_mixed, data.report.replay_mixed = chosen.general_mixed, chosen.replay_mixed
 
     publisher.phase("writing")
     record = records.RunRecord(
@@ -312,7 +317,8 @@ def train_trial(
     lora = spec.lora.at_rank(recipe.rank)
     where = context.where
     model = models.load(spec.base, context.method, lora, where, where.type == "cuda", spec.start_adapter)
-    mixed, general_mixed = mix_general(context.data.train, spec.data_config, recipe.general_share, spec.loop.seed)
+    own, replayed = mix_replay(context.data.train, recipe.new_share, spec.loop.seed)
+    mixed, general_mixed = mix_general(own, spec.data_config, recipe.general_share, spec.loop.seed)
     train_set = [encode(e, context.tokenizer, context.max_len) for e in mixed]
     schedule = msgspec.structs.replace(spec.loop, learning_rate=recipe.learning_rate, steps=recipe.steps)
     limit = (context.base.general_loss or 0.0) * (1 + spec.gate.max_forgetting)
@@ -356,7 +362,17 @@ def train_trial(
     publisher.phase("training")
     seconds = time.perf_counter() - started
     return Trial(
-        index, recipe, candidate, verdict, loop, seconds, str(out / "adapter"), general_mixed, answers, compared
+        index,
+        recipe,
+        candidate,
+        verdict,
+        loop,
+        seconds,
+        str(out / "adapter"),
+        general_mixed=general_mixed,
+        replay_mixed=replayed,
+        answers=answers,
+        compared=compared,
     )
 
 

@@ -25,6 +25,7 @@ class Trial(msgspec.Struct):
     seconds: float
     adapter_dir: str
     general_mixed: int = 0  # general records replayed in this trial's train split
+    replay_mixed: int = 0  # records of the start adapter's data replayed in it
     # Greedy answers to the held-out prompts (``training.guard_eval``) and how they compare with the baseline's.
     answers: list[str] = msgspec.field(default_factory=list)
     compared: dict[str, SliceAnswers] | None = None
@@ -57,7 +58,8 @@ class Trial(msgspec.Struct):
 
 def recipe_of(spec: TrainSpec) -> Recipe:
     """The single recipe a spec without a search trains."""
-    return Recipe(spec.loop.learning_rate, spec.loop.steps, spec.lora.rank, spec.data_config.general_share)
+    data = spec.data_config
+    return Recipe(spec.loop.learning_rate, spec.loop.steps, spec.lora.rank, data.general_share, data.new_share)
 
 
 def plan(spec: TrainSpec, start_rank: int | None = None) -> tuple[list[Recipe], RecipeSearch]:
@@ -89,25 +91,40 @@ def may_start(search: RecipeSearch, trials: list[Trial], elapsed_s: float) -> bo
 def next_recipe(remaining: list[Recipe], last: Trial | None, gate: Gate) -> Recipe:
     """The next recipe to try: the planned order, unless the last trial says which way to go.
 
-    A trial that learned too little (it missed validation, a slice the gate asks to improve, its answers'
-    wins or the preference margin) goes on with the strongest recipe left (learning rate x steps); one that
-    forgot (the forgetting limit, a slice the gate asks to hold, its answers' holds) with the gentlest (the
-    most general replay, then the weakest); one that did both with the most replay and, within it, the
-    strongest. Gentler fallbacks after a trial that learned too little would only learn less.
+    Each missed limit says one of three things. The trial learned too little (validation, a slice the gate
+    asks to improve, its answers' wins or the preference margin): go on with the strongest recipe left
+    (learning rate x steps). It forgot the general set (the forgetting limit): the gentlest, with the most
+    general replay. It forgot the old topic (a slice the gate asks to hold, its answers' holds): the most
+    replay of the start adapter's data. Whenever it forgot while learning (too little, or the old topic, which
+    the gentler recipes were measured to keep only by learning too little), the most replay of the kind it
+    forgot and, within it, the strongest.
     """
     if last is None or not last.gate.misses:
         return remaining[0]
+    kinds = {_kind(miss.check, gate) for miss in last.gate.misses}
 
-    def forgetting(check: str) -> bool:
-        return check == "forgetting" or check.startswith("answers_holds:") or gate.slices.get(check, 0.0) >= 1
+    def strength(recipe: Recipe) -> float:
+        return recipe.learning_rate * recipe.steps
 
-    forgot = any(forgetting(miss.check) for miss in last.gate.misses)
-    learned_too_little = any(not forgetting(miss.check) for miss in last.gate.misses)
-    if forgot and learned_too_little:  # both: the most replay, and within it the strongest
-        return max(remaining, key=lambda r: (r.general_share, r.learning_rate * r.steps))
-    if forgot:
-        return min(remaining, key=lambda r: (-r.general_share, r.learning_rate * r.steps))
-    return max(remaining, key=lambda r: (r.learning_rate * r.steps, r.general_share))
+    def replay(recipe: Recipe) -> float:
+        shares = {"general": recipe.general_share, "old": 1 - recipe.new_share}
+        return sum(share for kind, share in shares.items() if kind in kinds)
+
+    if kinds == {"new"}:
+        return max(remaining, key=lambda r: (strength(r), r.general_share))
+    if kinds == {"general"}:
+        return max(remaining, key=lambda r: (replay(r), -strength(r)))
+    return max(remaining, key=lambda r: (replay(r), strength(r)))
+
+
+def _kind(check: str, gate: Gate) -> str:
+    """Which way a missed check points: "general" (forgot the base model's skills), "old" (forgot what the
+    start adapter served) or "new" (learned too little)."""
+    if check == "forgetting":
+        return "general"
+    if check.startswith("answers_holds:") or gate.slices.get(check, 0.0) >= 1:
+        return "old"
+    return "new"
 
 
 def choose(trials: list[Trial]) -> Trial:

@@ -83,6 +83,8 @@ def data_snapshot(assembled: dataset.Assembled) -> dict[str, str]:
     """sha256 of every file a run trains and evaluates on, and of the dataset it registers, by role: the
     version's data snapshot."""
     files = {"train": assembled.train, **{f"eval-{name}": path for name, path in assembled.eval_sets.items()}}
+    if assembled.replay:
+        files["replay"] = assembled.replay
     if assembled.dataset:
         files["dataset"] = assembled.dataset
     return {role: sha256_file(path) for role, path in files.items()}
@@ -218,7 +220,7 @@ class LoopController:
             samples, used = await self._new_samples(run)
             registered = Path(production.dataset) if production.dataset else None
             assembled = await asyncio.to_thread(
-                dataset.assemble, out / "data", registered, samples, policy.train.holdout_share, policy.train.new_share
+                dataset.assemble, out / "data", registered, samples, policy.train.holdout_share
             )
             run.dataset = assembled.dataset
             run.note(
@@ -406,7 +408,9 @@ class LoopController:
             base=str(self._base(production, policy)),
             out=str(out / "train"),
             method=train.method,
-            data_config=DataSettings(general_share=first.general_share),
+            data_config=DataSettings(
+                general_share=first.general_share, new_share=first.new_share, replay_path=data.replay or None
+            ),
             lora=LoraSettings(rank=first.rank, alpha=2 * first.rank, dropout=0.0),
             loop=TrainingSchedule(
                 steps=first.steps,

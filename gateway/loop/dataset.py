@@ -26,6 +26,9 @@ class Assembled(msgspec.Struct, frozen=True):
     train: str
     eval_sets: dict[str, str]
     counts: dict[str, int]
+    # The registered records not held out: the training job replays them beside the new samples at each
+    # recipe's ``new_share`` (a search can raise the replay after the old slice was forgotten). "" without any.
+    replay: str = ""
     # Everything the candidate knows: the registered records and every new sample (held out or not). It is
     # what the candidate registers as its dataset, so the next run replays from the whole history, not from
     # this run's subsampled train split (which would shrink the history at every generation).
@@ -68,15 +71,15 @@ def assemble(
     registered: Path | None,
     new: list[dict[str, Any]],
     holdout_share: float,
-    new_share: float = 0.5,
     seed: int = 0,
 ) -> Assembled:
-    """Write ``train.jsonl``, ``eval-new.jsonl``, (with a registered dataset) ``eval-old.jsonl`` and
-    ``dataset.jsonl`` (registered plus new: what the candidate registers) under ``out``.
+    """Write ``train.jsonl`` (the new samples not held out), ``eval-new.jsonl``, with a registered dataset
+    ``replay.jsonl`` and ``eval-old.jsonl``, and ``dataset.jsonl`` (registered plus new: what the candidate
+    registers) under ``out``.
 
-    The registered records in train are subsampled so the new samples make at least ``new_share`` of it: a
-    few dozen corrections beside a large registered set would otherwise barely move the adapter (repeating
-    them instead would only feed the deduplication check).
+    The replay is not subsampled here: each trial of the training job mixes it in at its recipe's
+    ``new_share``, since a few dozen corrections beside a large registered set would barely move the adapter
+    while too few replayed records let it forget the old topic.
     """
     if len(new) < 4:
         raise ValueError(f"{len(new)} new samples: at least 4 are needed (2 to train on, 2 to judge by)")
@@ -88,12 +91,14 @@ def assemble(
     new_held = max(2, round(holdout_share * len(new_lines)))
     old_held = max(2, round(holdout_share * len(old))) if len(old) >= 8 else 0
     out.mkdir(parents=True, exist_ok=True)
-    new_train = new_lines[new_held:]
-    old_cap = len(old) - old_held if new_share <= 0 else round(len(new_train) * (1 - new_share) / new_share)
-    old_train = old[old_held:][:old_cap]
-    train = old_train + new_train
-    rng.shuffle(train)
-    files = {"train": train, "eval-new": new_lines[:new_held], "eval-old": old[:old_held], "dataset": old + new_lines}
+    train, replay = new_lines[new_held:], old[old_held:]
+    files = {
+        "train": train,
+        "replay": replay,
+        "eval-new": new_lines[:new_held],
+        "eval-old": old[:old_held],
+        "dataset": old + new_lines,
+    }
     for name, lines in files.items():
         if lines:
             (out / f"{name}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -104,11 +109,12 @@ def assemble(
         "registered": len(old),
         "new": len(new_lines),
         "train": len(train),
-        "registered_in_train": len(old_train),
+        "replay": len(replay),
         "eval_new": new_held,
         "eval_old": old_held,
     }
-    return Assembled(str(out / "train.jsonl"), eval_sets, counts, str(out / "dataset.jsonl"))
+    replay_path = str(out / "replay.jsonl") if replay else ""
+    return Assembled(str(out / "train.jsonl"), eval_sets, counts, replay_path, str(out / "dataset.jsonl"))
 
 
 def _lines(path: Path) -> list[str]:

@@ -16,10 +16,12 @@ Approval = Literal["auto", "manual"]
 StartFrom = Literal["production", "base"]
 DAY_S = 86_400.0
 # Tried after the policy's own recipe fails the gate, picked by what it missed (``training.search.next_recipe``):
-# after forgetting, the gentlest (more general-data replay, fewer or smaller steps, a smaller rank on the last);
-# after learning too little (the new slice's loss or answers), the strongest: more steps with more replay, so
-# it learns more without forgetting more.
+# after forgetting the general set, the gentlest (more general-data replay, fewer or smaller steps, a smaller
+# rank); after forgetting the old topic, the most replay of the registered data, with more steps so the new
+# samples are seen as often (measured on a second drift: a gentler recipe kept the old topic but learned too
+# little of the new); after learning too little (the new slice's loss or answers), the strongest.
 FALLBACK_RECIPES = (
+    Recipe(learning_rate=1e-3, steps=100, rank=16, general_share=0.3, new_share=0.33),
     Recipe(learning_rate=5e-4, steps=40, rank=16, general_share=0.3),
     Recipe(learning_rate=3e-4, steps=60, rank=8, general_share=0.5),
     Recipe(learning_rate=1e-3, steps=100, rank=16, general_share=0.3),
@@ -40,7 +42,7 @@ class LoopTrainSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True)
     general_share: float = 0.3
     # Share of the new samples (and of the registered dataset) held out as the "new" and "old" eval sets.
     holdout_share: float = 0.2
-    # The registered dataset is subsampled in train so the new samples make at least this share of it.
+    # The registered dataset (not held out) is replayed in train so the new samples make this share of it.
     new_share: float = 0.5
     # Gate: on held-out new samples the candidate's loss must be at most production's x this ...
     new_loss_ratio: float = 0.9
@@ -68,14 +70,14 @@ class LoopTrainSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True)
     # always starts from the production adapter it refines).
     objective: Objective = "sft"
     dpo_beta: float = 0.1
-    # Recipe search: the recipe above (learning_rate, steps, rank, general_share) first, then these, until
+    # Recipe search: the recipe above (learning_rate, steps, rank, general_share, new_share) first, then these, until
     # one passes the gate or the budget is spent; the alias's last search puts its closest recipe first.
     fallback_recipes: tuple[Recipe, ...] = FALLBACK_RECIPES
     max_trials: int = 3
     max_search_s: float = 1800.0
 
     def recipes(self) -> list[Recipe]:
-        first = Recipe(self.learning_rate, self.steps, self.rank, self.general_share)
+        first = Recipe(self.learning_rate, self.steps, self.rank, self.general_share, self.new_share)
         return [first, *(r for r in self.fallback_recipes if r != first)]
 
 

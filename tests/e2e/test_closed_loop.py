@@ -26,8 +26,10 @@ import pytest
 
 from demo.closed_loop import (
     NEW_STYLE,
+    THIRD_STYLE,
     Corrections,
     LoopClient,
+    kitchen_correction,
     train_first_version,
     travel_correction,
 )
@@ -44,9 +46,11 @@ OLD_STYLE = "SUPPORT DESK"
 # (with 20 it read 4, and passed a candidate that restyled 4 of 6 other held-out prompts).
 CORRECTED = 32
 TRAVEL_TRAFFIC = prompts("travel", 64, 3)
+COOKING_TRAFFIC = prompts("cooking", 64, 5)
 # Prompts no one corrected and no run trained on (other seeds than the traffic's, and none of its prompts).
 HELD_OUT_TRAVEL = [text for text in prompts("travel", 6, 7) if text not in TRAVEL_TRAFFIC]
 HELD_OUT_SUPPORT = prompts("support", 6, 8)
+HELD_OUT_COOKING = [text for text in prompts("cooking", 6, 9) if text not in COOKING_TRAFFIC]
 
 
 @pytest.fixture(scope="module")
@@ -72,6 +76,7 @@ async def test_drift_shift_searches_recipes_promotes_and_a_poisoned_batch_never_
                 promoted = await client.post(f"/admin/adapters/{alias}/promote", json={"version": 1})
                 assert promoted.status_code == 200, promoted.text
             await closed_loop(client, loop)
+            await second_drift(client, loop)
             await poisoned_batch(client, poisoned)
         finally:  # the other e2e tests share this gateway: leave its model list as it was
             for alias in (LOOP_ALIAS, POISON_ALIAS):
@@ -102,6 +107,18 @@ async def closed_loop(client: httpx.AsyncClient, loop: LoopClient) -> None:
     # desk@2 answers travel questions no one corrected in the corrected style, support questions (also new)
     # still in the old one.
     await styles(loop, {NEW_STYLE: HELD_OUT_TRAVEL, OLD_STYLE: HELD_OUT_SUPPORT})
+
+
+async def second_drift(client: httpx.AsyncClient, loop: LoopClient) -> None:
+    """Topic C (cooking) on desk@2: the loop retrains from desk@2, and desk@3 learns the kitchen style while
+    keeping what desk@2 learned (travel) and what desk@1 did (support)."""
+    await shift(loop, COOKING_TRAFFIC, kitchen_correction, "c")
+    run = await retrain_and_promote(client, loop, version=3, topic="cooking")
+    search = next(event for event in run["timeline"] if event["step"] == "search")
+    assert search["data"]["start"] == f"{LOOP_ALIAS}@2", search
+    await styles(loop, {THIRD_STYLE: HELD_OUT_COOKING, NEW_STYLE: HELD_OUT_TRAVEL, OLD_STYLE: HELD_OUT_SUPPORT})
+    chain = (await client.get(f"/admin/adapters/{LOOP_ALIAS}/versions/3/lineage")).json()["chain"]
+    assert [step["version"] for step in chain] == [f"{LOOP_ALIAS}@3", f"{LOOP_ALIAS}@2", f"{LOOP_ALIAS}@1"], chain
 
 
 async def shift(loop: LoopClient, texts: list[str], correction: Corrections, tag: str) -> None:

@@ -12,6 +12,8 @@ from gateway.loop.canary import Signals, judge, pair, reference_fit, signals
 from gateway.loop.dataset import assemble, sample_from_log
 from gateway.loop.policy import CanaryPolicy
 from monitor.request_log import GuardDecision, RequestRecord
+from training.config import DataSettings
+from training.prepare import prepare
 
 POLICY = CanaryPolicy(min_requests=10, max_s=600)
 
@@ -110,38 +112,42 @@ def test_sample_from_log_keeps_the_conversation_and_teaches_the_correction() -> 
     assert sample_from_log(unlogged, "x") is None
 
 
-def test_assemble_holds_out_new_and_old_samples_apart_from_train(tmp_path: Path) -> None:
+def test_assemble_holds_out_new_and_old_samples_apart_from_train_and_replay(tmp_path: Path) -> None:
     registered = tmp_path / "registered.jsonl"
     old = [{"prompt": f"old {i}", "completion": f"a{i}"} for i in range(20)]
     registered.write_text("\n".join(json.dumps(r) for r in old) + "\n")
     new = [{"prompt": f"new {i}", "completion": f"b{i}"} for i in range(10)]
-    assembled = assemble(tmp_path / "out", registered, new, holdout_share=0.2, new_share=0.0)
+    assembled = assemble(tmp_path / "out", registered, new, holdout_share=0.2)
 
     def read(path: str) -> list[str]:
         return [json.loads(line)["prompt"] for line in Path(path).read_text().splitlines()]
 
-    train, held_new, held_old = (
-        read(assembled.train),
-        read(assembled.eval_sets["new"]),
-        read(assembled.eval_sets["old"]),
-    )
-    assert (len(train), len(held_new), len(held_old)) == (24, 2, 4)
-    assert not set(train) & (set(held_new) | set(held_old))
-    assert set(train) | set(held_new) | set(held_old) == {r["prompt"] for r in old + new}
+    train, replay = read(assembled.train), read(assembled.replay)
+    held_new, held_old = read(assembled.eval_sets["new"]), read(assembled.eval_sets["old"])
+    assert (len(train), len(replay), len(held_new), len(held_old)) == (8, 16, 2, 4)
+    assert all(p.startswith("new") for p in train + held_new) and all(p.startswith("old") for p in replay + held_old)
+    assert not set(train + replay) & set(held_new + held_old)
+    assert set(train + replay + held_new + held_old) == {r["prompt"] for r in old + new}
     assert sorted(read(assembled.dataset)) == sorted(r["prompt"] for r in old + new), "the whole history registers"
-    assert assembled.counts == {
-        "registered": 20, "new": 10, "train": 24, "registered_in_train": 16, "eval_new": 2, "eval_old": 4
-    }  # fmt: skip
+    assert assembled.counts == {"registered": 20, "new": 10, "train": 8, "replay": 16, "eval_new": 2, "eval_old": 4}
+    assert assemble(tmp_path / "first", None, new, holdout_share=0.2).replay == "", "no registered data, no replay"
     with pytest.raises(ValueError, match="3 new samples"):
         assemble(tmp_path / "few", registered, new[:3], holdout_share=0.2)
 
 
-def test_a_few_new_samples_are_not_drowned_by_a_large_registered_set(tmp_path: Path) -> None:
+def test_a_few_new_samples_are_neither_drowned_by_nor_starved_of_the_replay(tmp_path: Path) -> None:
     registered = tmp_path / "registered.jsonl"
     registered.write_text("".join(json.dumps({"prompt": f"old {i}", "completion": "a"}) + "\n" for i in range(100)))
-    new = [{"prompt": f"new {i}", "completion": "b"} for i in range(10)]
-    assembled = assemble(tmp_path / "out", registered, new, holdout_share=0.2, new_share=0.5)
-    train = [json.loads(line)["prompt"] for line in Path(assembled.train).read_text().splitlines()]
-    assert sum(p.startswith("new") for p in train) == 8 and sum(p.startswith("old") for p in train) == 8
+    new = [{"prompt": f"new question {i}", "completion": f"new answer {i}"} for i in range(10)]
+    assembled = assemble(tmp_path / "out", registered, new, holdout_share=0.2)
     assert assembled.counts["eval_old"] == 20  # the old topic is still judged on its full held-out share
-    assert len(Path(assembled.dataset).read_text().splitlines()) == 110, "the subsample is for training only"
+
+    def train_split(new_share: float) -> list[str]:
+        config = DataSettings(replay_path=assembled.replay, new_share=new_share, min_eval=1, eval_share=0.0)
+        return [example.prompt for example in prepare(assembled.train, config).train]
+
+    for new_share, replay_per_new in ((0.5, 1), (0.25, 3)):
+        train = train_split(new_share)
+        own = sum(p.startswith("new") for p in train)
+        assert own >= 7 and len(train) - own == replay_per_new * own, (new_share, own, len(train))
+    assert len(train_split(0.0)) == 8 + 80 - 1, "0: every record replayed (one of the 88 validates)"

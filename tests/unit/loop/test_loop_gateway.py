@@ -173,6 +173,8 @@ async def test_alert_to_promotion_through_the_gateways_own_api(tmp_path: Path, u
         assert spec.gate.slices == {"new": 0.9, "old": 1.1} and spec.gate.slice_slack == 0.05
         taught = Path(spec.data).read_text() + Path(spec.eval_sets["new"]).read_text()
         assert taught.count("TRAVEL DESK") == 6 and "<EMAIL_1>" in taught and "@example.com" not in taught
+        replayed = Path(spec.data_config.replay_path).read_text()  # production's registered records, not held out
+        assert replayed.strip() and "TRAVEL DESK" not in replayed and spec.data_config.new_share == 0.5
         alias = (await client.get("/admin/adapters/helpdesk")).json()
         assert (alias["production"], alias["canary"], alias["canary_share"]) == ("helpdesk@1", "helpdesk@2", 0.5)
 
@@ -200,7 +202,7 @@ async def test_alert_to_promotion_through_the_gateways_own_api(tmp_path: Path, u
         # Lineage: the parent it started from, its data snapshot and the alert that triggered it.
         made = v2["training_run"]
         assert made["parent"] == "helpdesk@1" and made["loop_run"] == run["id"]
-        assert set(made["data_sha256"]) == {"train", "eval-new", "eval-old", "dataset"}
+        assert set(made["data_sha256"]) == {"train", "replay", "eval-new", "eval-old", "dataset"}
         assert made["data_sha256"]["train"] == hashlib.sha256(Path(spec.data).read_bytes()).hexdigest()
         # It registers the whole history (registered records plus every new sample), not its train subsample.
         history = Path(made["dataset"]).read_text().splitlines()

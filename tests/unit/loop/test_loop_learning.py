@@ -59,7 +59,7 @@ async def test_a_failed_search_records_every_trial_says_what_to_change_and_the_n
         assert outcome["step"] == "outcome" and "max_forgetting" in outcome["detail"]
         assert "approval: manual" in outcome["detail"] and len(outcome["data"]["advice"]) == 2
         tried = jobs.specs[0].search.recipes
-        assert tried[0] == Recipe(1e-3, 60, 16, 0.3) and len(tried) == 4 and jobs.specs[0].search.max_trials == 3
+        assert tried[0] == Recipe(1e-3, 60, 16, 0.3, 0.5) and len(tried) == 5 and jobs.specs[0].search.max_trials == 3
         assert jobs.specs[0].loop.stop_on_forgetting, "a loop run stops a trial at the forgetting limit"
 
         await correct(client, 6)

@@ -75,21 +75,30 @@ def test_plan_keeps_the_warm_start_rank_and_folds_recipes_that_then_coincide() -
 
 def test_the_next_recipe_follows_what_the_last_trial_missed() -> None:
     strong = Recipe(learning_rate=1e-3, steps=100, rank=16, general_share=0.3)
-    left = [GENTLE, SHORT, strong]
+    replaying = Recipe(learning_rate=1e-3, steps=80, rank=16, general_share=0.3, new_share=0.25)
+    left = [GENTLE, SHORT, strong, replaying]
     gate = Gate(slices={"new": 0.9, "old": 1.1})
     assert next_recipe(left, None, gate) == GENTLE, "the first trial takes the planned order"
     assert next_recipe(left, trial(0, FAST, 0.5), gate) == GENTLE, "a passing trial changes nothing"
     learned_too_little = [Miss("new", 2.0, 1.5), Miss("answers_wins:new", 0.5, 0.75, ceiling=False)]
     assert next_recipe(left, trial(0, FAST, 0.5, *learned_too_little), gate) == strong
     assert next_recipe(left, trial(0, FAST, 0.5, Miss("validation", 2.0, 1.0)), gate) == strong
-    for forgot in (Miss("forgetting", 1.7, 1.65), Miss("old", 0.2, 0.05), Miss("answers_holds:old", 0.5, 0.75)):
-        # all three replay 0.3: only forgetting, the weakest of them; forgetting and too little learning, the strongest
-        assert next_recipe(left, trial(0, FAST, 0.5, forgot), gate) == GENTLE, forgot
-        assert next_recipe(left, trial(0, FAST, 0.5, forgot, *learned_too_little), gate) == strong, forgot
-    more_replay = Recipe(learning_rate=3e-4, steps=40, rank=16, general_share=0.5)
-    assert (
-        next_recipe([*left, more_replay], trial(0, FAST, 0.5, Miss("old", 0.2, 0.05), *learned_too_little), gate)
-        == more_replay
+    # The general set forgotten: the most general replay (all 0.3 here), then the gentlest; with too little
+    # learned as well, the strongest of them.
+    forgot_general = Miss("forgetting", 1.7, 1.65)
+    assert next_recipe(left, trial(0, FAST, 0.5, forgot_general), gate) == GENTLE
+    assert next_recipe(left, trial(0, FAST, 0.5, forgot_general, *learned_too_little), gate) == strong
+    more_general = Recipe(learning_rate=3e-4, steps=40, rank=16, general_share=0.5)
+    assert next_recipe([*left, more_general], trial(0, FAST, 0.5, forgot_general, *learned_too_little), gate) == (
+        more_general
+    )
+    # The old topic forgotten (its loss or its answers), with or without too little learned: the most replay of
+    # the start adapter's data, however strong.
+    for forgot_old in (Miss("old", 0.2, 0.05), Miss("answers_holds:old", 0.5, 0.75, ceiling=False)):
+        assert next_recipe(left, trial(0, FAST, 0.5, forgot_old), gate) == replaying, forgot_old
+        assert next_recipe(left, trial(0, FAST, 0.5, forgot_old, *learned_too_little), gate) == replaying
+    assert next_recipe([GENTLE, SHORT, strong], trial(0, FAST, 0.5, Miss("old", 0.2, 0.05)), gate) == strong, (
+        "with equal replay, the strongest: the gentler recipes kept the old topic only by learning too little"
     )
 
 
