@@ -11,6 +11,12 @@ the travel prompts and as close on 75% of the support ones); every trial is in t
 version goes on canary and is promoted; it answers travel prompts no one corrected in the corrected style and
 support prompts still in the old one.
 
+Then a second drift on the same alias: cooking traffic with 32 varied "KITCHEN DESK:" corrections
+(``demo.closed_loop.kitchen_correction``). The run starts from desk@2 (warm start) and replays desk@2's
+registered dataset (support and travel) beside the new samples; desk@3 is promoted through the same gate and
+answers held-out cooking prompts in the kitchen style while travel and support prompts keep theirs, and its
+lineage reads desk@3 -> desk@2 -> desk@1.
+
 Then a poisoned batch of corrections ("LOREM IPSUM ...") goes to a second alias serving the same first version
 (its policy allows one trial, to keep CPU time down), an alert arrives on ``/admin/alerts`` as Alertmanager
 would send it, and the result is a failed gate or a canary that users down-vote and the loop rolls back:
@@ -50,7 +56,7 @@ COOKING_TRAFFIC = prompts("cooking", 64, 5)
 # Prompts no one corrected and no run trained on (other seeds than the traffic's, and none of its prompts).
 HELD_OUT_TRAVEL = [text for text in prompts("travel", 6, 7) if text not in TRAVEL_TRAFFIC]
 HELD_OUT_SUPPORT = prompts("support", 6, 8)
-HELD_OUT_COOKING = [text for text in prompts("cooking", 6, 9) if text not in COOKING_TRAFFIC]
+HELD_OUT_COOKING = [text for text in prompts("cooking", 10, 9) if text not in COOKING_TRAFFIC][:6]
 
 
 @pytest.fixture(scope="module")
