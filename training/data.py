@@ -28,6 +28,8 @@ class Example(msgspec.Struct, frozen=True):
     line: int
     source: str = "data"
     reference: str | None = None
+    # Which run taught the record (a loop run's new samples carry it): replay draws from each origin in turn.
+    origin: str = ""
 
     @property
     def prompt(self) -> str:
@@ -109,4 +111,5 @@ def parse_record(line: str, number: int, source: str = "data") -> Example | Prob
         if not message.content.strip():
             kind = "empty_answer" if message.role == "assistant" else "empty_message"
             return problem(kind, f"messages[{index}] ({message.role}) is empty")
-    return Example(tuple(messages), number, source, reference)
+    origin = record.get("origin")
+    return Example(tuple(messages), number, source, reference, origin if isinstance(origin, str) else "")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import random
 from collections.abc import Callable
+from itertools import zip_longest
 from pathlib import Path
 
 import msgspec
@@ -179,7 +180,18 @@ def mix_replay(train: list[Example], new_share: float, seed: int) -> tuple[list[
     own = [example for example in train if example.source != REPLAY]
     pool = [example for example in train if example.source == REPLAY]
     count = len(pool) if new_share <= 0 else mix_count(len(own), 1 - new_share, len(pool))
-    return own + random.Random(seed).sample(pool, count), count
+    return own + by_origin_in_turn(pool, random.Random(seed))[:count], count
+
+
+def by_origin_in_turn(examples: list[Example], rng: random.Random) -> list[Example]:
+    """Shuffled within each origin, then one of each origin in turn: a replay sample keeps what a later
+    generation learned from a few dozen records as well as the first dataset's hundreds (drawn uniformly, a
+    second drift replayed a handful of the first drift's corrections and forgot that topic)."""
+    groups: dict[str, list[Example]] = {}
+    for example in examples:
+        groups.setdefault(example.origin, []).append(example)
+    shuffled = [rng.sample(group, len(group)) for group in groups.values()]
+    return [example for row in zip_longest(*shuffled) for example in row if example is not None]
 
 
 def mix_count(train: int, share: float, available: int) -> int:

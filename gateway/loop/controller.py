@@ -220,7 +220,7 @@ class LoopController:
             samples, used = await self._new_samples(run)
             registered = Path(production.dataset) if production.dataset else None
             assembled = await asyncio.to_thread(
-                dataset.assemble, out / "data", registered, samples, policy.train.holdout_share
+                dataset.assemble, out / "data", registered, samples, policy.train.holdout_share, run.id
             )
             run.dataset = assembled.dataset
             run.note(

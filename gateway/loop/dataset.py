@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import random
+from itertools import zip_longest
 from pathlib import Path
 from typing import Any
 
@@ -71,32 +72,41 @@ def assemble(
     registered: Path | None,
     new: list[dict[str, Any]],
     holdout_share: float,
+    origin: str = "",
     seed: int = 0,
 ) -> Assembled:
     """Write ``train.jsonl`` (the new samples not held out), ``eval-new.jsonl``, with a registered dataset
     ``replay.jsonl`` and ``eval-old.jsonl``, and ``dataset.jsonl`` (registered plus new: what the candidate
     registers) under ``out``.
 
-    The replay is not subsampled here: each trial of the training job mixes it in at its recipe's
-    ``new_share``, since a few dozen corrections beside a large registered set would barely move the adapter
-    while too few replayed records let it forget the old topic.
+    The new samples are tagged with ``origin`` (the run that learns them), so a later run can tell what each
+    generation learned: the registered records are held out per origin and ``eval-old`` interleaves them,
+    because the gate's answer check reads its first prompts and a last generation's few dozen corrections
+    beside the first dataset's hundred records were otherwise barely judged (measured: a second drift passed
+    the gate and forgot the first drift's topic). The replay is not subsampled here: each trial mixes it in at
+    its recipe's ``new_share``, balanced across origins (``training.prepare.mix_replay``).
     """
     if len(new) < 4:
         raise ValueError(f"{len(new)} new samples: at least 4 are needed (2 to train on, 2 to judge by)")
     rng = random.Random(seed)
     old = _lines(registered) if registered is not None else []
-    new_lines = [json.dumps(record, ensure_ascii=False) for record in new]
-    rng.shuffle(old)
+    new_lines = [json.dumps({**record, "origin": origin} if origin else record, ensure_ascii=False) for record in new]
     rng.shuffle(new_lines)
     new_held = max(2, round(holdout_share * len(new_lines)))
-    old_held = max(2, round(holdout_share * len(old))) if len(old) >= 8 else 0
+    held_old, replay = [], []
+    for group in _by_origin(old):
+        rng.shuffle(group)
+        size = max(2, round(holdout_share * len(group))) if len(group) >= 8 else 0
+        held_old.append(group[:size])
+        replay += group[size:]
+    old_held = sum(map(len, held_old))
     out.mkdir(parents=True, exist_ok=True)
-    train, replay = new_lines[new_held:], old[old_held:]
+    train = new_lines[new_held:]
     files = {
         "train": train,
         "replay": replay,
         "eval-new": new_lines[:new_held],
-        "eval-old": old[:old_held],
+        "eval-old": [line for row in zip_longest(*held_old) for line in row if line is not None],
         "dataset": old + new_lines,
     }
     for name, lines in files.items():
@@ -115,6 +125,23 @@ def assemble(
     }
     replay_path = str(out / "replay.jsonl") if replay else ""
     return Assembled(str(out / "train.jsonl"), eval_sets, counts, replay_path, str(out / "dataset.jsonl"))
+
+
+def origin_of(line: str) -> str:
+    """The run that taught a registered record ("" for the alias's first dataset, and for a bad line)."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError:
+        return ""
+    origin = record.get("origin") if isinstance(record, dict) else None
+    return origin if isinstance(origin, str) else ""
+
+
+def _by_origin(lines: list[str]) -> list[list[str]]:
+    groups: dict[str, list[str]] = {}
+    for line in lines:
+        groups.setdefault(origin_of(line), []).append(line)
+    return list(groups.values())
 
 
 def _lines(path: Path) -> list[str]:

@@ -151,3 +151,25 @@ def test_a_few_new_samples_are_neither_drowned_by_nor_starved_of_the_replay(tmp_
         own = sum(p.startswith("new") for p in train)
         assert own >= 7 and len(train) - own == replay_per_new * own, (new_share, own, len(train))
     assert len(train_split(0.0)) == 8 + 80 - 1, "0: every record replayed (one of the 88 validates)"
+
+
+def test_each_generation_is_held_out_judged_first_and_replayed_in_turn(tmp_path: Path) -> None:
+    """A second generation's few corrections beside the first dataset's many: eval-old interleaves the two (the
+    answer check reads its first prompts) and the replay draws from each in turn."""
+    first = tmp_path / "first"
+    first.write_text("".join(json.dumps({"prompt": f"support {i}", "completion": "a"}) + "\n" for i in range(100)))
+    travel = [{"prompt": f"travel {i}", "completion": "b"} for i in range(20)]
+    gen2 = assemble(tmp_path / "gen2", first, travel, holdout_share=0.2, origin="run-2")
+    registered = [json.loads(line) for line in Path(gen2.dataset).read_text().splitlines()]
+    assert {r.get("origin") for r in registered} == {None, "run-2"}, "the new samples carry the run that taught them"
+    cooking = [{"prompt": f"cooking {i}", "completion": "c"} for i in range(20)]
+    gen3 = assemble(tmp_path / "gen3", Path(gen2.dataset), cooking, holdout_share=0.2, origin="run-3")
+    held_old = [json.loads(line)["prompt"] for line in Path(gen3.eval_sets["old"]).read_text().splitlines()]
+    assert len(held_old) == 20 + 4 and [p.split()[0] for p in held_old[:8]] == ["support", "travel"] * 4
+    assert gen3.counts["replay"] == 80 + 16
+
+    config = DataSettings(replay_path=gen3.replay, new_share=0.5, min_eval=1, eval_share=0.0)
+    train = [example.prompt.split()[0] for example in prepare(gen3.train, config).train]
+    own = train.count("cooking")
+    travel, support = train.count("travel"), train.count("support")
+    assert travel + support == own and abs(travel - support) <= 1, train
