@@ -11,6 +11,7 @@ import random
 from collections.abc import Callable
 from itertools import zip_longest
 from pathlib import Path
+from typing import TypeVar
 
 import msgspec
 
@@ -18,6 +19,7 @@ from training.config import DataSettings
 from training.data import BadData, Example, Message, Problem, read_jsonl
 from training.dedup import NearDuplicateIndex
 
+T = TypeVar("T")
 REPLAY = "replay"  # the source of records read from ``DataSettings.replay_path``
 
 GENERAL_PATH = Path(__file__).with_name("data") / "general.jsonl"
@@ -190,8 +192,12 @@ def by_origin_in_turn(examples: list[Example], rng: random.Random) -> list[Examp
     groups: dict[str, list[Example]] = {}
     for example in examples:
         groups.setdefault(example.origin, []).append(example)
-    shuffled = [rng.sample(group, len(group)) for group in groups.values()]
-    return [example for row in zip_longest(*shuffled) for example in row if example is not None]
+    return in_turn([rng.sample(group, len(group)) for group in groups.values()])
+
+
+def in_turn(groups: list[list[T]]) -> list[T]:
+    """The first of each group, then the second of each, and so on."""
+    return [item for row in zip_longest(*groups) for item in row if item is not None]
 
 
 def mix_count(train: int, share: float, available: int) -> int:

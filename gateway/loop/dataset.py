@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import json
 import random
-from itertools import zip_longest
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
 from monitor.request_log import RequestRecord
+from training.prepare import in_turn
 
 CHAT_ROUTE = "/v1/chat/completions"
 # Routes whose logged prompt is chat messages as JSON (the gateway logs a Responses API input that way).
@@ -106,7 +106,7 @@ def assemble(
         "train": train,
         "replay": replay,
         "eval-new": new_lines[:new_held],
-        "eval-old": [line for row in zip_longest(*held_old) for line in row if line is not None],
+        "eval-old": in_turn(held_old),
         "dataset": old + new_lines,
     }
     for name, lines in files.items():
@@ -127,7 +127,7 @@ def assemble(
     return Assembled(str(out / "train.jsonl"), eval_sets, counts, replay_path, str(out / "dataset.jsonl"))
 
 
-def origin_of(line: str) -> str:
+def _origin_of(line: str) -> str:
     """The run that taught a registered record ("" for the alias's first dataset, and for a bad line)."""
     try:
         record = json.loads(line)
@@ -140,7 +140,7 @@ def origin_of(line: str) -> str:
 def _by_origin(lines: list[str]) -> list[list[str]]:
     groups: dict[str, list[str]] = {}
     for line in lines:
-        groups.setdefault(origin_of(line), []).append(line)
+        groups.setdefault(_origin_of(line), []).append(line)
     return list(groups.values())
 
 
