@@ -17,7 +17,7 @@ import logging
 import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 import yaml
@@ -86,8 +86,13 @@ class TimeoutSettings(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class HealthCheckSettings(msgspec.Struct, forbid_unknown_fields=True):
+    """``/health`` polling. A refused connection or a non-200 answer marks a backend down at once; a check
+    that times out only says the backend (or this worker's event loop) is slow, so it takes
+    ``timeouts_before_down`` in a row."""
+
     interval_s: float = 2.0
     timeout_s: float = 2.0
+    timeouts_before_down: Annotated[int, msgspec.Meta(ge=1)] = 3
 
 
 class BreakerSettings(msgspec.Struct, forbid_unknown_fields=True):

@@ -20,6 +20,8 @@ class Behaviour:
     """What the fake does; tests change these between requests."""
 
     healthy: bool = True
+    # Seconds /health takes to answer (a busy server).
+    health_delay_s: float = 0.0
     delay_s: float = 0.0
     # Seconds to wait before each stream chunk after the first.
     stream_gap_s: float = 0.0
@@ -162,6 +164,7 @@ class FakeUpstream:
             await self._runner.cleanup()
 
     async def _health(self, _: web.Request) -> web.Response:
+        await asyncio.sleep(self.behaviour.health_delay_s)
         return web.Response(status=200 if self.behaviour.healthy else 503)
 
     async def _models(self, _: web.Request) -> web.Response:

@@ -24,12 +24,13 @@ log = logging.getLogger(__name__)
 class Backend:
     """One vLLM OpenAI server, shared by every model route that lists its URL."""
 
-    __slots__ = ("url", "outstanding", "healthy", "breaker", "_up_gauge", "_outstanding_gauge")
+    __slots__ = ("url", "outstanding", "healthy", "slow_checks", "breaker", "_up_gauge", "_outstanding_gauge")
 
     def __init__(self, url: str, breaker: BreakerSettings | None = None) -> None:
         self.url = url.rstrip("/")
         self.outstanding = 0
         self.healthy = True
+        self.slow_checks = 0  # health checks in a row that timed out
         self.breaker = Breaker(self.url, breaker or BreakerSettings())
         self._up_gauge = metrics.BACKEND_UP.labels(self.url)
         self._up_gauge.set(1)
@@ -57,6 +58,7 @@ class Backend:
         self._up_gauge.set(0)
 
     def mark_up(self) -> None:
+        self.slow_checks = 0
         if not self.healthy:
             log.info("backend %s is healthy again", self.url)
         self.healthy = True
@@ -134,5 +136,11 @@ class BackendPool:
                     backend.breaker.health_passed()
                 else:
                     backend.mark_down(f"/health answered {response.status}")
-        except (TimeoutError, aiohttp.ClientError) as exc:
+        except TimeoutError:
+            # A slow answer is not a dead server (a busy CPU vLLM, or this worker's own loop held up): only
+            # several in a row take the backend out; a hung engine meanwhile is the breaker's job.
+            backend.slow_checks += 1
+            if backend.slow_checks >= config.timeouts_before_down:
+                backend.mark_down(f"/health timed out {backend.slow_checks} times in a row ({config.timeout_s} s each)")
+        except aiohttp.ClientError as exc:
             backend.mark_down(f"/health failed: {exc!r}")

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -20,23 +22,46 @@ from tests.conftest import free_port
 STREAM = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": True}
 
 
-async def start_serve(tmp_path: Path, upstream_url: str, port: int, extra: str = "") -> subprocess.Popen:
+async def start_serve(
+    tmp_path: Path, upstream_url: str, port: int, extra: str = "", workers: int = 1
+) -> subprocess.Popen:
+    """``driftgate serve`` once ``/readyz`` answers and granian says every worker started: a SIGTERM while
+    one is still starting would leave that one to open for new connections after the others stopped."""
     config = tmp_path / "driftgate.yaml"
     config.write_text(
-        f"port: {port}\nhome: {tmp_path}\nmodels:\n  - name: m\n    backends: ['{upstream_url}']\n{extra}"
+        f"port: {port}\nhome: {tmp_path}\nworkers: {workers}\n"
+        f"models:\n  - name: m\n    backends: ['{upstream_url}']\n{extra}"
     )
-    process = subprocess.Popen([sys.executable, "-m", "gateway.cli", "serve", "--config", str(config)])
+    command = [sys.executable, "-m", "gateway.cli", "serve", "--config", str(config)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    started = relay_started_workers(process)
     async with httpx.AsyncClient(timeout=2) as client:
         for _ in range(600):
             try:
-                if (await client.get(f"http://127.0.0.1:{port}/readyz")).status_code == 200:
-                    return process
+                ready = (await client.get(f"http://127.0.0.1:{port}/readyz")).status_code == 200
             except httpx.TransportError:
-                pass
+                ready = False
+            if ready and len(started) == workers:
+                return process
             assert process.poll() is None, "driftgate serve exited"
             await asyncio.sleep(0.1)
     process.kill()
     raise AssertionError("driftgate serve never became ready")
+
+
+def relay_started_workers(process: subprocess.Popen) -> set[str]:
+    """Echo the server's stdout (pytest shows it on failure) and collect the workers granian reports started."""
+    started: set[str] = set()
+
+    def relay() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            sys.stdout.write(line)
+            if found := re.search(r"Started (worker-\d+)", line):
+                started.add(found.group(1))
+
+    threading.Thread(target=relay, daemon=True).start()
+    return started
 
 
 def streamed_text(body: bytes) -> str:
@@ -59,7 +84,7 @@ async def test_sigterm_finishes_the_running_stream_then_exits(tmp_path: Path, up
     upstream.behaviour.stream_gap_s = 0.3
     upstream.behaviour.stream_chunks = 8  # about 2 s of streaming
     port = free_port()
-    process = await start_serve(tmp_path, upstream.url, port, f"workers: {workers}\n")
+    process = await start_serve(tmp_path, upstream.url, port, workers=workers)
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
             async with client.stream("POST", "/v1/chat/completions", json=STREAM) as response:
