@@ -10,6 +10,8 @@ migration is the moment to bring Alembic in.
 
 from __future__ import annotations
 
+import sqlite3
+import time
 import zlib
 from pathlib import Path
 
@@ -31,6 +33,23 @@ class SchemaError(RuntimeError):
     """The database holds a schema this code does not know."""
 
 
+def _use_wal(cursor: sqlite3.Cursor, within_s: float) -> None:
+    """Switch the file to WAL (it stays so): only when it is not yet, and retried, because SQLite answers a
+    switch racing another connection's (gateway workers opening a new file together) with "database is
+    locked" at once, without waiting on the busy timeout."""
+    deadline = time.monotonic() + within_s
+    if cursor.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal":
+        return
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")  # an in-memory database answers "memory": fine too
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
 def create_engine(url: str, sqlite_busy_timeout_ms: int = 5_000, pre_ping: bool = True) -> sa.Engine:
     """``hide_parameters``: a failed statement's error message would otherwise quote prompts into the logs.
 
@@ -45,11 +64,11 @@ def create_engine(url: str, sqlite_busy_timeout_ms: int = 5_000, pre_ping: bool 
         @sa.event.listens_for(engine, "connect")
         def _pragmas(dbapi_connection, _record) -> None:
             # WAL: readers never block the writer. NORMAL: a commit survives a process crash (not a power
-            # cut) without an fsync per transaction.
+            # cut) without an fsync per transaction. The busy timeout comes first so the rest wait for a lock.
             cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute(f"PRAGMA busy_timeout={int(sqlite_busy_timeout_ms)}")
+            _use_wal(cursor, sqlite_busy_timeout_ms / 1000)
+            cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.close()
 
         return engine
