@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import shutil
 import socket
+import subprocess
+import sys
 import tempfile
+import threading
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -66,10 +70,31 @@ SHARED_MODELS = Path(__file__).resolve().parents[1] / ".driftgate" / "models"
 
 def link_shared_models(home: Path) -> None:
     """Point ``<home>/models`` at the checkout's model folder, so exported guard and embedder models are built
-    once per checkout. The folder is made first: on a fresh clone the first test to run finds none, and a
-    link to nothing makes every export under it fail."""
+    once per checkout (the injection classifier alone trains for about 18 s). The folder is made first: on a
+    fresh clone the first test to run finds none, and a link to nothing makes every export under it fail.
+    A home that already has its models is left as it is."""
     SHARED_MODELS.mkdir(parents=True, exist_ok=True)
-    (home / "models").symlink_to(SHARED_MODELS)
+    models = home / "models"
+    if not models.exists() and not models.is_symlink():
+        home.mkdir(parents=True, exist_ok=True)
+        models.symlink_to(SHARED_MODELS)
+
+
+def relay_started_workers(process: subprocess.Popen) -> set[str]:
+    """Echo a ``driftgate serve`` process's stdout (pytest shows it on failure) and collect the workers granian
+    reports started. Tests that stop the server wait for all of them first: a worker still starting when the
+    signal comes is only killed after ``shutdown.grace_s`` (granian's handler misses a signal during startup)."""
+    started: set[str] = set()
+
+    def relay() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            sys.stdout.write(line)
+            if found := re.search(r"Started (worker-\d+)", line):
+                started.add(found.group(1))
+
+    threading.Thread(target=relay, daemon=True).start()
+    return started
 
 
 def free_port() -> int:
@@ -115,7 +140,10 @@ async def running_gateway(
 
 
 def settings_for(*routes: ModelRoute, read_s: float = 5.0, health_interval_s: float = 0.2, **kwargs) -> Settings:
-    """Settings for a test gateway; guards are off unless a test passes its own (proxy tests want pass-through)."""
+    """Settings for a test gateway; guards are off unless a test passes its own (proxy tests want pass-through).
+    A ``home`` given shares the checkout's exported models."""
+    if "home" in kwargs:
+        link_shared_models(Path(kwargs["home"]))
     kwargs.setdefault("guards", GuardsSettings(enabled=False))
     kwargs.setdefault("request_log", None)
     return Settings(

@@ -6,18 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.conftest import free_port
+from tests.conftest import free_port, link_shared_models, relay_started_workers
 
 STREAM = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": True}
 
@@ -25,9 +23,10 @@ STREAM = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream
 async def start_serve(
     tmp_path: Path, upstream_url: str, port: int, extra: str = "", workers: int = 1
 ) -> subprocess.Popen:
-    """``driftgate serve`` once ``/readyz`` answers and granian says every worker started: a SIGTERM while
-    one is still starting would leave that one to open for new connections after the others stopped."""
+    """``driftgate serve`` once ``/readyz`` answers and granian says every worker started: a worker still
+    starting when SIGTERM comes would open for new connections after the others stopped."""
     config = tmp_path / "driftgate.yaml"
+    link_shared_models(tmp_path)
     config.write_text(
         f"port: {port}\nhome: {tmp_path}\nworkers: {workers}\n"
         f"models:\n  - name: m\n    backends: ['{upstream_url}']\n{extra}"
@@ -47,21 +46,6 @@ async def start_serve(
             await asyncio.sleep(0.1)
     process.kill()
     raise AssertionError("driftgate serve never became ready")
-
-
-def relay_started_workers(process: subprocess.Popen) -> set[str]:
-    """Echo the server's stdout (pytest shows it on failure) and collect the workers granian reports started."""
-    started: set[str] = set()
-
-    def relay() -> None:
-        assert process.stdout is not None
-        for line in process.stdout:
-            sys.stdout.write(line)
-            if found := re.search(r"Started (worker-\d+)", line):
-                started.add(found.group(1))
-
-    threading.Thread(target=relay, daemon=True).start()
-    return started
 
 
 def streamed_text(body: bytes) -> str:

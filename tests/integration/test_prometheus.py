@@ -34,7 +34,7 @@ from deploy.grafana.build_dashboards import (
     build,
 )
 from monitor import metrics
-from tests.conftest import free_port
+from tests.conftest import free_port, link_shared_models
 
 REPO = Path(__file__).resolve().parents[2]
 RULES = REPO / "deploy" / "prometheus" / "rules" / "driftgate.yml"
@@ -92,6 +92,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     scrape_token = tmp / "scrape-token"
     scrape_token.write_text(SCRAPE_TOKEN + "\n")
     config = tmp / "driftgate.yaml"
+    link_shared_models(tmp / "home")
     config.write_text(
         f"port: {gateway_port}\nhome: {tmp / 'home'}\nauth: {{metrics_token_file: {scrape_token}}}\n"
         f"models:\n  - name: m\n    backends: ['http://127.0.0.1:{upstream_port}']\n"

@@ -15,9 +15,10 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import free_port
+from tests.conftest import free_port, link_shared_models, relay_started_workers
 
 CHAT = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
 DRIFTGATE = [sys.executable, "-m", "gateway.cli"]
@@ -25,13 +26,20 @@ DRIFTGATE = [sys.executable, "-m", "gateway.cli"]
 
 @asynccontextmanager
 async def serve_process(config: Path, port: int) -> AsyncIterator[httpx.AsyncClient]:
+    """The server once ``/readyz`` answers and every worker the config asks for has started."""
+    written = yaml.safe_load(config.read_text())
+    workers = written.get("workers", 1)
+    if "home" in written:
+        link_shared_models(Path(written["home"]))  # its guard models, exported once per checkout
     env = {**os.environ, "DRIFTGATE_PORT": str(port)}
-    process = subprocess.Popen([*DRIFTGATE, "serve", "--config", str(config)], env=env)
+    command = [*DRIFTGATE, "serve", "--config", str(config)]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True)
+    started = relay_started_workers(process)
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
             for _ in range(600):
                 try:
-                    if (await client.get("/readyz")).status_code == 200:
+                    if (await client.get("/readyz")).status_code == 200 and len(started) == workers:
                         break
                 except httpx.TransportError:
                     pass
@@ -45,7 +53,8 @@ async def serve_process(config: Path, port: int) -> AsyncIterator[httpx.AsyncCli
 
 def write_config(tmp_path: Path, upstream_url: str, workers: int = 1) -> Path:
     config = tmp_path / "driftgate.yaml"
-    # Its own home: the state database is per test, never the checkout's .driftgate/.
+    # Its own home: the state database is per test, never the checkout's .driftgate/ (its models are).
+    link_shared_models(tmp_path / "home")
     config.write_text(
         f"home: {tmp_path / 'home'}\nport: 1\nworkers: {workers}\n"
         f"models:\n  - name: m\n    backends: ['{upstream_url}']\n"
