@@ -13,12 +13,13 @@ import pytest
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from gateway.security.keys import KeyStore
-from tests.conftest import free_port
+from tests.conftest import free_port, link_shared_models
 from tests.unit.test_cli_serve import CHAT, serve_process
 
 
 def two_workers(tmp_path: Path, upstream_url: str, shared: str = "auto") -> Path:
     config = tmp_path / "driftgate.yaml"
+    link_shared_models(tmp_path)
     config.write_text(
         f"port: 1\nworkers: 2\nhome: {tmp_path}\nlimits:\n  shared: {shared}\n"
         f"models:\n  - name: m\n    backends: ['{upstream_url}']\n"

@@ -55,15 +55,15 @@ async def test_a_slow_health_check_takes_a_backend_down_only_when_it_repeats(ups
     upstream = await upstreams()
     pool = BackendPool([ModelRoute(name="m", backends=[upstream.url])])
     (backend,) = pool.backends
-    config = HealthCheckSettings(timeout_s=0.1, timeouts_before_down=3)
-    upstream.behaviour.health_delay_s = 0.5
+    config = HealthCheckSettings(timeout_s=0.3, timeouts_before_down=3)
+    upstream.behaviour.health_delay_s = 1.0
     async with aiohttp.ClientSession() as session:
         for _ in range(2):
             await pool.check_all(session, config)
         assert backend.healthy and pool.candidates("m") == [backend]
         upstream.behaviour.health_delay_s = 0.0
         await pool.check_all(session, config)  # an answer in time starts the count again
-        upstream.behaviour.health_delay_s = 0.5
+        upstream.behaviour.health_delay_s = 1.0
         for _ in range(2):
             await pool.check_all(session, config)
         assert backend.healthy

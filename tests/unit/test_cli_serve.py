@@ -27,10 +27,7 @@ DRIFTGATE = [sys.executable, "-m", "gateway.cli"]
 @asynccontextmanager
 async def serve_process(config: Path, port: int) -> AsyncIterator[httpx.AsyncClient]:
     """The server once ``/readyz`` answers and every worker the config asks for has started."""
-    written = yaml.safe_load(config.read_text())
-    workers = written.get("workers", 1)
-    if "home" in written:
-        link_shared_models(Path(written["home"]))  # its guard models, exported once per checkout
+    workers = yaml.safe_load(config.read_text()).get("workers", 1)
     env = {**os.environ, "DRIFTGATE_PORT": str(port)}
     command = [*DRIFTGATE, "serve", "--config", str(config)]
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True)
