@@ -26,8 +26,23 @@ _NANP = re.compile(
     r"(?<![\w+.\-/])(?:\+?1[\s.\-]?)?(?:\([2-9]\d\d\)\s?|[2-9]\d\d[\s.\-])[2-9]\d\d[\s.\-]\d{4}(?![\w\-/]|\.\d)"
 )
 _NANP_BARE = re.compile(r"(?<![\w+.\-/])(?:\+?1)?[2-9]\d\d[2-9]\d{6}(?![\w\-/]|\.\d)")
+# Any number in a contact context ("phone 415-055-1234", "call me at 0161 496 0000"): after a phone word the
+# digits say nothing about whether it is a phone (an exchange may start with 0 or 1, a number may be unassigned
+# or local), so the shape is enough: 7-15 digits in groups, an optional +country code and (area code).
+_CONTACT_NUMBER = re.compile(
+    r"(?<![\w+.\-/])(?:\+\d{1,3}[\s.\-]?)?(?:\(\d{1,5}\)[\s.\-]?)?\d{1,8}(?:[\s.\-]\d{1,8}){0,5}(?![\w\-/]|\.\d)"
+)
+# Dates and times read like digit groups too: "call me on 2024-05-01" names a day, not a number.
+_DATE_SHAPE = re.compile(r"\d{4}[.\-/]\d{1,2}[.\-/]\d{1,2}|\d{1,2}[.\-/]\d{1,2}[.\-/]\d{2,4}")
 _PHONE_WORDS = re.compile(
     r"\b(?:phone|tel|telephone|mobile|cell|call|fax|text|sms|whatsapp|number|reach|ring|contact)\b\W{0,12}(?:\w+\W{1,3}){0,3}\Z",
+    re.IGNORECASE,
+)
+# The contact context the shape alone needs: a phone word, or "text / ring / reach me" ("the number 1000000",
+# "reach 1000000 users" are no phone numbers).
+_CONTACT_WORDS = re.compile(
+    r"(?:\b(?:phone|tel|telephone|mobile|cell|cellphone|fax|whatsapp|sms|landline|hotline|call|dial)\b|"
+    r"\b(?:text|ring|reach|contact)\s+(?:me|us|him|her|them)\b)\W{0,12}(?:\w+\W{1,3}){0,3}\Z",
     re.IGNORECASE,
 )
 # An identifier of something other than a person: "order 245-957-1177" is an order number.
@@ -68,13 +83,20 @@ class PiiGuard:
     def _phones(self, text: str) -> list[tuple[str, int, int, float]]:
         matcher = phonenumbers.PhoneNumberMatcher(text, self._config.phone_region, phonenumbers.Leniency.VALID)
         found = [("PHONE", match.start, match.end, 1.0) for match in matcher]
-        for pattern, needs_context in ((_NANP, False), (_NANP_BARE, True)):
+        for pattern, context in ((_NANP, None), (_NANP_BARE, _PHONE_WORDS), (_CONTACT_NUMBER, _CONTACT_WORDS)):
             for match in pattern.finditer(text):
                 before = text[max(0, match.start() - 40) : match.start()]
-                if _NOT_PHONE_BEFORE.search(before) or (needs_context and not _PHONE_WORDS.search(before)):
+                if _NOT_PHONE_BEFORE.search(before) or (context is not None and not context.search(before)):
+                    continue
+                if pattern is _CONTACT_NUMBER and not _contact_shape(match.group()):
                     continue
                 found.append(("PHONE", match.start(), match.end(), 1.0))
         return found
+
+
+def _contact_shape(number: str) -> bool:
+    """A phone's digit count (7-15, E.164's maximum) and not a date."""
+    return _MIN_PHONE_DIGITS <= sum(c.isdigit() for c in number) <= 15 and not _DATE_SHAPE.fullmatch(number)
 
 
 def _blank(text: str, spans: list[tuple[str, int, int]]) -> str:

@@ -29,17 +29,8 @@ import msgspec
 import numpy as np
 from rich.console import Console
 
-from monitor.embedder import (
-    MARKER,
-    MODEL_FILE,
-    TOKENIZER_FILE,
-    Embedder,
-    EmbedderInfo,
-    EmbedderSettings,
-    load_tokenizer,
-    pad,
-    read_info,
-)
+from guards.semantic.encoder import MODEL_FILE, TOKENIZER_FILE, load_tokenizer, pad
+from monitor.embedder import MARKER, Embedder, EmbedderInfo, EmbedderSettings, read_info
 
 Source = Literal["auto", "hub", "wheel"]
 DEFAULT_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"

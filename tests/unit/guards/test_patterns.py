@@ -65,7 +65,8 @@ def test_finds_entity(text: str, expected: tuple[str, str]) -> None:
         "dotted 1.2.3.4.5 run",
         "bad ip 256.1.1.1 and 127.0.0.1 and 0.0.0.0",
         "time 12:30:45 and std::vector",
-        "call 555-0100 or 123-456-7890 or +1 555 123 4567",
+        "the sequence 555-0100, then 123-456-7890 and +1 555 123 4567",
+        "Is the number 1000000 prime? We reach 1000000 users; call me on 2024-05-01",
         "uuid 123e4567-e89b-12d3-a456-426614174000 and sha 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b",
         "identifier ThisIsAVeryLongClassName2024Handler and XMLHttpRequestFactory2Builder",
         "contact john at example dot com",
@@ -74,6 +75,25 @@ def test_finds_entity(text: str, expected: tuple[str, str]) -> None:
 )
 def test_near_misses_stay(text: str) -> None:
     assert found(text) == []
+
+
+@pytest.mark.parametrize(
+    ("text", "number"),
+    [
+        # Exchanges starting with 0 or 1, unassigned area codes, local and foreign shapes: a contact context
+        # makes any of them a phone number.
+        ("phone 415-055-1234 anytime", "415-055-1234"),
+        ("call me at 212-155-0134.", "212-155-0134"),
+        ("call 123-456-7890 after lunch", "123-456-7890"),
+        ("my cell is 0161 496 0000", "0161 496 0000"),
+        ("text me on +1 (415) 055 1234 tonight", "+1 (415) 055 1234"),
+        ("ring me 07700 900123", "07700 900123"),
+        ("Tel.: 030 1234567", "030 1234567"),
+        ("contact us 0800 123 4567", "0800 123 4567"),
+    ],
+)
+def test_any_number_in_a_contact_context_is_a_phone(text: str, number: str) -> None:
+    assert found(text) == [("PHONE", number)]
 
 
 def test_checksummed_entity_wins_an_overlap() -> None:
