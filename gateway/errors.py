@@ -302,6 +302,23 @@ class BackendUnavailable(OpenAIError):
         return cls(f"No backend serving `{model}` is reachable right now; retry shortly.")
 
 
+class UpstreamDisconnected(OpenAIError):
+    """The backend dropped this request's connection before its answer was complete. One dropped exchange
+    says little about the backend (the request itself may have crashed it, or one connection broke): it
+    counts toward the breaker, not as the backend being down."""
+
+    status_code = 502
+    type = "api_error"
+    code = "upstream_disconnected"
+
+    @classmethod
+    def of(cls, model: str) -> UpstreamDisconnected:
+        return cls(
+            f"The backend serving `{model}` closed the connection before its answer was complete; "
+            "the request may be retried."
+        )
+
+
 class ServerOverloaded(OpenAIError):
     """This worker holds its ``limits.max_in_flight`` requests already."""
 
@@ -374,6 +391,7 @@ CATALOG: tuple[type[OpenAIError], ...] = (
     InternalError,
     BadGateway,
     AdapterLoadFailed,
+    UpstreamDisconnected,
     BackendUnavailable,
     ServerOverloaded,
     AdapterCapacity,

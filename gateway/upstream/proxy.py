@@ -21,7 +21,14 @@ import aiohttp
 import msgspec
 
 from gateway.config import TimeoutSettings
-from gateway.errors import BackendError, BackendUnavailable, BadGateway, OpenAIError, UpstreamTimeout
+from gateway.errors import (
+    BackendError,
+    BackendUnavailable,
+    BadGateway,
+    OpenAIError,
+    UpstreamDisconnected,
+    UpstreamTimeout,
+)
 from gateway.upstream.backends import Backend, BackendPool
 from monitor import metrics
 
@@ -70,9 +77,8 @@ class _Exchange:
             _failed(self.backend, "timeout")
             raise UpstreamTimeout.of(model) from exc
         except aiohttp.ClientError as exc:
-            self.backend.mark_down(f"response broke: {exc!r}")
             _failed(self.backend, "disconnect")
-            raise BackendUnavailable.of(model) from exc
+            raise UpstreamDisconnected.of(model) from exc
         finally:
             self.finish(completed=completed)
 
@@ -102,10 +108,9 @@ class UpstreamStream:
             log.warning("stream from %s stalled past the read timeout", self._exchange.backend.url)
             _failed(self._exchange.backend, "timeout")
             yield _sse_error(UpstreamTimeout.of(self._model))
-        except aiohttp.ClientError as exc:
-            self._exchange.backend.mark_down(f"stream broke: {exc!r}")
+        except aiohttp.ClientError:
             _failed(self._exchange.backend, "disconnect")
-            yield _sse_error(BackendUnavailable.of(self._model))
+            yield _sse_error(UpstreamDisconnected.of(self._model))
         finally:
             # Runs on client disconnect too (the generator is closed): closing the connection makes
             # vLLM abort the generation.
@@ -167,11 +172,10 @@ class Upstream:
                 lease.close()
                 _failed(backend, "timeout")
                 raise UpstreamTimeout.of(model) from exc
-            except aiohttp.ClientError as exc:
+            except aiohttp.ClientError as exc:  # sent, then dropped: this exchange failed, not the backend
                 lease.close()
-                backend.mark_down(f"request failed: {exc!r}")
                 _failed(backend, "disconnect")
-                raise BackendUnavailable.of(model) from exc
+                raise UpstreamDisconnected.of(model) from exc
             except BaseException:
                 lease.close()
                 raise

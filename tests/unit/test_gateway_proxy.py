@@ -281,4 +281,44 @@ async def test_a_stream_whose_error_reply_is_cut_short_gets_a_clean_error() -> N
     finally:
         server.close()
         await server.wait_closed()
-    assert_openai_error(streamed, 503, "backend_unavailable")
+    assert_openai_error(streamed, 502, "upstream_disconnected")
+
+
+async def test_one_dropped_request_does_not_take_its_backend_out_of_rotation() -> None:
+    """A request that makes the backend drop its connection gets a 502 saying so; the backend keeps serving
+    everyone else (the breaker counts the failure, one is below its threshold)."""
+    posts = 0
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal posts
+        while request_line := await reader.readline():
+            headers = await reader.readuntil(b"\r\n\r\n")
+            length = next(
+                (int(h.split(b":")[1]) for h in headers.split(b"\r\n") if h.lower().startswith(b"content-length")), 0
+            )
+            await reader.readexactly(length)
+            if request_line.startswith(b"POST"):
+                posts += 1
+                if posts == 1:  # the first request "crashes" its connection
+                    writer.close()
+                    return
+            body = json.dumps({"choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}}]}).encode()
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n" % len(body))
+            writer.write(body)
+            await writer.drain()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    settings = settings_for(ModelRoute("m", [f"http://127.0.0.1:{port}"]), health_interval_s=60)
+    try:
+        async with running_gateway(settings) as client:
+            dropped = await client.post("/v1/chat/completions", json=CHAT)
+            ready = await client.get("/readyz")
+            after = [await client.post("/v1/chat/completions", json=CHAT) for _ in range(3)]
+    finally:
+        server.close()
+        await server.wait_closed()
+    error = assert_openai_error(dropped, 502, "upstream_disconnected")
+    assert "closed the connection" in error["message"]
+    assert ready.status_code == 200
+    assert [r.status_code for r in after] == [200, 200, 200]
