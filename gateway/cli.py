@@ -149,7 +149,14 @@ def up(
     vllm = VLLMServer(settings.embedded, model_dir, Path(settings.home) / "logs" / "vllm.log")
     if not settings.models:
         settings = msgspec.structs.replace(
-            settings, models=[ModelRoute(name=settings.embedded.model, backends=[vllm.url])]
+            settings,
+            models=[
+                ModelRoute(
+                    name=settings.embedded.model,
+                    backends=[vllm.url],
+                    context_tokens=settings.embedded.max_model_len,
+                )
+            ],
         )
     try:
         vllm.start()

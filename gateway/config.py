@@ -70,6 +70,9 @@ class ModelRoute(msgspec.Struct, forbid_unknown_fields=True):
     # The backends' --max-loras and --max-lora-rank; None = the embedded server's (`embedded.max_loras` ...).
     max_loras: int | None = None
     max_lora_rank: int | None = None
+    # The model's context length in tokens (vLLM's --max-model-len): no request may ask for more output
+    # tokens than this. None: `limits.max_tokens` alone caps them.
+    context_tokens: int | None = None
     # The model the backends load (a Hub id such as `HuggingFaceTB/SmolLM2-135M-Instruct`, or a local
     # directory), when neither `name` nor `upstream_name` says it: adapters trained on it register here.
     base_model: str | None = None
@@ -166,10 +169,27 @@ class AdaptersSettings(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class RequestLimitSettings(msgspec.Struct, forbid_unknown_fields=True):
-    """Caps on one request, checked before it is routed (None: no cap)."""
+    """Caps on one request, each refused with a 400 naming its field before any work is done (None: no cap).
 
-    max_tokens: int | None = None  # on max_tokens / max_completion_tokens; a request without one is left alone
+    Everything that multiplies the gateway's or the backend's work is capped by default: one request must
+    not be able to hold a worker (guards read every prompt item and every message) or a backend (``n``
+    copies of ``max_tokens``)."""
+
+    # On max_tokens / max_completion_tokens / max_output_tokens, and on the model's `context_tokens`
+    # where its route names one (the lower wins); a request without one is left alone.
+    max_tokens: int | None = 131072
     max_messages: int | None = 1000
+    # Items of a completions `prompt` or an embeddings `input` array (OpenAI's own limit is 2048).
+    max_prompt_items: int | None = 2048
+    # Content parts over all messages (or Responses input items).
+    max_content_parts: int | None = 1000
+    # Tool (function) definitions, as OpenAI allows.
+    max_tools: int | None = 128
+    # Choices per request (`n`): each one is a whole generation on the backend.
+    max_n: int | None = 16
+    # Characters of text the guards read in one request, prompt and answer each: past it a 400 (the
+    # guards' work, and the worker's time, grow with it). 512k characters is about 128k tokens.
+    max_guarded_chars: int | None = 524288
     # Inference requests one gateway worker holds at once; beyond it a fast 503 instead of a queue.
     max_in_flight: int | None = 1024
     # Per-key rpm, tpm and concurrency counted in the state database, so they hold across workers and pods:

@@ -1,11 +1,12 @@
 """One OpenAI inference request through the gateway, as named steps over one :class:`RequestPlan`.
 
 :meth:`RequestPath.handle` runs, in order: **admit** (a place among the requests in flight, the caller's key
-within its limits) -> **decode and limit** (the body validated, per-request caps, tokens reserved) -> **resolve
-route** (the key's access; a base model's route, or an adapter version loaded on its base model's backends)
--> **guard** (input guards over the prompt) -> **observe** (the prompt handed to drift detection) ->
-**dispatch** (the client's own bytes forwarded, the reply passed through, streamed or not). Each step fills
-slots of the plan that later steps read, the way httpx's ``Client.send`` hands one request down its chain.
+within its limits) -> **decode and limit** (the body validated, per-request caps, tokens reserved) ->
+**resolve route** (the key's access; a base model's route, or an adapter version loaded on its base model's
+backends; output tokens within the model's context) -> **guard** (input guards over the prompt) ->
+**observe** (the prompt handed to drift detection) -> **dispatch** (the client's own bytes forwarded, the
+reply passed through, streamed or not). Each step fills slots of the plan that later steps read, the way
+httpx's ``Client.send`` hands one request down its chain.
 
 This is the hot path: per request it allocates the plan and what the steps must build (the observation, the
 limiter's ticket, the guards' state), and awaits only where a step waits for something.
@@ -139,6 +140,7 @@ class RequestPath:
             await self._admit(plan, request)
             await self._decode_and_limit(plan, request)
             await self._resolve_route(plan, request)
+            _within_output_tokens(plan.parsed, plan.route.context_tokens)
             self._guard(plan)
             self._observe(plan)
             return await self._dispatch(plan, request)
@@ -375,22 +377,71 @@ class RequestPath:
 
 def _within_limits(parsed: InferenceRequest, limits: RequestLimitSettings, ticket: Ticket) -> int | None:
     """Check the per-request caps; the tokens to count against the key's tokens per minute, if it has a limit."""
-    if limits.max_messages is not None and len(getattr(parsed, "messages", ())) > limits.max_messages:
-        raise InvalidRequest(f"At most {limits.max_messages} messages per request.", param="messages")
-    if limits.max_tokens is not None:
-        for field in ("max_tokens", "max_completion_tokens", "max_output_tokens"):
-            asked = getattr(parsed, field, None)
-            if asked is not None and asked > limits.max_tokens:
-                raise InvalidRequest(f"{field} may be at most {limits.max_tokens}.", param=field)
+    _within_fan_out(parsed, limits)
+    _within_output_tokens(parsed, limits.max_tokens)
+    chars, token_ids = prompt_size(parsed)
+    if limits.max_guarded_chars is not None and chars > limits.max_guarded_chars:
+        raise InvalidRequest(
+            f"The prompt holds {chars} characters of text; at most {limits.max_guarded_chars} per request.",
+            param=_prompt_param(parsed),
+        )
     if ticket.key is not None and ticket.key.tpm is not None:
-        prompt = estimate_prompt_tokens(parsed)
-        ticket.prompt_estimate = prompt
+        prompt = ticket.prompt_estimate = token_ids + (chars + 3) // 4
         return prompt + _completion_budget(parsed)
     return None
 
 
-def estimate_prompt_tokens(parsed: InferenceRequest) -> int:
-    """Prompt characters / 4 (token ids count one each): a tokenizer-free estimate, corrected by actual usage."""
+def _within_fan_out(parsed: InferenceRequest, limits: RequestLimitSettings) -> None:
+    """Counts that multiply the gateway's or the backend's work: messages, prompt items, content parts, tools
+    and choices, each refused with a 400 naming its field."""
+    messages = getattr(parsed, "messages", None) or ()
+    if limits.max_messages is not None and len(messages) > limits.max_messages:
+        raise InvalidRequest(f"At most {limits.max_messages} messages per request.", param="messages")
+    items = getattr(parsed, "prompt", None)
+    if isinstance(parsed, EmbeddingRequest):
+        items = parsed.input
+    if isinstance(items, list) and limits.max_prompt_items is not None and len(items) > limits.max_prompt_items:
+        field = _prompt_param(parsed)
+        raise InvalidRequest(f"At most {limits.max_prompt_items} items in `{field}` per request.", param=field)
+    if limits.max_content_parts is not None and _content_parts(parsed) > limits.max_content_parts:
+        field = "input" if isinstance(parsed, ResponsesRequest) else "messages"
+        raise InvalidRequest(f"At most {limits.max_content_parts} content parts per request.", param=field)
+    tools = getattr(parsed, "tools", None)
+    if tools is not None and limits.max_tools is not None and len(tools) > limits.max_tools:
+        raise InvalidRequest(f"At most {limits.max_tools} tools per request.", param="tools")
+    n = getattr(parsed, "n", None)
+    if n is not None and limits.max_n is not None and n > limits.max_n:
+        raise InvalidRequest(f"n may be at most {limits.max_n}.", param="n")
+
+
+def _within_output_tokens(parsed: InferenceRequest, cap: int | None) -> None:
+    if cap is None:
+        return
+    for field in ("max_tokens", "max_completion_tokens", "max_output_tokens"):
+        asked = getattr(parsed, field, None)
+        if asked is not None and asked > cap:
+            raise InvalidRequest(f"{field} may be at most {cap}.", param=field)
+
+
+def _content_parts(parsed: InferenceRequest) -> int:
+    if isinstance(parsed, ChatCompletionRequest):
+        return sum(len(m.content) for m in parsed.messages if isinstance(m.content, list))
+    if isinstance(parsed, ResponsesRequest) and isinstance(parsed.input, list):
+        return len(parsed.input) + sum(
+            len(item["content"]) for item in parsed.input if isinstance(item.get("content"), list)
+        )
+    return 0
+
+
+def _prompt_param(parsed: InferenceRequest) -> str:
+    if isinstance(parsed, ChatCompletionRequest):
+        return "messages"
+    return "prompt" if isinstance(parsed, CompletionRequest) else "input"
+
+
+def prompt_size(parsed: InferenceRequest) -> tuple[int, int]:
+    """(characters of prompt text, token ids sent as numbers): what the guards read and what a token estimate
+    starts from."""
     chars = tokens = 0
     parts: list = []
     if isinstance(parsed, ChatCompletionRequest):
@@ -409,7 +460,7 @@ def estimate_prompt_tokens(parsed: InferenceRequest) -> int:
             chars += len(part)
         else:
             tokens += len(part) if isinstance(part, list) else 1
-    return tokens + (chars + 3) // 4
+    return chars, tokens
 
 
 def _completion_budget(parsed: InferenceRequest) -> int:

@@ -42,6 +42,7 @@ class ChatCompletionRequest(msgspec.Struct):
     temperature: Annotated[float, Meta(ge=0, le=2)] | None = None
     top_p: Annotated[float, Meta(ge=0, le=1)] | None = None
     user: str | None = None
+    tools: list[dict[str, Any]] | None = None
 
 
 class CompletionRequest(msgspec.Struct):
@@ -78,6 +79,7 @@ class ResponsesRequest(msgspec.Struct):
     temperature: Annotated[float, Meta(ge=0, le=2)] | None = None
     top_p: Annotated[float, Meta(ge=0, le=1)] | None = None
     user: str | None = None
+    tools: list[dict[str, Any]] | None = None
 
 
 class ModelCard(msgspec.Struct):
