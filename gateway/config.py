@@ -202,6 +202,15 @@ class RequestLimitSettings(msgspec.Struct, forbid_unknown_fields=True):
     shared_lease_s: float = 30.0
 
 
+class GuardWorkSettings(msgspec.Struct, forbid_unknown_fields=True):
+    """Threads per worker that run the guards, off the event loop (see gateway/edge/guard_work.py)."""
+
+    threads: int = 4
+    # Requests whose guards read more than `heavy_chars` characters run on `heavy_threads` of their own.
+    heavy_threads: int = 1
+    heavy_chars: int = 16384
+
+
 class ShutdownSettings(msgspec.Struct, forbid_unknown_fields=True):
     # On SIGTERM/SIGINT the gateway stops accepting, finishes what is in flight, then exits; a worker still
     # busy after this many seconds is killed (keep it below Kubernetes' terminationGracePeriodSeconds).
@@ -233,6 +242,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
     auth: AuthSettings = msgspec.field(default_factory=AuthSettings)
     limits: RequestLimitSettings = msgspec.field(default_factory=RequestLimitSettings)
     guards: GuardsSettings = msgspec.field(default_factory=GuardsSettings)
+    guard_work: GuardWorkSettings = msgspec.field(default_factory=GuardWorkSettings)
     drift: DriftWatchSettings = msgspec.field(default_factory=DriftWatchSettings)
     # None turns the request log off.
     request_log: RequestLogSettings | None = msgspec.field(default_factory=RequestLogSettings)

@@ -341,6 +341,20 @@ class AdapterCapacity(OpenAIError):
     retry_after_s = 1.0
 
 
+class GuardTimeout(OpenAIError):
+    """The guards did not finish this request's text within the alias's ``guards.budget_s`` (and its
+    ``guards.on_timeout`` is ``refuse``): the gateway is busy, or the request is heavy for its budget."""
+
+    status_code = 503
+    type = "service_unavailable_error"
+    code = "guard_timeout"
+    retry_after_s = 1.0
+
+    @classmethod
+    def of(cls, budget_s: float) -> GuardTimeout:
+        return cls(f"The gateway's guards could not check this request within {budget_s:g} s; retry shortly.")
+
+
 class UpstreamTimeout(OpenAIError):
     """The backend did not answer within the read timeout."""
 
@@ -395,6 +409,7 @@ CATALOG: tuple[type[OpenAIError], ...] = (
     BackendUnavailable,
     ServerOverloaded,
     AdapterCapacity,
+    GuardTimeout,
     UpstreamTimeout,
     BackendError,
 )

@@ -15,6 +15,7 @@ from gateway.adapters.content_routing import ContentRouter, fallback_reference
 from gateway.adapters.service import Adapters, running_adapters
 from gateway.config import Settings, state_url
 from gateway.drift.watch import DriftWatch, running_drift_watch
+from gateway.edge.guard_work import running_guard_work
 from gateway.edge.guarding import GuardSet
 from gateway.edge.request_log import running_request_log
 from gateway.edge.request_path import RequestPath
@@ -153,6 +154,7 @@ class Gateway:
             running_drift_watch(
                 self.settings.drift, Path(self.settings.home), self.settings.adapters is not None
             ) as self.drift,
+            running_guard_work(self.settings.guard_work) as guard_work,
         ):
             self._upstream = Upstream(self.pool, session, self.settings.timeouts)
             url = state_url(self.settings)
@@ -182,6 +184,7 @@ class Gateway:
                         adapters=self.adapters,
                         content_router=content_router,
                         guards=self.guards,
+                        guard_work=guard_work,
                         drift=self.drift,
                         sink=self.request_log.submit if self.request_log is not None else None,
                         tracer=self.tracer,

@@ -130,6 +130,10 @@ class StreamSettings(msgspec.Struct, forbid_unknown_fields=True):
 
 class GuardsSettings(msgspec.Struct, forbid_unknown_fields=True):
     enabled: bool = True
+    # Seconds one request's guards may take per stage (prompt, then answer), waiting for a guard thread
+    # included; past it `on_timeout` decides: refuse (503 guard_timeout) or pass the text unguarded.
+    budget_s: float = 10.0
+    on_timeout: Literal["refuse", "pass"] = "refuse"
     input: StageSettings = msgspec.field(default_factory=StageSettings)
     output: StageSettings = msgspec.field(default_factory=StageSettings)
     stream: StreamSettings = msgspec.field(default_factory=StreamSettings)

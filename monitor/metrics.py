@@ -83,6 +83,11 @@ GUARD_DECISIONS = Counter(
     "Guard decisions, by guard, stage (input/output) and action (allow/redact/mask/block).",
     ["guard", "stage", "action"],
 )
+GUARD_TIMEOUTS = Counter(
+    "driftgate_guard_timeouts_total",
+    "Requests whose guards did not finish within their budget (guards.budget_s), by stage (input/output).",
+    ["stage"],
+)
 
 # Request log: what the writer kept off the request path, and what it had to give up.
 LOG_RECORDS = Counter(

@@ -13,6 +13,7 @@ from typing import Any
 import msgspec
 
 from gateway.config import ModelRoute, Settings
+from gateway.edge.guard_work import Deadline
 from gateway.errors import ContentFiltered, FeatureNotConfigured
 from guards import Decision, GuardModels, Guards, GuardsSettings, RedactionContext, StreamRedactor
 from monitor import metrics
@@ -101,11 +102,13 @@ class RequestGuards:
 
     # -- input ------------------------------------------------------------------------------------------
 
-    def check_prompt(self, path: str, body: bytes) -> bytes:
-        """The body to send upstream: unchanged, or with prompts redacted. Raises 400 when a guard blocks."""
+    def check_prompt(self, path: str, body: bytes, deadline: Deadline) -> bytes:
+        """The body to send upstream: unchanged, or with prompts redacted. Raises 400 when a guard blocks, and
+        :class:`GuardTimeout` once ``deadline`` has passed (checked before each text)."""
         document = msgspec.json.decode(body)
         changed = False
         for holder, key, role in _prompt_slots(path, document):
+            deadline.check()
             verdict = self.guards.input.run(holder[key], self.context, role)
             self._note(verdict.decisions)
             if verdict.blocked:
@@ -119,11 +122,12 @@ class RequestGuards:
 
     # -- output -----------------------------------------------------------------------------------------
 
-    def _check_response(self, document: Any, body: bytes) -> bytes:
+    def _check_response(self, document: Any, body: bytes, deadline: Deadline) -> bytes:
         """A Responses API answer: each output text redacted, or emptied with the response ``incomplete``
         for ``content_filter`` (what OpenAI answers when its own filter stops a response)."""
         changed = False
         for part in _output_texts(document):
+            deadline.check()
             verdict = self.guards.output.run(part["text"], self.context)
             self._note(verdict.decisions)
             if verdict.blocked:
@@ -137,13 +141,14 @@ class RequestGuards:
                 self.answer_text = part["text"]
         return msgspec.json.encode(document) if changed else body
 
-    def check_answer(self, path: str, body: bytes) -> bytes:
+    def check_answer(self, path: str, body: bytes, deadline: Deadline) -> bytes:
         """A whole (non-streamed) answer: each choice redacted, or emptied with finish_reason content_filter."""
         document = msgspec.json.decode(body)
         if path == RESPONSES:
-            return self._check_response(document, body)
+            return self._check_response(document, body, deadline)
         changed = False
         for choice in document.get("choices") or ():
+            deadline.check()
             holder, key = _answer_slot(path, choice)
             if holder is None or not isinstance(holder.get(key), str):
                 continue

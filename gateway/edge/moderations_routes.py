@@ -10,7 +10,6 @@ own categories (the six Jigsaw labels and ``prompt_injection``) are added beside
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from typing import Annotated
 
@@ -22,6 +21,7 @@ from msgspec import Meta
 from gateway.edge.guarding import GuardSet
 from gateway.edge.request_path import RequestPath
 from gateway.edge.schemas import decode_request
+from gateway.errors import InvalidRequest
 from guards import Guards
 
 MODEL = "driftgate-guards"
@@ -74,9 +74,15 @@ async def moderations(
     await request_path.caller_key(request)
     body = decode_request(await request.body(), ModerationRequest)
     texts = [body.input] if isinstance(body.input, str) else body.input
+    cap = request_path.limits.max_guarded_chars
+    chars = sum(map(len, texts))
+    if cap is not None and chars > cap:
+        raise InvalidRequest(f"The input holds {chars} characters; at most {cap} per request.", param="input")
     guards = guard_set.for_moderation(body.model)
-    # A list is scored off the event loop: up to 64 texts at ~0.5 ms each would stall other requests.
-    results = moderate(guards, texts) if len(texts) == 1 else await asyncio.to_thread(moderate, guards, texts)
+    # Scored on a guard thread, off the event loop, within the guards' budget like any prompt.
+    results = await request_path.guard_work.run(
+        lambda _: moderate(guards, texts), guards.config.budget_s, "input", chars
+    )
     return ModerationList(f"modr-{uuid.uuid4().hex}", body.model or MODEL, results)
 
 

@@ -32,6 +32,7 @@ from gateway.adapters.service import Adapters
 from gateway.config import ModelRoute, RequestLimitSettings
 from gateway.domain_errors import DomainError
 from gateway.drift.watch import DriftWatch
+from gateway.edge.guard_work import GuardWork
 from gateway.edge.guarding import GuardSet, RequestGuards, responses_input_texts, user_words
 from gateway.edge.observe import Observation, RecordSink
 from gateway.edge.schemas import (
@@ -43,7 +44,7 @@ from gateway.edge.schemas import (
     ResponsesRequest,
     decode_request,
 )
-from gateway.errors import ContentFiltered, InvalidRequest, ModelNotFound, OpenAIError, from_domain
+from gateway.errors import ContentFiltered, GuardTimeout, InvalidRequest, ModelNotFound, OpenAIError, from_domain
 from gateway.security.auth import Authenticator, RateLimiter, Ticket
 from gateway.security.keys import ApiKey
 from gateway.upstream.backends import BackendPool
@@ -82,6 +83,7 @@ class RequestPlan:
         "route",
         "upstream_model",
         "guards",
+        "guarded_chars",
         "reply_headers",
     )
 
@@ -96,6 +98,7 @@ class RequestPlan:
         self.route: ModelRoute = None  # type: ignore[assignment]  # set by resolve route
         self.upstream_model = ""  # the name the backend knows: a served model name or a LoRA version
         self.guards: RequestGuards | None = None
+        self.guarded_chars = 0  # characters of prompt text, for the guards' lane
         self.reply_headers: dict[str, str] = {}  # what a step tells the client beyond the common headers
 
 
@@ -113,6 +116,7 @@ class RequestPath:
         adapters: Adapters | None,
         content_router: ContentRouter | None = None,
         guards: GuardSet,
+        guard_work: GuardWork,
         drift: DriftWatch | None,
         sink: RecordSink | None,
         tracer: Tracer | None,
@@ -127,6 +131,7 @@ class RequestPath:
         self._adapters = adapters
         self._content_router = content_router
         self._guards = guards
+        self._guard_work = guard_work
         self._drift = drift
         self._sink = sink
         self._tracer = tracer
@@ -141,7 +146,7 @@ class RequestPath:
             await self._decode_and_limit(plan, request)
             await self._resolve_route(plan, request)
             _within_output_tokens(plan.parsed, plan.route.context_tokens)
-            self._guard(plan)
+            await self._guard(plan)
             self._observe(plan)
             return await self._dispatch(plan, request)
         except OpenAIError as exc:
@@ -175,7 +180,7 @@ class RequestPath:
         """The body as its route's Struct (400 if invalid), within the per-request caps, its tokens reserved."""
         plan.body = await request.body()
         plan.parsed = decode_request(plan.body, plan.kind)
-        tokens = _within_limits(plan.parsed, self._limits, plan.ticket)
+        tokens, plan.guarded_chars = _within_limits(plan.parsed, self._limits, plan.ticket)
         if tokens is not None:
             await plan.ticket.reserve(tokens)
 
@@ -249,14 +254,26 @@ class RequestPath:
             raise ModelNotFound.of(model)
         plan.route, plan.upstream_model = route, version.name
 
-    def _guard(self, plan: RequestPlan) -> None:
-        """The route's input guards over the prompt: blocked (400), redacted, or passed as it is."""
+    async def _guard(self, plan: RequestPlan) -> None:
+        """The route's input guards over the prompt, on a guard thread: blocked (400), redacted, or passed as it
+        is; past the alias's budget, refused (503) or passed unguarded, as its ``on_timeout`` says."""
         if plan.kind is EmbeddingRequest:
             return
         guards = self._guards.for_model(plan.route.name)
-        if guards is not None:
-            plan.guards = plan.observation.guards = RequestGuards(guards)
-            plan.body = plan.guards.check_prompt(plan.path, plan.body)
+        if guards is None:
+            return
+        checking = plan.guards = plan.observation.guards = RequestGuards(guards)
+        path, body = plan.path, plan.body
+        try:
+            plan.body = await self._guard_work.run(
+                lambda deadline: checking.check_prompt(path, body, deadline),
+                guards.config.budget_s,
+                "input",
+                plan.guarded_chars,
+            )
+        except GuardTimeout:
+            if guards.config.on_timeout == "refuse":
+                raise
 
     def _observe(self, plan: RequestPlan) -> None:
         """Hand the prompt (as the guards left it) to drift detection, when its model and version are watched."""
@@ -267,6 +284,8 @@ class RequestPath:
                 if plan.guards is not None
                 else user_words(plan.path, msgspec.json.decode(plan.body))
             )
+            if not text:  # nothing the user typed, or guards that timed out and passed it unread
+                return
             self._drift.submit(observation.model, observation.id, text)
 
     def _dispatch(self, plan: RequestPlan, request: Request) -> Awaitable[Response | Stream]:
@@ -297,11 +316,25 @@ class RequestPath:
         if reply.status != 200:
             raise upstream_error(reply.status, reply.body)
         observation.usage_from_body(reply.body)
-        answer = plan.guards.check_answer(path, reply.body) if plan.guards is not None else reply.body
+        answer = await self._checked_answer(plan.guards, path, reply.body)
         overhead_ms = observation.overhead_ms()
         observation.finish(200, overhead_ms)
         headers = {**plan.reply_headers, **_answer_headers(observation, overhead_ms)}
         return Response(answer, media_type="application/json", headers=headers)
+
+    async def _checked_answer(self, guards: RequestGuards | None, path: str, body: bytes) -> bytes:
+        """A whole answer through the output guards, on a guard thread within the alias's budget."""
+        if guards is None:
+            return body
+        config = guards.guards.config
+        try:
+            return await self._guard_work.run(
+                lambda deadline: guards.check_answer(path, body, deadline), config.budget_s, "output", len(body)
+            )
+        except GuardTimeout:
+            if config.on_timeout == "refuse":
+                raise
+            return body
 
     async def _forward_stream(self, plan: RequestPlan, request: Request) -> Stream:
         observation, path, body, model = plan.observation, plan.path, plan.body, plan.route.name
@@ -319,6 +352,14 @@ class RequestPath:
         return _ObservedStream(observation, observation.watch_stream(chunks), headers=headers)
 
     # What the other /v1 routes share with inference.
+
+    @property
+    def limits(self) -> RequestLimitSettings:
+        return self._limits
+
+    @property
+    def guard_work(self) -> GuardWork:
+        return self._guard_work
 
     async def caller_key(self, request: Request) -> ApiKey | None:
         """The caller's API key (None while the gateway runs open), within its requests-per-minute limit."""
@@ -375,8 +416,9 @@ class RequestPath:
         return self._guards.for_model(route.name) if route is not None else None
 
 
-def _within_limits(parsed: InferenceRequest, limits: RequestLimitSettings, ticket: Ticket) -> int | None:
-    """Check the per-request caps; the tokens to count against the key's tokens per minute, if it has a limit."""
+def _within_limits(parsed: InferenceRequest, limits: RequestLimitSettings, ticket: Ticket) -> tuple[int | None, int]:
+    """Check the per-request caps; the tokens to count against the key's tokens per minute (if it has a limit)
+    and the characters of prompt text."""
     _within_fan_out(parsed, limits)
     _within_output_tokens(parsed, limits.max_tokens)
     chars, token_ids = prompt_size(parsed)
@@ -387,8 +429,8 @@ def _within_limits(parsed: InferenceRequest, limits: RequestLimitSettings, ticke
         )
     if ticket.key is not None and ticket.key.tpm is not None:
         prompt = ticket.prompt_estimate = token_ids + (chars + 3) // 4
-        return prompt + _completion_budget(parsed)
-    return None
+        return prompt + _completion_budget(parsed), chars
+    return None, chars
 
 
 def _within_fan_out(parsed: InferenceRequest, limits: RequestLimitSettings) -> None:

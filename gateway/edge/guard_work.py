@@ -1,0 +1,79 @@
+"""Guard work off the event loop: a bounded thread pool and a per-request budget.
+
+The guards are CPU-bound (regexes, phone matching, onnxruntime). Run on the event loop, one request with a
+large prompt froze its worker for everyone: health checks, other clients, the backend checker. Here the
+work runs on a few threads of its own (onnxruntime and the tokenizers release the GIL; the regexes give it
+up at Python's switch interval, so the loop keeps answering), and a request whose guards are not done
+within its alias's ``guards.budget_s`` gets the alias's ``guards.on_timeout`` policy: a 503
+``guard_timeout`` (refuse), or its text passed unguarded (pass). The work itself checks the same deadline
+between texts, so a thread never goes on long after its request gave up on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from typing import TypeVar
+
+from gateway.config import GuardWorkSettings
+from gateway.errors import GuardTimeout
+from monitor import metrics
+
+T = TypeVar("T")
+
+
+class Deadline:
+    """When one request's guard work must be done (monotonic seconds)."""
+
+    __slots__ = ("at", "budget_s")
+
+    def __init__(self, budget_s: float) -> None:
+        self.budget_s = budget_s
+        self.at = time.monotonic() + budget_s
+
+    def left_s(self) -> float:
+        return self.at - time.monotonic()
+
+    def check(self) -> None:
+        """Raise :class:`GuardTimeout` once the budget is spent (called by the work between texts)."""
+        if time.monotonic() > self.at:
+            raise GuardTimeout.of(self.budget_s)
+
+
+class GuardWork:
+    """This worker's guard threads, in two lanes: texts up to ``heavy_chars`` on the common threads, longer
+    ones on a lane of their own, so requests at the caps queue behind each other (and run out of budget)
+    instead of taking every thread from ordinary traffic."""
+
+    def __init__(self, common: ThreadPoolExecutor, heavy: ThreadPoolExecutor, heavy_chars: int) -> None:
+        self._common = common
+        self._heavy = heavy
+        self._heavy_chars = heavy_chars
+
+    async def run(self, work: Callable[[Deadline], T], budget_s: float, stage: str, chars: int = 0) -> T:
+        """``work(deadline)`` on a guard thread of the lane ``chars`` (the text it reads) falls in;
+        :class:`GuardTimeout` when it is not done within ``budget_s`` (waiting for a free thread counts: a
+        queue of heavy requests cannot stretch anyone's budget)."""
+        deadline = Deadline(budget_s)
+        executor = self._heavy if chars > self._heavy_chars else self._common
+        future = asyncio.get_running_loop().run_in_executor(executor, work, deadline)
+        try:
+            return await asyncio.wait_for(future, timeout=max(deadline.left_s(), 0.0))
+        except (TimeoutError, GuardTimeout) as exc:
+            metrics.GUARD_TIMEOUTS.labels(stage).inc()
+            raise GuardTimeout.of(budget_s) from exc
+
+
+@asynccontextmanager
+async def running_guard_work(settings: GuardWorkSettings) -> AsyncIterator[GuardWork]:
+    common = ThreadPoolExecutor(max_workers=settings.threads, thread_name_prefix="driftgate-guards")
+    heavy = ThreadPoolExecutor(max_workers=settings.heavy_threads, thread_name_prefix="driftgate-guards-heavy")
+    try:
+        yield GuardWork(common, heavy, settings.heavy_chars)
+    finally:
+        # Queued work is dropped; a text being checked finishes on its own (each is bounded by the caps).
+        common.shutdown(wait=False, cancel_futures=True)
+        heavy.shutdown(wait=False, cancel_futures=True)

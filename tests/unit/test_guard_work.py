@@ -1,0 +1,74 @@
+"""Guard work runs on guard threads within the alias's budget; past it the alias's on_timeout decides."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import pytest
+
+from gateway.config import GuardWorkSettings, ModelRoute
+from gateway.edge.guard_work import Deadline, running_guard_work
+from gateway.errors import GuardTimeout
+from guards import GuardsSettings
+from tests.conftest import running_gateway, settings_for
+from tests.unit.test_gateway_proxy import assert_openai_error
+
+PROMPT = {"model": "m", "messages": [{"role": "user", "content": "Mail jane.doe@example.com about the plan"}]}
+
+
+async def test_a_prompt_past_its_budget_is_refused_with_a_503_and_never_sent(upstreams) -> None:
+    upstream = await upstreams()
+    settings = settings_for(ModelRoute("m", [upstream.url]), guards=GuardsSettings(budget_s=0))
+    async with running_gateway(settings) as client:
+        response = await client.post("/v1/chat/completions", json=PROMPT)
+        metrics = (await client.get("/metrics")).text
+    assert_openai_error(response, 503, "guard_timeout")
+    assert response.headers["retry-after"] == "1"
+    assert upstream.observed.bodies == []
+    assert 'driftgate_guard_timeouts_total{stage="input"} 1.0' in metrics
+
+
+async def test_fail_open_passes_the_prompt_as_sent_and_the_answer_as_given(upstreams) -> None:
+    upstream = await upstreams()
+    settings = settings_for(ModelRoute("m", [upstream.url]), guards=GuardsSettings(budget_s=0, on_timeout="pass"))
+    async with running_gateway(settings) as client:
+        response = await client.post("/v1/chat/completions", json=PROMPT)
+    assert response.status_code == 200
+    assert json.loads(upstream.observed.bodies[0])["messages"] == PROMPT["messages"]
+
+
+async def test_work_that_outlives_its_budget_stops_at_its_next_text() -> None:
+    checked: list[int] = []
+
+    def work(deadline: Deadline) -> None:
+        for text in range(100):
+            deadline.check()
+            checked.append(text)
+            time.sleep(0.02)
+
+    async with running_guard_work(GuardWorkSettings(threads=1)) as guard_work:
+        with pytest.raises(GuardTimeout):
+            await guard_work.run(work, 0.1, "input")
+        await asyncio.sleep(0.2)
+    assert 3 <= len(checked) <= 8  # it noticed the spent budget instead of going on to 100
+
+
+async def test_the_event_loop_keeps_turning_while_guards_work() -> None:
+    """A thread busy with Python code (the regex guards) still lets the loop run at the switch interval."""
+
+    def busy(deadline: Deadline) -> None:
+        until = time.monotonic() + 0.5
+        while time.monotonic() < until:
+            sum(range(1000))
+
+    async with running_guard_work(GuardWorkSettings(threads=2)) as guard_work:
+        work = asyncio.ensure_future(guard_work.run(busy, 5, "input"))
+        gaps = []
+        while not work.done():
+            started = time.perf_counter()
+            await asyncio.sleep(0.01)
+            gaps.append(time.perf_counter() - started)
+        await work
+    assert max(gaps) < 0.1
