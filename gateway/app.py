@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager, suppress
 
 from litestar import Litestar
 from litestar.exceptions import HTTPException
+from litestar.middleware import DefineMiddleware
 from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.template import TemplateConfig
 
@@ -24,6 +25,7 @@ from gateway.console.sampler import Sampler
 from gateway.console.session import SESSION_STORE
 from gateway.domain_errors import DomainError
 from gateway.drift.routes import drift_state
+from gateway.edge.body_deadline import BodyDeadline
 from gateway.edge.docs_routes import api_docs, api_docs_asset
 from gateway.edge.feedback_routes import feedback
 from gateway.edge.health_routes import healthz, prometheus_metrics, readyz
@@ -121,6 +123,7 @@ def create_app(settings: Settings | None = None, tracing: Tracing | None = None)
             Exception: errors.internal_error_handler,
         },
         request_max_body_size=settings.max_body_bytes,
+        middleware=[DefineMiddleware(BodyDeadline, settings=settings.body_read)],
         openapi_config=None,
         template_config=templates,
         stores=stores,

@@ -202,6 +202,15 @@ class RequestLimitSettings(msgspec.Struct, forbid_unknown_fields=True):
     shared_lease_s: float = 30.0
 
 
+class BodyReadSettings(msgspec.Struct, forbid_unknown_fields=True):
+    """How long a client may take to send a request's body (see gateway/edge/body_deadline.py)."""
+
+    timeout_s: float = 30.0
+    # After the first `grace_s`, the body must keep arriving at this average rate (0: no minimum).
+    min_bytes_per_s: float = 1024.0
+    grace_s: float = 5.0
+
+
 class GuardWorkSettings(msgspec.Struct, forbid_unknown_fields=True):
     """Threads per worker that run the guards, off the event loop (see gateway/edge/guard_work.py)."""
 
@@ -237,6 +246,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
     breaker: BreakerSettings = msgspec.field(default_factory=BreakerSettings)
     shutdown: ShutdownSettings = msgspec.field(default_factory=ShutdownSettings)
     max_body_bytes: int = 4 * 1024 * 1024
+    body_read: BodyReadSettings = msgspec.field(default_factory=BodyReadSettings)
     embedded: EmbeddedVLLMSettings = msgspec.field(default_factory=EmbeddedVLLMSettings)
     tracing: TracingSettings = msgspec.field(default_factory=TracingSettings)
     auth: AuthSettings = msgspec.field(default_factory=AuthSettings)

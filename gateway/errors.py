@@ -238,6 +238,19 @@ class TrainingJobConflict(OpenAIError):
     code = "training_job_conflict"
 
 
+class RequestBodyTimeout(OpenAIError):
+    """The client did not send its body within ``body_read.timeout_s``, or sent it slower than
+    ``body_read.min_bytes_per_s``."""
+
+    status_code = 408
+    type = "invalid_request_error"
+    code = "request_timeout"
+
+    @classmethod
+    def of(cls, received: int, waited_s: float) -> RequestBodyTimeout:
+        return cls(f"The request body was not sent in time ({received} bytes in {waited_s:.1f} s).")
+
+
 class RequestTooLarge(OpenAIError):
     """The body is over the gateway's ``max_body_bytes``."""
 
@@ -400,6 +413,7 @@ CATALOG: tuple[type[OpenAIError], ...] = (
     AdapterConflict,
     LoopRunConflict,
     TrainingJobConflict,
+    RequestBodyTimeout,
     RequestTooLarge,
     RateLimited,
     InternalError,
