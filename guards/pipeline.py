@@ -10,9 +10,12 @@ from collections import Counter
 from pathlib import Path
 from typing import Protocol
 
+import msgspec
+
 from guards.config import GuardsSettings, InjectionSettings, PiiSettings, StageSettings, ToxicityModel
 from guards.injection import InjectionGuard
 from guards.ner import NameRecognizer, load_names
+from guards.normalize import Normalized, normalize
 from guards.pii import PiiGuard
 from guards.redaction import RedactionContext, apply
 from guards.streaming import StreamRedactor
@@ -132,17 +135,21 @@ class StagePipeline:
         """Every guard's findings; stops after the first guard that blocks.
 
         ``role`` is the chat role the text comes from: the injection guard reads only the roles its config
-        names (None, a completions prompt, is always read).
+        names (None, a completions prompt, is always read). The guards read the text normalised
+        (:mod:`guards.normalize`); the findings' spans are offsets into ``text`` as given.
         """
+        read = normalize(text)
         findings: list[Finding] = []
         for guard in self.guards:
             if guard.name == "injection" and role is not None and role not in self._injection_roles:
                 continue
-            found = guard.inspect(text, starts_in_code=starts_in_code)
+            found = guard.inspect(read.text, starts_in_code=starts_in_code)
             findings += found
             if any(f.action == "block" for f in found):
                 break
-        return findings
+        if read.origins is None:
+            return findings
+        return [_in_original(finding, read, len(text)) for finding in findings]
 
     def run(self, text: str, context: RedactionContext, role: str | None = None) -> Verdict:
         """Check ``text`` and return what to use instead: redacted, masked, or blocked (text empty)."""
@@ -166,6 +173,11 @@ class StagePipeline:
         return tuple(scored) + tuple(
             Decision(guard, self.stage, entity, action, count) for (guard, entity, action), count in counts.items()
         )
+
+
+def _in_original(finding: Finding, read: Normalized, length: int) -> Finding:
+    start, end = read.span(finding.start, finding.end, length)
+    return msgspec.structs.replace(finding, start=start, end=end)
 
 
 class Guards:

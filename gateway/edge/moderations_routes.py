@@ -23,6 +23,7 @@ from gateway.edge.request_path import RequestPath
 from gateway.edge.schemas import decode_request
 from gateway.errors import InvalidRequest
 from guards import Guards
+from guards.normalize import normalize
 
 MODEL = "driftgate-guards"
 # OpenAI's categories, each as the guard categories it is the maximum of (empty: not scored here).
@@ -88,6 +89,7 @@ async def moderations(
 
 def moderate(guards: Guards, texts: list[str]) -> list[ModerationResult]:
     """One result per text: every category the input guards score, in one batch per model."""
+    texts = [normalize(text).text for text in texts]  # as the guards read a prompt
     toxicity, injection = guards.input.guard("toxicity"), guards.input.guard("injection")
     own: list[dict[str, float]] = toxicity.category_scores(texts) if toxicity is not None else [{} for _ in texts]
     flags: list[dict[str, bool]] = [toxicity.flagged(row) if toxicity is not None else {} for row in own]
