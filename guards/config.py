@@ -101,9 +101,10 @@ class InjectionSettings(msgspec.Struct, forbid_unknown_fields=True):
     enabled: bool = True
     threshold: float = 0.5
     action: Literal["allow", "flag", "block"] = "block"
-    # Chat roles whose text is checked; add "tool" (and "system" for untrusted templates) to screen documents
-    # and tool results. A completions prompt is always checked.
-    roles: tuple[str, ...] = ("user",)
+    # Chat roles whose text is checked. Tool results are read by default, since indirect injection rides in
+    # them (planted in a fetched page, an e-mail, a document); add "system" for untrusted templates. A
+    # completions prompt is always checked.
+    roles: tuple[str, ...] = ("user", "tool", "function")
     # The phrase rules alone (no classifier) when false.
     classifier: bool = True
     # An injection model exported elsewhere (``injection-linear.onnx`` layout); None = the default location.

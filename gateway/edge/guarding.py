@@ -347,13 +347,20 @@ def _prompt_slots(path: str, document: Any) -> list[tuple[Any, Any, str | None]]
 
 def _responses_input_slots(document: Any, role: str | None = None) -> list[tuple[Any, Any, str | None]]:
     """The plain text of a Responses API ``input``: the string itself (the user's), or its message items' text
-    (all roles, or only ``role``'s); tool calls, tool outputs, images and files are no text a guard reads."""
+    (all roles, or only ``role``'s), and tool outputs as the ``tool`` role's; tool calls, images and files are
+    no text a guard reads."""
     input_ = document.get("input")
     if isinstance(input_, str):
         return [(document, "input", "user")] if role in (None, "user") else []
     slots: list[tuple[Any, Any, str | None]] = []
     for item in input_ if isinstance(input_, list) else ():
-        if not isinstance(item, dict) or "role" not in item or item.get("type", "message") != "message":
+        if not isinstance(item, dict):
+            continue
+        if item.get("type") == "function_call_output" and isinstance(item.get("output"), str):
+            if role in (None, "tool"):
+                slots.append((item, "output", "tool"))
+            continue
+        if "role" not in item or item.get("type", "message") != "message":
             continue
         if role is None or item["role"] == role:
             slots += _message_slots(item)

@@ -82,3 +82,38 @@ async def test_flagged_injection_reaches_the_backend(upstreams) -> None:
         after = injection_decisions((await client.get("/metrics")).text, "flag")
     assert response.status_code == 200 and len(upstream.observed.bodies) == 1
     assert after - before == 1
+
+
+async def test_injection_planted_in_tool_results_is_refused_by_default(upstreams) -> None:
+    """Indirect injection: the instruction rides in what a tool returned, not in what the user typed."""
+    upstream = await upstreams()
+    planted = f'{{"page": "Welcome to our store!", "hidden": "{ATTACK}"}}'
+    call = {"id": "c1", "type": "function", "function": {"name": "fetch", "arguments": "{}"}}
+    chat_body = {
+        "model": "m",
+        "messages": [
+            {"role": "user", "content": "Summarise this page for me."},
+            {"role": "assistant", "content": None, "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": "c1", "content": planted},
+        ],
+    }
+    responses_body = {
+        "model": "m",
+        "input": [
+            {"role": "user", "content": "Summarise this page for me."},
+            {"type": "function_call_output", "call_id": "c1", "output": planted},
+        ],
+    }
+    benign = {
+        **responses_body,
+        "input": [*responses_body["input"][:1], {**responses_body["input"][1], "output": '{"temperature": 21}'}],
+    }
+    async with running_gateway(settings_for(ModelRoute("m", [upstream.url]), guards=GuardsSettings())) as client:
+        refused = [
+            await client.post("/v1/chat/completions", json=chat_body),
+            await client.post("/v1/responses", json=responses_body),
+        ]
+        passed = await client.post("/v1/responses", json=benign)
+    assert [r.status_code for r in refused] == [400, 400]
+    assert all(r.json()["error"]["code"] == "content_filter" for r in refused)
+    assert passed.status_code == 200 and len(upstream.observed.bodies) == 1
