@@ -218,13 +218,50 @@ def measure(targets: list[Target], duration: float) -> None:
         target.results["chat open-loop"]["rate"] = rate
 
 
+# Ordinary traffic measured again while one client sends maximal bodies (bench/attack.py) to the same gateway.
+UNDER_ATTACK = [("chat c=10 under attack", False, 10), ("stream c=10 under attack (TTFT)", True, 10)]
+
+
+def measure_under_attack(targets: list[Target], duration: float) -> None:
+    """Each driftgate target's chat and stream rows again, beside ``bench.attack`` (one connection), and the
+    same rows without it for the ratio; the attacker's answers go in the result."""
+    for target in targets:
+        if not target.name.startswith("driftgate"):
+            continue
+        base = target.url.removesuffix("/v1/chat/completions")
+        for name, stream, concurrency in UNDER_ATTACK:
+            alone = load(target, stream, duration, concurrency)
+            attacker = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "bench.attack",
+                    "--base",
+                    base,
+                    "--model",
+                    target.model,
+                    "--duration",
+                    str(duration + 2),
+                ],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            time.sleep(1)  # the attack under way before the ordinary load starts
+            console.print(f"  {target.name}: {name}")
+            result = load(target, stream, duration, concurrency)
+            out, _ = attacker.communicate(timeout=300)
+            result["attacker"] = json.loads(out or "{}").get("statuses")
+            result["alone"] = {"rps": alone["rps"], "p99_ms": alone["p99_ms"]}
+            target.results[name] = result
+
+
 def table(targets: list[Target]) -> Table:
     direct = targets[0]
     table = Table(title="requests/s, p50 / p99 latency in ms (stream: time to first token); added = minus direct p50")
     table.add_column("scenario")
     for target in targets:
         table.add_column(target.name, justify="right")
-    for name in [*[s[0] for s in SCENARIOS], "chat open-loop"]:
+    for name in [*[s[0] for s in SCENARIOS], "chat open-loop", *[s[0] for s in UNDER_ATTACK]]:
         cells = []
         for target in targets:
             result = target.results.get(name)
@@ -237,6 +274,8 @@ def table(targets: list[Target]) -> Table:
             cell = f"{result['rps']:,.0f} rps  {result['p50_ms']:.2f} / {result['p99_ms']:.2f}"
             if target is not direct and name in direct.results:
                 cell += f"  (+{result['p50_ms'] - direct.results[name]['p50_ms']:.2f})"
+            if "alone" in result and result["alone"]["p99_ms"]:
+                cell += f"  (alone {result['alone']['rps']:,.0f} rps, p99 {result['alone']['p99_ms']:.2f})"
             if result["errors"]:
                 cell += f"  [red]{result['errors']} errors[/]"
             cells.append(cell)
@@ -313,6 +352,9 @@ def main() -> int:
         "--variants", default="bare,full", help=f"driftgate configurations, comma-separated: {', '.join(VARIANTS)}"
     )
     parser.add_argument("--litellm-venv", type=Path, default=None)
+    parser.add_argument(
+        "--attack", action="store_true", help="also measure chat/stream c=10 while one client sends maximal bodies"
+    )
     parser.add_argument("--compare", type=Path, default=None, help="earlier JSON to check for >10%% slowdowns")
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args()
@@ -339,6 +381,8 @@ def main() -> int:
         if args.litellm_venv:
             targets.append(start_litellm(stack, args.litellm_venv, mock_url, workdir))
         measure(targets, args.duration)
+        if args.attack:
+            measure_under_attack(targets, args.duration)
     report = {
         "machine": machine,
         "time": time.time(),

@@ -60,7 +60,7 @@ async def feedback(
     if record is None or (key is not None and key.scope != "admin" and record.key_id != key.id):
         # Another caller's request is as unknown as one that never existed.
         raise RequestNotFound(f"No logged request `{body.request_id}`.", param="request_id")
-    correction = _guarded(request_path, record, body.correction) if body.correction is not None else None
+    correction = await _guarded(request_path, record, body.correction) if body.correction is not None else None
     item = await asyncio.to_thread(
         loop_store.add_feedback,
         record.id,
@@ -86,11 +86,17 @@ async def _logged(writer: RequestLogWriter, request_id: str) -> RequestRecord | 
     return found
 
 
-def _guarded(request_path: RequestPath, record: RequestRecord, correction: str) -> str:
+async def _guarded(request_path: RequestPath, record: RequestRecord, correction: str) -> str:
+    """The correction through the answering route's output guards, on a guard thread within their budget."""
     guards = request_path.guards_for(record.alias, record.version)
     if guards is None:
         return correction
-    verdict = guards.output.run(correction, RedactionContext())
+    cap = request_path.limits.max_guarded_chars
+    if cap is not None and len(correction) > cap:
+        raise InvalidRequest(f"A correction may hold at most {cap} characters.", param="correction")
+    verdict = await request_path.guard_work.run(
+        lambda _: guards.output.run(correction, RedactionContext()), guards.config.budget_s, "output", len(correction)
+    )
     if verdict.blocked:
         raise ContentFiltered("The correction was refused by the output guards.", param="correction")
     return verdict.text

@@ -15,10 +15,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bench.attack import attack
 from bench.gateway import wait_http
 from tests.conftest import free_port
 from tests.integration.test_graceful_shutdown import start_serve
-from tests.integration.worst_case import worst_case_bodies
 
 REPO = Path(__file__).resolve().parents[2]
 ORDINARY = {"model": "m", "messages": [{"role": "user", "content": "What is a good lentil soup recipe?"}]}
@@ -68,22 +68,6 @@ async def health_watch(client: httpx.AsyncClient, stop: asyncio.Event) -> list[f
     return latencies
 
 
-async def attacker(client: httpx.AsyncClient, stop: asyncio.Event, connections: int = 3) -> list[int]:
-    """``connections`` loops, each sending every worst-case body in turn (each loop starting elsewhere)."""
-    statuses: list[int] = []
-    bodies = worst_case_bodies("m")
-
-    async def loop(offset: int) -> None:
-        turn = offset
-        while not stop.is_set():
-            path, body = bodies[turn % len(bodies)]
-            statuses.append((await client.post(path, json=body)).status_code)
-            turn += 1
-
-    await asyncio.gather(*(loop(i * 3) for i in range(connections)))
-    return statuses
-
-
 async def test_worst_case_bodies_do_not_stall_the_worker(tmp_path: Path, mock_upstream: str) -> None:
     port = free_port()
     process = await start_serve(tmp_path, mock_upstream, port)
@@ -97,11 +81,11 @@ async def test_worst_case_bodies_do_not_stall_the_worker(tmp_path: Path, mock_up
 
             stop = asyncio.Event()
             health = asyncio.ensure_future(health_watch(client, stop))
-            attack = asyncio.ensure_future(attacker(attack_client, stop))
+            attack_task = asyncio.ensure_future(attack(attack_client, "m", stop, connections=3))
             await asyncio.sleep(1)  # the attack under way
             attacked = await ordinary_traffic(client, 6)
             stop.set()
-            statuses = await attack
+            statuses = await attack_task
             health_latencies = await health
     finally:
         process.terminate()
