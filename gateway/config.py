@@ -215,7 +215,8 @@ class GuardWorkSettings(msgspec.Struct, forbid_unknown_fields=True):
     """Threads per worker that run the guards, off the event loop (see gateway/edge/guard_work.py)."""
 
     threads: int = 4
-    # Requests whose guards read more than `heavy_chars` characters run on `heavy_threads` of their own.
+    # Requests whose guard work is estimated at more than `heavy_chars` characters of prose (each digit
+    # counts 20: libphonenumber parses every run of digits) run on `heavy_threads` of their own.
     heavy_threads: int = 1
     heavy_chars: int = 16384
 

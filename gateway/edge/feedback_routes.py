@@ -15,6 +15,7 @@ from litestar import Request, post
 from litestar.di import NamedDependency
 from msgspec import Meta
 
+from gateway.edge.guard_work import guard_cost
 from gateway.edge.request_path import RequestPath
 from gateway.edge.schemas import decode_request
 from gateway.errors import ContentFiltered, InvalidRequest, RequestNotFound
@@ -95,7 +96,10 @@ async def _guarded(request_path: RequestPath, record: RequestRecord, correction:
     if cap is not None and len(correction) > cap:
         raise InvalidRequest(f"A correction may hold at most {cap} characters.", param="correction")
     verdict = await request_path.guard_work.run(
-        lambda _: guards.output.run(correction, RedactionContext()), guards.config.budget_s, "output", len(correction)
+        lambda _: guards.output.run(correction, RedactionContext()),
+        guards.config.budget_s,
+        "output",
+        guard_cost(len(correction), correction.encode()),
     )
     if verdict.blocked:
         raise ContentFiltered("The correction was refused by the output guards.", param="correction")

@@ -18,6 +18,7 @@ from litestar import Request, post
 from litestar.di import NamedDependency
 from msgspec import Meta
 
+from gateway.edge.guard_work import guard_cost
 from gateway.edge.guarding import GuardSet
 from gateway.edge.request_path import RequestPath
 from gateway.edge.schemas import decode_request
@@ -82,7 +83,7 @@ async def moderations(
     guards = guard_set.for_moderation(body.model)
     # Scored on a guard thread, off the event loop, within the guards' budget like any prompt.
     results = await request_path.guard_work.run(
-        lambda _: moderate(guards, texts), guards.config.budget_s, "input", chars
+        lambda _: moderate(guards, texts), guards.config.budget_s, "input", guard_cost(chars, "".join(texts).encode())
     )
     return ModerationList(f"modr-{uuid.uuid4().hex}", body.model or MODEL, results)
 

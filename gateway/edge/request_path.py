@@ -32,7 +32,7 @@ from gateway.adapters.service import Adapters
 from gateway.config import ModelRoute, RequestLimitSettings
 from gateway.domain_errors import DomainError
 from gateway.drift.watch import DriftWatch
-from gateway.edge.guard_work import GuardWork
+from gateway.edge.guard_work import GuardWork, guard_cost
 from gateway.edge.guarding import GuardSet, RequestGuards, responses_input_texts, user_words
 from gateway.edge.observe import Observation, RecordSink
 from gateway.edge.schemas import (
@@ -269,7 +269,7 @@ class RequestPath:
                 lambda deadline: checking.check_prompt(path, body, deadline),
                 guards.config.budget_s,
                 "input",
-                plan.guarded_chars,
+                guard_cost(plan.guarded_chars, body),
             )
         except GuardTimeout:
             if guards.config.on_timeout == "refuse":
@@ -329,7 +329,10 @@ class RequestPath:
         config = guards.guards.config
         try:
             return await self._guard_work.run(
-                lambda deadline: guards.check_answer(path, body, deadline), config.budget_s, "output", len(body)
+                lambda deadline: guards.check_answer(path, body, deadline),
+                config.budget_s,
+                "output",
+                guard_cost(len(body), body),
             )
         except GuardTimeout:
             if config.on_timeout == "refuse":

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 
 import pytest
 
 from gateway.config import GuardWorkSettings, ModelRoute
-from gateway.edge.guard_work import Deadline, running_guard_work
+from gateway.edge.guard_work import Deadline, guard_cost, running_guard_work
 from gateway.errors import GuardTimeout
 from guards import GuardsSettings
 from tests.conftest import running_gateway, settings_for
@@ -72,3 +73,20 @@ async def test_the_event_loop_keeps_turning_while_guards_work() -> None:
             gaps.append(time.perf_counter() - started)
         await work
     assert max(gaps) < 0.1
+
+
+def test_digits_weigh_more_than_prose_in_the_cost_estimate() -> None:
+    prose, digits = "word " * 200, "12345 " * 166
+    assert guard_cost(len(prose), prose.encode()) == len(prose)
+    assert guard_cost(len(digits), digits.encode()) > 15 * len(digits)
+
+
+async def test_heavy_work_runs_on_its_own_lane_and_leaves_the_common_threads_free() -> None:
+    settings = GuardWorkSettings(threads=1, heavy_threads=1, heavy_chars=100)
+    release = threading.Event()
+    async with running_guard_work(settings) as guard_work:
+        heavy = asyncio.ensure_future(guard_work.run(lambda _: release.wait(5), 10, "input", cost=101))
+        light = await asyncio.wait_for(guard_work.run(lambda _: "done", 10, "input", cost=100), 1)
+        release.set()
+        await heavy
+    assert light == "done"
