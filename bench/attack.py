@@ -27,6 +27,10 @@ def text(chars: int) -> str:
     return (_SENTENCE * (chars // len(_SENTENCE) + 1))[:chars]
 
 
+def digits(chars: int) -> str:
+    return ("4155 0123 9876 " * (chars // 15 + 1))[:chars]
+
+
 def _tool(index: int) -> dict:
     return {
         "type": "function",
@@ -61,6 +65,11 @@ def worst_case_bodies(model: str) -> list[tuple[str, dict]]:
             {"model": model, "input": [{"role": "user", "content": text(400)}] * parts, "max_output_tokens": 1},
         ),
         ("/v1/moderations", {"input": [text(8000)] * 64}),
+        # digit groups: the costliest text per character for the phone matcher
+        (
+            "/v1/chat/completions",
+            {"model": model, "messages": [{"role": "user", "content": digits(_LIMITS.max_guarded_chars)}]},
+        ),
         # past them: refused at once
         ("/v1/completions", {"model": model, "prompt": ["a"] * 100_000}),
         ("/v1/chat/completions", {"model": model, "messages": [{"role": "user", "content": "hi"}], "n": 1000}),
