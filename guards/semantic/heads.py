@@ -1,0 +1,26 @@
+"""The model tier's per-category heads: logistic regressions over the shared sentence encoder's embeddings.
+
+A head is one weight vector and a bias per category, so serving them is one matrix product after the
+encoder pass that the drift monitor makes of the same prompt anyway; no scikit-learn at serving time.
+:mod:`guards.semantic.train` fits them, with per category the threshold chosen on a validation split. Not
+in the request path yet: ``bench/guards_semantic.py`` measures them against the fast tier first
+(docs/guards.md, "The model tier").
+"""
+
+from __future__ import annotations
+
+import msgspec
+import numpy as np
+
+
+class Heads(msgspec.Struct, frozen=True):
+    """Weights (dimension x categories), biases and thresholds, one column per category."""
+
+    categories: tuple[str, ...]
+    weights: np.ndarray
+    biases: np.ndarray
+    thresholds: np.ndarray
+
+    def scores(self, embeddings: np.ndarray) -> np.ndarray:
+        """Each category's probability for each embedding: shape (len(embeddings), len(categories))."""
+        return 1.0 / (1.0 + np.exp(-(embeddings @ self.weights + self.biases)))
