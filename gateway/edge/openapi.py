@@ -37,6 +37,7 @@ from litestar.routes import HTTPRoute
 from gateway.adapters import routes as adapter_routes
 from gateway.adapters.merging import MergeRequest
 from gateway.adapters.models import CanaryRequest, PromoteRequest, RegisterRequest
+from gateway.config import RequestLimitSettings
 from gateway.drift.routes import drift_state
 from gateway.edge import docs_routes, schemas
 from gateway.edge.feedback_routes import FeedbackReceipt, FeedbackRequest
@@ -403,7 +404,7 @@ def _version() -> str:
 
 
 def document(app: Litestar) -> dict[str, Any]:
-    """The OpenAPI 3.1 document of ``app``'s routes (it depends on no settings)."""
+    """The OpenAPI 3.1 document of ``app``'s routes, with its per-request caps as schema bounds."""
     structs = [
         schemas.ChatCompletionRequest,
         schemas.CompletionRequest,
@@ -431,6 +432,7 @@ def document(app: Litestar) -> dict[str, Any]:
     # The one rule msgspec cannot express: feedback needs a non-null rating or correction (or both).
     components["ErrorCode"] = _error_codes()
     components["ErrorDetail"]["properties"]["code"]["description"] = "One of `ErrorCode`, or the backend's own."
+    _with_caps(components, _limits(app))
     components["FeedbackRequest"]["anyOf"] = [
         {"required": [field], "properties": {field: {"not": {"type": "null"}}}} for field in ("rating", "correction")
     ]
@@ -453,6 +455,44 @@ def document(app: Litestar) -> dict[str, Any]:
             },
         },
     }
+
+
+def _limits(app: Litestar) -> RequestLimitSettings:
+    """The running gateway's per-request caps (the defaults for an app that is not serving)."""
+    gateway = app.state.get("gateway")
+    return gateway.settings.limits if gateway is not None else RequestLimitSettings()
+
+
+# Which cap bounds which field: (schema, field, keyword, limits attribute).
+_CAPPED_FIELDS = (
+    ("ChatCompletionRequest", "messages", "maxItems", "max_messages"),
+    ("ChatCompletionRequest", "tools", "maxItems", "max_tools"),
+    ("ChatCompletionRequest", "n", "maximum", "max_n"),
+    ("ChatCompletionRequest", "max_tokens", "maximum", "max_tokens"),
+    ("ChatCompletionRequest", "max_completion_tokens", "maximum", "max_tokens"),
+    ("CompletionRequest", "prompt", "maxItems", "max_prompt_items"),
+    ("CompletionRequest", "n", "maximum", "max_n"),
+    ("CompletionRequest", "max_tokens", "maximum", "max_tokens"),
+    ("EmbeddingRequest", "input", "maxItems", "max_prompt_items"),
+    ("ResponsesRequest", "input", "maxItems", "max_content_parts"),
+    ("ResponsesRequest", "tools", "maxItems", "max_tools"),
+    ("ResponsesRequest", "max_output_tokens", "maximum", "max_tokens"),
+)
+
+
+def _with_caps(components: dict[str, Any], limits: RequestLimitSettings) -> None:
+    """The per-request caps as schema bounds, so a client (or a fuzzer) knows what is refused with a 400.
+    The totals (content parts over all messages, guarded characters) and a model's context length have no
+    JSON Schema form; docs/reliability.md lists them."""
+    for schema, field, keyword, attribute in _CAPPED_FIELDS:
+        cap = getattr(limits, attribute)
+        if cap is None:
+            continue
+        node = components[schema]["properties"][field]
+        wanted = "array" if keyword == "maxItems" else "integer"
+        for option in node.get("anyOf", [node]):
+            if option.get("type") == wanted:
+                option[keyword] = cap
 
 
 def _hand_written() -> dict[str, Any]:
