@@ -364,8 +364,12 @@ class GuardTimeout(OpenAIError):
     retry_after_s = 1.0
 
     @classmethod
-    def of(cls, budget_s: float) -> GuardTimeout:
-        return cls(f"The gateway's guards could not check this request within {budget_s:g} s; retry shortly.")
+    def of(cls, budget_s: float, waited_s: float) -> GuardTimeout:
+        waited = min(waited_s, budget_s)
+        return cls(
+            f"The gateway's guards could not check this request within {budget_s:g} s ({waited:.1f} s of it "
+            "waiting for a guard thread); retry shortly."
+        )
 
 
 class UpstreamTimeout(OpenAIError):

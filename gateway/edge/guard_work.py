@@ -35,13 +35,15 @@ def guard_cost(chars: int, raw: bytes) -> int:
 
 
 class Deadline:
-    """When one request's guard work must be done (monotonic seconds)."""
+    """When one request's guard work must be done (monotonic seconds), and when its thread took it up."""
 
-    __slots__ = ("at", "budget_s")
+    __slots__ = ("at", "budget_s", "created", "started")
 
     def __init__(self, budget_s: float) -> None:
         self.budget_s = budget_s
-        self.at = time.monotonic() + budget_s
+        self.created = time.monotonic()
+        self.at = self.created + budget_s
+        self.started: float | None = None
 
     def left_s(self) -> float:
         return self.at - time.monotonic()
@@ -51,8 +53,18 @@ class Deadline:
         the GIL (``sleep(0)``), so the event loop and lighter requests' guards get a turn between a heavy
         request's texts instead of waiting out Python's 5 ms switch interval."""
         if time.monotonic() > self.at:
-            raise GuardTimeout.of(self.budget_s)
+            raise self.timeout()
         time.sleep(0)
+
+    def timed(self, work: Callable[[Deadline], T]) -> T:
+        """``work(self)``, noting when a thread took it up (the timeout then says where the time went)."""
+        self.started = time.monotonic()
+        return work(self)
+
+    def timeout(self) -> GuardTimeout:
+        """The 503 for this budget, saying whether the time went waiting for a guard thread or checking."""
+        waited_until = self.started if self.started is not None else time.monotonic()
+        return GuardTimeout.of(self.budget_s, waited_until - self.created)
 
 
 class GuardWork:
@@ -68,15 +80,24 @@ class GuardWork:
     async def run(self, work: Callable[[Deadline], T], budget_s: float, stage: str, cost: int = 0) -> T:
         """``work(deadline)`` on a guard thread of the lane its ``cost`` (:func:`guard_cost`) falls in;
         :class:`GuardTimeout` when it is not done within ``budget_s`` (waiting for a free thread counts: a
-        queue of heavy requests cannot stretch anyone's budget)."""
+        queue of heavy requests cannot stretch anyone's budget).
+
+        Work that finished is used even when this coroutine resumes after the budget (an event loop held up
+        by something else, seen on a loaded CI machine, must not turn checked prompts into 503s): only work
+        still queued or still running at the deadline is given up on."""
         deadline = Deadline(budget_s)
         executor = self._heavy if cost > self._heavy_chars else self._common
-        future = asyncio.get_running_loop().run_in_executor(executor, work, deadline)
-        try:
-            return await asyncio.wait_for(future, timeout=max(deadline.left_s(), 0.0))
-        except (TimeoutError, GuardTimeout) as exc:
+        future = asyncio.get_running_loop().run_in_executor(executor, deadline.timed, work)
+        await asyncio.wait({future}, timeout=max(deadline.left_s(), 0.0))
+        if not future.done():
+            future.cancel()  # a queued job never starts; a running one stops at its next deadline check
             metrics.GUARD_TIMEOUTS.labels(stage).inc()
-            raise GuardTimeout.of(budget_s) from exc
+            raise deadline.timeout()
+        try:
+            return future.result()
+        except GuardTimeout:
+            metrics.GUARD_TIMEOUTS.labels(stage).inc()
+            raise deadline.timeout() from None
 
 
 @asynccontextmanager
