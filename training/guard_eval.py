@@ -134,7 +134,10 @@ class GuardedAnswers:
     ) -> dict[str, SliceAnswers]:
         references = [example.answer for example in self.prompts]
         asked = [example.prompt for example in self.prompts]
-        return answer_check.compare(self.slices, asked, references, self.baseline, candidate, tolerance, redact)
+        origins = [example.origin for example in self.prompts]
+        return answer_check.compare(
+            self.slices, asked, references, self.baseline, candidate, tolerance, redact, origins
+        )
 
     def answer(self, model: PeftModel, tokenizer: PreTrainedTokenizerBase) -> list[str]:
         return answers(model, tokenizer, self.prompts, self.settings.max_new_tokens)

@@ -74,3 +74,25 @@ def test_a_slice_without_answers_cannot_pass() -> None:
     verdict = check(Gate(answer_wins={"new": 0.5}), PASSED, {})
     assert not verdict.passed and verdict.misses[0].check == "answers_wins:new"
     assert "no held-out answers were generated for eval set 'new'" in verdict.reasons
+
+
+def test_each_earlier_generation_must_hold_not_only_their_average() -> None:
+    """Two earlier topics in the old slice: losing half of one is a miss even when the slice's share passes."""
+    slices = ["old"] * 8
+    origins = ["desk-1"] * 4 + ["run-travel"] * 4
+    references = [OLD_REFERENCE] * 4 + [NEW_REFERENCE] * 4
+    candidate = [OLD_REFERENCE] * 4 + [NEW_REFERENCE] * 2 + [OLD_REFERENCE, BASE_ANSWER]
+    found = compare(slices, [f"q{i}" for i in range(8)], references, references, candidate, 0.1, None, origins)
+    assert found["old"].hold_share == 0.75  # the average alone would pass
+    assert found["old"].origins == {"desk-1": [4, 4], "run-travel": [4, 2]}
+    verdict = check(GATE_OLD_ONLY, PASSED, found)
+    assert not verdict.passed and [m.value for m in verdict.misses] == [0.5]
+    assert verdict.reasons[0].startswith("old (taught by run-travel): 2/4 held-out answers about as close")
+
+
+def test_one_origin_keeps_the_slice_wide_hold() -> None:
+    found = compare(["old"] * 4, list("abcd"), [OLD_REFERENCE] * 4, [OLD_REFERENCE] * 4, [OLD_REFERENCE] * 4, 0.1)
+    assert found["old"].origins == {} and check(GATE_OLD_ONLY, PASSED, found).passed
+
+
+GATE_OLD_ONLY = Gate(answer_holds={"old": 0.75}, answer_tolerance=0.1)
