@@ -111,9 +111,25 @@ class InjectionSettings(msgspec.Struct, forbid_unknown_fields=True):
     path: str | None = None
 
 
+class SemanticSettings(msgspec.Struct, forbid_unknown_fields=True):
+    """The model tier (guards/semantic): per-category heads on the shared MiniLM sentence encoder, read after
+    the fast tier (``toxicity``), which decides alone when it blocks. Its categories: hate, harassment,
+    threat, self_harm (urging it), sexual."""
+
+    enabled: bool = False
+    action: Literal["allow", "flag", "block"] = "block"
+    # Category -> score replacing the trained threshold (chosen at export for 5% false blocks per benign domain).
+    thresholds: dict[str, float] = msgspec.field(default_factory=dict)
+    # A long prompt is read in pieces of this many words (the encoder reads 256 tokens), at most max_chunks.
+    chunk_words: int = 150
+    max_chunks: int = 16
+
+
 class StageSettings(msgspec.Struct, forbid_unknown_fields=True):
     pii: PiiSettings = msgspec.field(default_factory=PiiSettings)
     toxicity: ToxicitySettings = msgspec.field(default_factory=ToxicitySettings)
+    # Read on the input stage only, for now (measured on prompts, not on answers).
+    semantic: SemanticSettings = msgspec.field(default_factory=SemanticSettings)
     # Read on the input stage only (an answer is not an attack on the gateway's model).
     injection: InjectionSettings = msgspec.field(default_factory=InjectionSettings)
 

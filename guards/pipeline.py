@@ -12,12 +12,21 @@ from typing import Protocol
 
 import msgspec
 
-from guards.config import GuardsSettings, InjectionSettings, PiiSettings, StageSettings, ToxicityModel
+from guards.config import (
+    GuardsSettings,
+    InjectionSettings,
+    PiiSettings,
+    StageSettings,
+    ToxicityModel,
+)
 from guards.injection import InjectionGuard
 from guards.ner import NameRecognizer, load_names
 from guards.normalize import Normalized, normalize
 from guards.pii import PiiGuard
 from guards.redaction import RedactionContext, apply
+from guards.semantic.encoder import SentenceEncoder
+from guards.semantic.guard import SemanticGuard
+from guards.semantic.heads import Heads
 from guards.streaming import StreamRedactor
 from guards.toxicity import (
     HFOnnxClassifier,
@@ -29,7 +38,7 @@ from guards.toxicity import (
 from guards.types import Decision, Finding, Stage, Verdict, strongest
 
 # Guards whose one finding per text is a score for the whole text (kept in the decision), not a span.
-SCORED_GUARDS = frozenset({"toxicity", "injection"})
+SCORED_GUARDS = frozenset({"toxicity", "semantic", "injection"})
 
 
 class Guard(Protocol):
@@ -47,6 +56,7 @@ class GuardModels:
         self._model_dir = Path(model_dir)
         self._classifiers: dict[ToxicityModel | str, TextClassifier] = {}
         self._names: dict[str | None, NameRecognizer | None] = {}
+        self._semantic: tuple[SentenceEncoder, Heads] | None = None
 
     def classifier(self, model: ToxicityModel) -> TextClassifier:
         found = self._classifiers.get(model)
@@ -76,6 +86,18 @@ class GuardModels:
         if config.ner_model not in self._names:
             self._names[config.ner_model] = load_names(config.ner_model)
         return self._names[config.ner_model]
+
+    def semantic(self) -> tuple[SentenceEncoder, Heads]:
+        """The model tier's encoder (the MiniLM the drift monitor uses, beside this folder) and its heads,
+        exported and trained first where missing (minutes, once per machine)."""
+        if self._semantic is None:
+            from guards.semantic.export import ensure_semantic_heads
+            from monitor.embedder_export import DEFAULT_DIR_NAME, ensure_embedder
+
+            # One intra-op thread: concurrency comes from requests (guard threads), as for the other models.
+            encoder = SentenceEncoder(ensure_embedder(self._model_dir.parent / DEFAULT_DIR_NAME), threads=1)
+            self._semantic = encoder, Heads.load(ensure_semantic_heads(self._model_dir, encoder))
+        return self._semantic
 
     def _default_linear_path(self) -> Path:
         # Exporting needs scikit-learn: imported here only when the file is missing.
@@ -118,6 +140,8 @@ class StagePipeline:
         # Toxicity and injection first: a blocked text needs no redaction.
         if config.toxicity.enabled:
             guards.append(ToxicityGuard(config.toxicity, models.classifier(config.toxicity.model)))
+        if stage == "input" and config.semantic.enabled:
+            guards.append(SemanticGuard(config.semantic, *models.semantic()))
         if stage == "input" and config.injection.enabled:
             guards.append(InjectionGuard(config.injection, models.injection_classifier(config.injection)))
         if config.pii.enabled:

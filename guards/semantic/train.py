@@ -2,9 +2,13 @@
 
 Each category's head learns its positives against benign texts only: the shipped sources label
 categories partially (a Perspective-scored insult may also be a threat nobody marked), so another
-category's text is no safe negative. The threshold is the lowest score that keeps the false-positive rate on
-a validation split of the benign texts within ``target_fpr``: chosen on data the head did not fit, never on
-an evaluation set.
+category's text is no safe negative. The threshold is chosen on out-of-fold scores (each text scored by a
+head fitted without it, k folds): the lowest score that keeps the false-positive rate within ``target_fpr``
+in every benign group (``groups``: everyday prompts, and each kind of look-alike such as fiction or security
+education), so thousands of easy everyday prompts cannot buy a threshold that blocks one look-alike domain
+in three. Out-of-fold rather than a validation split: the written look-alike groups hold about thirty texts
+each, and a fifth of that cannot place a threshold (measured: a split-chosen threshold false-blocked 30% of
+the benign prompts written apart; out-of-fold, 6%).
 """
 
 from __future__ import annotations
@@ -24,32 +28,52 @@ def train_heads(
     categories: Sequence[str],
     *,
     target_fpr: float = 0.05,
-    validation_share: float = 0.2,
+    folds: int = 5,
     seed: int = 0,
+    groups: Sequence[str] | None = None,
+    min_group: int = 10,
 ) -> Heads:
-    """One logistic-regression head per category that has positives; a category without any gets a head that
-    never fires (weights 0, threshold above 1)."""
+    """One logistic-regression head per category that has positives; a category without enough gets a head
+    that never fires (weights 0, threshold above 1)."""
     from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold
 
-    rng = np.random.default_rng(seed)
-    validation = rng.random(len(labels)) < validation_share
+    def fitted(rows: np.ndarray, positive: np.ndarray) -> LogisticRegression:
+        model = LogisticRegression(C=4.0, class_weight="balanced", max_iter=3000)
+        return model.fit(embeddings[rows], positive[rows])
+
     benign = np.array([not row for row in labels])
     weights = np.zeros((embeddings.shape[1], len(categories)), dtype=np.float32)
     biases = np.zeros(len(categories), dtype=np.float32)
     thresholds = np.full(len(categories), 2.0, dtype=np.float32)
     for column, category in enumerate(categories):
         positive = np.array([category in row for row in labels])
-        fit = (positive | benign) & ~validation
-        if positive[fit].sum() < 5:
+        if positive.sum() < max(5, folds):
             continue
-        model = LogisticRegression(C=4.0, class_weight="balanced", max_iter=2000)
-        model.fit(embeddings[fit], positive[fit])
+        rows = np.flatnonzero(positive | benign)
+        out_of_fold = np.zeros(len(labels))
+        for train, held in StratifiedKFold(folds, shuffle=True, random_state=seed).split(rows, positive[rows]):
+            out_of_fold[rows[held]] = fitted(rows[train], positive).predict_proba(embeddings[rows[held]])[:, 1]
+        model = fitted(rows, positive)
         weights[:, column] = model.coef_[0]
         biases[column] = model.intercept_[0]
-        held = embeddings[validation & benign]
-        benign_scores = 1.0 / (1.0 + np.exp(-(held @ weights[:, column] + biases[column])))
-        thresholds[column] = threshold_at_fpr(benign_scores, target_fpr)
+        thresholds[column] = _grouped_threshold(out_of_fold, benign, groups, target_fpr, min_group)
     return Heads(tuple(categories), weights, biases, thresholds)
+
+
+def _grouped_threshold(
+    scores: np.ndarray, held: np.ndarray, groups: Sequence[str] | None, target_fpr: float, min_group: int
+) -> float:
+    """The highest of the per-group thresholds over the ``held`` texts (groups with ``min_group`` texts; all
+    of them as one group besides)."""
+    found = [threshold_at_fpr(scores[held], target_fpr)]
+    if groups is not None:
+        names = np.asarray(groups)
+        for name in sorted(set(names[held])):
+            members = held & (names == name)
+            if members.sum() >= min_group:
+                found.append(threshold_at_fpr(scores[members], target_fpr))
+    return max(found)
 
 
 def threshold_at_fpr(benign_scores: np.ndarray, target_fpr: float) -> float:

@@ -1,5 +1,5 @@
-"""The model tier's heads: trained against benign texts only, thresholds held to the target FPR on a
-validation split."""
+"""The model tier's heads: trained against benign texts only, thresholds held to the target FPR on
+out-of-fold scores, in every benign group."""
 
 from __future__ import annotations
 
@@ -37,3 +37,19 @@ def test_threshold_keeps_the_share_of_benign_scores_reaching_it() -> None:
     scores = np.linspace(0, 1, 101)
     threshold = threshold_at_fpr(scores, 0.05)
     assert (scores >= threshold).sum() == 5
+
+
+def test_a_hard_benign_group_sets_the_threshold_not_the_easy_majority() -> None:
+    """Look-alikes near the hate cluster: the everyday majority alone would allow a threshold that blocks many."""
+    vectors, labels = clusters()
+    rng = np.random.default_rng(3)
+    near = np.eye(16, dtype=np.float32)[1] * 0.6 + np.eye(16, dtype=np.float32)[0] * 0.8
+    look_alikes = near + 0.2 * rng.standard_normal((40, 16)).astype(np.float32)
+    vectors = np.concatenate([vectors, look_alikes / np.linalg.norm(look_alikes, axis=1, keepdims=True)])
+    labels = [*labels, *([()] * 40)]
+    groups = ["everyday" if not row else "labeled" for row in labels[:-40]] + ["look-alike"] * 40
+    pooled = train_heads(vectors, labels, ("hate",), target_fpr=0.05)
+    grouped = train_heads(vectors, labels, ("hate",), target_fpr=0.05, groups=groups)
+    scores = grouped.scores(vectors[-40:])[:, 0]
+    assert (pooled.scores(vectors[-40:])[:, 0] >= pooled.thresholds[0]).mean() > 0.1  # pooled: many blocked
+    assert (scores >= grouped.thresholds[0]).mean() <= 0.05
