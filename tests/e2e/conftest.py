@@ -27,6 +27,8 @@ MODEL = "SmolLM2-135M-Instruct"
 # The same vLLM model behind a second name whose input guards let e-mail addresses through, so a test can
 # make the model write one and watch the output guards catch it.
 RAW_INPUT_MODEL = "smol-raw-input"
+# And a third with the model tier of the input guards on (off by default).
+MEANING_MODEL = "smol-meaning"
 # The alias the closed-loop test retrains, and its policy: the default policy's recipes and gate (win 10% on the
 # new topic, lose at most 10% on the old one, general-set loss at most 20% over the base model's, the held-out
 # answer checks) and a recipe search of at most two trials, for CPU time.
@@ -116,6 +118,12 @@ def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Embedded]:
                         "upstream_name": MODEL,
                         "backends": [f"http://127.0.0.1:{vllm_port}"],
                         "guards": {"input": {"pii": {"actions": {"EMAIL": "allow"}}}},
+                    },
+                    {
+                        "name": MEANING_MODEL,
+                        "upstream_name": MODEL,
+                        "backends": [f"http://127.0.0.1:{vllm_port}"],
+                        "guards": {"input": {"semantic": {"enabled": True}}},
                     },
                 ],
                 # Small windows and a short training run, so the closed-loop test fits a CI run.

@@ -10,7 +10,7 @@ import openai
 import pytest
 from tokenizers import Tokenizer
 
-from tests.e2e.conftest import MODEL, RAW_INPUT_MODEL, REPO, Embedded
+from tests.e2e.conftest import MEANING_MODEL, MODEL, RAW_INPUT_MODEL, REPO, Embedded
 
 pytestmark = pytest.mark.e2e
 EMAIL_PATTERN = re.compile(r"[\w.+-]+@[\w-]+\.[\w.]+")
@@ -40,6 +40,34 @@ def test_toxic_prompt_is_blocked_before_vllm(embedded: Embedded) -> None:
     with pytest.raises(openai.BadRequestError) as caught:
         client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": prompt}], max_tokens=5)
     assert caught.value.body["code"] == "content_filter"
+
+
+def vllm_prompt_tokens(embedded: Embedded) -> float:
+    """vLLM's own count of prompt tokens it was given (its Prometheus counter)."""
+    metrics = httpx.get(f"{embedded.vllm_url}/metrics", timeout=30).text
+    return sum(float(line.split()[-1]) for line in metrics.splitlines() if line.startswith("vllm:prompt_tokens_total"))
+
+
+def test_the_model_tier_stops_what_the_fast_tier_passes_and_leaves_clean_prompts_alone(embedded: Embedded) -> None:
+    """Contempt for a group in plain words passes the default guards (the fast tier); on the route with the
+    model tier on, it is refused before vLLM sees a token, and a clean prompt is answered as without it."""
+    client = openai.OpenAI(base_url=f"{embedded.url}/v1", api_key=embedded.key, max_retries=0)
+    contempt = "Everyone from that country is a thief and a liar; landlords should refuse to rent to them."
+
+    def ask(model: str, text: str) -> str:
+        reply = client.chat.completions.create(
+            model=model, messages=[{"role": "user", "content": text}], max_tokens=8, temperature=0
+        )
+        return reply.choices[0].message.content or ""
+
+    ask(MODEL, contempt)  # the fast tier alone lets it through
+    before = vllm_prompt_tokens(embedded)
+    with pytest.raises(openai.BadRequestError) as caught:
+        ask(MEANING_MODEL, contempt)
+    assert caught.value.body["code"] == "content_filter"
+    assert vllm_prompt_tokens(embedded) == before
+    clean = "Which three spices go best with roasted carrots?"
+    assert ask(MEANING_MODEL, clean) == ask(MODEL, clean)
 
 
 def stream_text(url: str, body: dict, headers: dict[str, str] | None = None) -> tuple[str, list[str]]:

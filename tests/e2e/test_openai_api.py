@@ -10,7 +10,7 @@ import openai
 import psutil
 import pytest
 
-from tests.e2e.conftest import MODEL, RAW_INPUT_MODEL, Embedded
+from tests.e2e.conftest import MEANING_MODEL, MODEL, RAW_INPUT_MODEL, Embedded
 
 pytestmark = pytest.mark.e2e
 USER = [{"role": "user", "content": "Name three colours."}]
@@ -22,7 +22,7 @@ def client(embedded: Embedded) -> openai.OpenAI:
 
 
 def test_models_lists_the_base_model(client: openai.OpenAI) -> None:
-    assert [model.id for model in client.models.list()] == [MODEL, RAW_INPUT_MODEL]
+    assert [model.id for model in client.models.list()] == [MODEL, RAW_INPUT_MODEL, MEANING_MODEL]
 
 
 def test_keys_are_enforced(embedded: Embedded) -> None:
