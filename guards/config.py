@@ -139,8 +139,12 @@ class StreamSettings(msgspec.Struct, forbid_unknown_fields=True):
     hold_chars: int = 48
     # A trailing token without spaces (a secret, an e-mail address) is held up to this many characters.
     max_token_chars: int = 512
-    # Emit in pieces of at least this many characters, so the scan does not run on every token.
+    # The first piece of an answer goes out once this many characters are safe (time to first token)...
     min_emit_chars: int = 16
+    # ...later pieces once this many are: every piece costs a scan of itself plus ``context_chars``, whose
+    # fixed part (a toxicity model call) dominates, so 16-character pieces made a stream's checks cost 26x
+    # the same answer checked whole (bench.profile_gateway, docs/guards.md "Where the time goes").
+    emit_chars: int = 64
     # Characters of already emitted text scanned again with the held text (toxicity context, look-behinds).
     context_chars: int = 200
 

@@ -13,7 +13,9 @@ is emitted, whichever chunk boundaries split it. Each scan also sees the last ch
 so look-behind rules (``version 1.2.3.4``) and open code fences still apply across the cut.
 
 Toxicity is scored on the held text together with ``context_chars`` of the text emitted before it,
-not on the whole answer each time (which would cost quadratic time in the answer's length).
+not on the whole answer each time (which would cost quadratic time in the answer's length). The first piece
+goes out at ``min_emit_chars`` (the time to the first token), later ones at ``emit_chars``: each emit is one
+scan, so the piece size sets how many times the answer is scanned.
 """
 
 from __future__ import annotations
@@ -82,7 +84,7 @@ class StreamRedactor:
             return StreamStep("", "block")
         self._buffer += delta
         cut = self._cut_point()
-        if cut < self._config.min_emit_chars:
+        if cut < (self._config.emit_chars if self._tail else self._config.min_emit_chars):
             return StreamStep("")
         return self._emit(cut, final=False)
 
