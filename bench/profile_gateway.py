@@ -4,10 +4,11 @@
 
 One driftgate worker (``bench.gateway``'s variants) in front of the fake upstream, the load generator in its
 own process, and ``py-spy record`` on the worker for the load's duration (``pip install py-spy``; root or
-ptrace rights). By default only the thread holding the GIL is sampled: the Python work that runs one at a
-time, which is what bounds a worker (onnxruntime runs beside it; ``--all-threads`` counts it). Each sample is charged to the innermost frame of driftgate's own code, or of the guards'
-libraries, that it passes through, so the table reads "the request path's JSON decode", "the PII guard's
-phone matching", "Litestar", not a list of CPython internals. Also prints the 15 heaviest leaf functions.
+ptrace rights). By default only the thread holding the GIL is sampled: the Python work that runs one at
+a time, which is what bounds a worker (onnxruntime runs beside it; ``--all-threads`` counts it). Each
+sample is charged to the innermost frame of driftgate's own code, or of the guards' libraries, that it
+passes through, so the table reads "the PII guard's phone matching" or "Litestar", not CPython internals.
+Also prints the 15 heaviest leaf functions.
 """
 
 from __future__ import annotations
