@@ -12,13 +12,7 @@ from typing import Protocol
 
 import msgspec
 
-from guards.config import (
-    GuardsSettings,
-    InjectionSettings,
-    PiiSettings,
-    StageSettings,
-    ToxicityModel,
-)
+from guards.config import GuardsSettings, InjectionSettings, PiiSettings, StageSettings, ToxicityModel
 from guards.injection import InjectionGuard
 from guards.ner import NameRecognizer, load_names
 from guards.normalize import Normalized, normalize

@@ -82,9 +82,9 @@ class GuardWork:
         :class:`GuardTimeout` when it is not done within ``budget_s`` (waiting for a free thread counts: a
         queue of heavy requests cannot stretch anyone's budget).
 
-        Work that finished is used even when this coroutine resumes after the budget (an event loop held up
-        by something else, seen on a loaded CI machine, must not turn checked prompts into 503s): only work
-        still queued or still running at the deadline is given up on."""
+        Work that finished is used even when this coroutine resumes after the budget (a loop held up by
+        something else must not turn a checked prompt into a 503); only work still queued or running at the
+        deadline is given up on, and its 503 says how much of the budget went waiting for a thread."""
         deadline = Deadline(budget_s)
         executor = self._heavy if cost > self._heavy_chars else self._common
         future = asyncio.get_running_loop().run_in_executor(executor, deadline.timed, work)

@@ -93,8 +93,8 @@ async def test_heavy_work_runs_on_its_own_lane_and_leaves_the_common_threads_fre
 
 
 async def test_work_done_while_the_loop_was_held_up_is_used_not_refused() -> None:
-    """An event loop blocked past the budget by something else (seen on a loaded CI machine) must not turn a
-    prompt its thread checked in time into a 503."""
+    """An event loop blocked past the budget by something else must not turn a prompt its thread checked in
+    time into a 503 (a guard on the contract: the CI 503 under streaming load had another cause, not yet found)."""
     async with running_guard_work(GuardWorkSettings(threads=1)) as guard_work:
         work = asyncio.ensure_future(guard_work.run(lambda _: "checked", 0.05, "input"))
         await asyncio.sleep(0)  # the work is submitted
