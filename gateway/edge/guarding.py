@@ -16,6 +16,7 @@ from gateway.config import ModelRoute, Settings
 from gateway.edge.guard_work import Deadline
 from gateway.errors import ContentFiltered, FeatureNotConfigured
 from guards import Decision, GuardModels, Guards, GuardsSettings, RedactionContext, StreamRedactor
+from guards.semantic.encoder import DEFAULT_DIR_NAME
 from monitor import metrics
 
 CONTENT_FILTER = "content_filter"
@@ -79,7 +80,10 @@ def export_guard_models(settings: Settings) -> None:
 
         ensure_injection_model(directory)
     if any(c.enabled and c.input.semantic.enabled for c in configs):
-        GuardModels(directory).semantic()  # the shared encoder, then the model tier's heads
+        from monitor.embedder_export import ensure_embedder
+
+        ensure_embedder(settings.models_dir / DEFAULT_DIR_NAME)  # the encoder the drift monitor shares
+        GuardModels(directory).semantic()  # then the model tier's heads
 
 
 class RequestGuards:

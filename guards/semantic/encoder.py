@@ -16,6 +16,8 @@ from tokenizers import Encoding, Tokenizer
 
 MODEL_FILE = "model.onnx"
 TOKENIZER_FILE = "tokenizer.json"
+# Where the default encoder is exported, under the models folder (monitor.embedder_export exports it).
+DEFAULT_DIR_NAME = "all-MiniLM-L6-v2-onnx"
 
 
 class SentenceEncoder:

@@ -9,8 +9,10 @@ import pytest
 from guards import GuardModels, GuardsSettings
 from guards.config import InjectionSettings, SemanticSettings, StageSettings
 from guards.pipeline import StagePipeline
+from guards.semantic.encoder import DEFAULT_DIR_NAME
 from guards.semantic.guard import SemanticGuard
 from guards.semantic.heads import Heads
+from monitor.embedder_export import ensure_embedder
 from tests.conftest import SHARED_MODELS
 
 CATEGORIES = ("hate", "threat")
@@ -124,6 +126,7 @@ def pipeline() -> StagePipeline:
     """The input stage with the model tier on, the exported heads (trained once per machine, then cached);
     the injection guard off, so what blocks is the toxicity tiers."""
     config = StageSettings(semantic=SemanticSettings(enabled=True), injection=InjectionSettings(enabled=False))
+    ensure_embedder(SHARED_MODELS / DEFAULT_DIR_NAME)
     return StagePipeline.build("input", config, GuardModels(SHARED_MODELS / "guards"))
 
 
