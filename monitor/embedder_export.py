@@ -29,6 +29,8 @@ import msgspec
 import numpy as np
 from rich.console import Console
 
+# Re-exported: the drift watch and CLI find the default encoder folder here.
+from guards.semantic.encoder import DEFAULT_DIR_NAME as DEFAULT_DIR_NAME
 from guards.semantic.encoder import MODEL_FILE, TOKENIZER_FILE, load_tokenizer, pad
 from monitor.embedder import MARKER, Embedder, EmbedderInfo, EmbedderSettings, read_info
 
