@@ -14,6 +14,7 @@ import asyncio
 import json
 import time
 from collections import Counter
+from typing import NamedTuple
 
 import httpx
 
@@ -38,13 +39,24 @@ def _tool(index: int) -> dict:
     }
 
 
-def worst_case_bodies(model: str) -> list[tuple[str, dict]]:
-    """(path, body) pairs: at the caps (accepted, the most guard work one request can ask for) and past them
-    (refused before any work)."""
+class Body(NamedTuple):
+    path: str
+    json: dict
+    within_caps: bool  # False: refused before any work (400)
+
+
+class Answer(NamedTuple):
+    within_caps: bool
+    status: int
+    code: str | None  # the OpenAI error's code, when there is one
+
+
+def worst_case_bodies(model: str) -> list[Body]:
+    """The bodies at the caps (accepted, the most guard work one request can ask for) and past them (refused
+    before any work)."""
     items, messages, parts = _LIMITS.max_prompt_items, _LIMITS.max_messages, _LIMITS.max_content_parts
     per_item = _LIMITS.max_guarded_chars // items
-    return [
-        # at the caps
+    at_caps = [
         ("/v1/completions", {"model": model, "prompt": [text(per_item) for _ in range(items)], "max_tokens": 1}),
         (
             "/v1/chat/completions",
@@ -70,7 +82,8 @@ def worst_case_bodies(model: str) -> list[tuple[str, dict]]:
             "/v1/chat/completions",
             {"model": model, "messages": [{"role": "user", "content": digits(_LIMITS.max_guarded_chars)}]},
         ),
-        # past them: refused at once
+    ]
+    past_caps = [
         ("/v1/completions", {"model": model, "prompt": ["a"] * 100_000}),
         ("/v1/chat/completions", {"model": model, "messages": [{"role": "user", "content": "hi"}], "n": 1000}),
         (
@@ -78,23 +91,32 @@ def worst_case_bodies(model: str) -> list[tuple[str, dict]]:
             {"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 10**18},
         ),
     ]
+    return [Body(path, body, True) for path, body in at_caps] + [Body(path, body, False) for path, body in past_caps]
 
 
-async def attack(client: httpx.AsyncClient, model: str, stop: asyncio.Event, connections: int = 1) -> list[int]:
+def _error_code(response: httpx.Response) -> str | None:
+    try:
+        return response.json()["error"]["code"]
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+async def attack(client: httpx.AsyncClient, model: str, stop: asyncio.Event, connections: int = 1) -> list[Answer]:
     """``connections`` loops, each sending every worst-case body in turn (each loop starting elsewhere in the
-    list), until ``stop``; the statuses answered."""
-    statuses: list[int] = []
+    list), until ``stop``; what each body was answered."""
+    answers: list[Answer] = []
     bodies = worst_case_bodies(model)
 
     async def loop(offset: int) -> None:
         turn = offset
         while not stop.is_set():
-            path, body = bodies[turn % len(bodies)]
-            statuses.append((await client.post(path, json=body)).status_code)
+            body = bodies[turn % len(bodies)]
+            response = await client.post(body.path, json=body.json)
+            answers.append(Answer(body.within_caps, response.status_code, _error_code(response)))
             turn += 1
 
     await asyncio.gather(*(loop(i * 3) for i in range(connections)))
-    return statuses
+    return answers
 
 
 async def _main(base: str, model: str, duration: float, connections: int) -> dict:
@@ -105,8 +127,8 @@ async def _main(base: str, model: str, duration: float, connections: int) -> dic
         while time.monotonic() < deadline and not running.done():
             await asyncio.sleep(0.1)
         stop.set()
-        statuses = await running
-    return {"statuses": dict(Counter(statuses))}
+        answers = await running
+    return {"statuses": dict(Counter(answer.status for answer in answers))}
 
 
 def main() -> None:

@@ -1,4 +1,5 @@
-"""A fast fake OpenAI upstream for load tests: canned bytes, nothing computed per request.
+"""A fast fake OpenAI upstream for load tests: canned bytes, nothing computed per request (chat, streamed
+or not; completions and responses, not streamed).
 
 It stands in for vLLM so that the benchmark measures the gateway, not generation.
 """
@@ -9,10 +10,12 @@ import argparse
 import asyncio
 import json
 import os
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
 STREAM_CHUNKS = 16
+ANSWER = "The quick brown fox jumps over the lazy dog."
 
 
 def _completion() -> bytes:
@@ -25,7 +28,7 @@ def _completion() -> bytes:
             "choices": [
                 {
                     "index": 0,
-                    "message": {"role": "assistant", "content": "The quick brown fox jumps over the lazy dog."},
+                    "message": {"role": "assistant", "content": ANSWER},
                     "finish_reason": "stop",
                 }
             ],
@@ -57,7 +60,42 @@ def _events(stream_id: str = "chatcmpl-bench") -> list[bytes]:
     return events
 
 
+def _text_completion() -> bytes:
+    return json.dumps(
+        {
+            "id": "cmpl-bench",
+            "object": "text_completion",
+            "created": 0,
+            "model": "bench-model",
+            "choices": [{"index": 0, "text": ANSWER, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 20, "completion_tokens": 10, "total_tokens": 30},
+        }
+    ).encode()
+
+
+def _response() -> bytes:
+    message = {
+        "type": "message",
+        "id": "msg-bench",
+        "role": "assistant",
+        "status": "completed",
+        "content": [{"type": "output_text", "text": ANSWER, "annotations": []}],
+    }
+    return json.dumps(
+        {
+            "id": "resp-bench",
+            "object": "response",
+            "created_at": 0,
+            "status": "completed",
+            "model": "bench-model",
+            "output": [message],
+            "usage": {"input_tokens": 20, "output_tokens": 10, "total_tokens": 30},
+        }
+    ).encode()
+
+
 COMPLETION, STREAM = _completion(), b"".join(_events())
+TEXT_COMPLETION, RESPONSE = _text_completion(), _response()
 # Fault tests: streams paced this many seconds per event, with this process's pid in their id.
 CHUNK_DELAY_S = 0.0
 
@@ -78,6 +116,16 @@ async def chat(request: web.Request) -> web.StreamResponse:
     return response
 
 
+def canned(body: bytes) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """A handler answering every request with ``body`` (non-streamed endpoints other than chat)."""
+
+    async def answer(request: web.Request) -> web.Response:
+        await request.read()
+        return web.Response(body=body, content_type="application/json")
+
+    return answer
+
+
 async def health(_: web.Request) -> web.Response:
     return web.Response(text="ok")
 
@@ -95,6 +143,8 @@ def main() -> None:
     port, CHUNK_DELAY_S = arguments.port, arguments.chunk_delay_ms / 1000
     app = web.Application()
     app.router.add_post("/v1/chat/completions", chat)
+    app.router.add_post("/v1/completions", canned(TEXT_COMPLETION))
+    app.router.add_post("/v1/responses", canned(RESPONSE))
     app.router.add_get("/health", health)
     app.router.add_get("/v1/models", models)
     try:

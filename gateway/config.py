@@ -219,6 +219,10 @@ class GuardWorkSettings(msgspec.Struct, forbid_unknown_fields=True):
     # counts 20: libphonenumber parses every run of digits) run on `heavy_threads` of their own.
     heavy_threads: int = 1
     heavy_chars: int = 16384
+    # How often (seconds) a thread holding the GIL is asked to hand it over, in a gateway worker. At Python's
+    # 5 ms default, a guard thread checking a body at the caps kept the event loop waiting up to 5 ms at each
+    # hand-off, which doubled ordinary requests' p99 beside it (tests/integration/test_worst_case_bodies.py).
+    gil_switch_interval_s: Annotated[float, msgspec.Meta(gt=0, le=0.1)] = 0.001
 
 
 class ShutdownSettings(msgspec.Struct, forbid_unknown_fields=True):

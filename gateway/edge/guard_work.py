@@ -2,9 +2,9 @@
 
 The guards are CPU-bound (regexes, phone matching, onnxruntime). Run on the event loop, one request with a
 large prompt froze its worker for everyone: health checks, other clients, the backend checker. Here the
-work runs on a few threads of its own (onnxruntime and the tokenizers release the GIL; the regexes give it
-up at Python's switch interval, so the loop keeps answering), and a request whose guards are not done
-within its alias's ``guards.budget_s`` gets the alias's ``guards.on_timeout`` policy: a 503
+work runs on a few threads of its own (onnxruntime and the tokenizers release the GIL; Python code gives it
+up at the switch interval, ``guard_work.gil_switch_interval_s``, so the loop keeps answering), and a request
+whose guards are not done within its alias's ``guards.budget_s`` gets the alias's ``guards.on_timeout`` policy: a 503
 ``guard_timeout`` (refuse), or its text passed unguarded (pass). The work itself checks the same deadline
 between texts, so a thread never goes on long after its request gave up on it.
 """
@@ -12,6 +12,7 @@ between texts, so a thread never goes on long after its request gave up on it.
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -102,6 +103,8 @@ class GuardWork:
 
 @asynccontextmanager
 async def running_guard_work(settings: GuardWorkSettings) -> AsyncIterator[GuardWork]:
+    previous_interval = sys.getswitchinterval()
+    sys.setswitchinterval(settings.gil_switch_interval_s)
     common = ThreadPoolExecutor(max_workers=settings.threads, thread_name_prefix="driftgate-guards")
     heavy = ThreadPoolExecutor(max_workers=settings.heavy_threads, thread_name_prefix="driftgate-guards-heavy")
     try:
@@ -110,3 +113,4 @@ async def running_guard_work(settings: GuardWorkSettings) -> AsyncIterator[Guard
         # Queued work is dropped; a text being checked finishes on its own (each is bounded by the caps).
         common.shutdown(wait=False, cancel_futures=True)
         heavy.shutdown(wait=False, cancel_futures=True)
+        sys.setswitchinterval(previous_interval)

@@ -85,16 +85,20 @@ async def test_worst_case_bodies_do_not_stall_the_worker(tmp_path: Path, mock_up
             await asyncio.sleep(1)  # the attack under way
             attacked = await ordinary_traffic(client, 6)
             stop.set()
-            statuses = await attack_task
+            answers = await attack_task
             health_latencies = await health
     finally:
         process.terminate()
         process.wait(timeout=30)
     print(
         f"p99 ordinary {p99(baseline) * 1000:.1f} ms alone, {p99(attacked) * 1000:.1f} ms under attack; "
-        f"healthz max {max(health_latencies) * 1000:.1f} ms; attack statuses {statuses}"
+        f"healthz max {max(health_latencies) * 1000:.1f} ms; attack answers {answers}"
     )
     assert p99(attacked) <= 2 * p99(baseline), (p99(baseline), p99(attacked))
     assert max(health_latencies) < 0.1, max(health_latencies)
     assert len(health_latencies) > 50
-    assert {200, 400} <= set(statuses), statuses  # it was served at the caps, and refused past them
+    # At the caps a body is served, or refused with guard_timeout when the heavy lane's queue outlasts its
+    # budget (on a loaded machine the costliest bodies do); past them it is refused at once.
+    assert {(a.status, a.code) for a in answers if a.within_caps} <= {(200, None), (503, "guard_timeout")}, answers
+    assert {(a.status, a.code) for a in answers if not a.within_caps} == {(400, "invalid_request")}, answers
+    assert any(a.within_caps for a in answers) and any(not a.within_caps for a in answers), answers
