@@ -18,23 +18,11 @@ STREAM_CHUNKS = 16
 ANSWER = "The quick brown fox jumps over the lazy dog."
 
 
-def _completion() -> bytes:
-    return json.dumps(
-        {
-            "id": "chatcmpl-bench",
-            "object": "chat.completion",
-            "created": 0,
-            "model": "bench-model",
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": ANSWER},
-                    "finish_reason": "stop",
-                }
-            ],
-            "usage": {"prompt_tokens": 20, "completion_tokens": 10, "total_tokens": 30},
-        }
-    ).encode()
+def _answer(answer_id: str, kind: str, choice: dict) -> bytes:
+    """A whole (not streamed) chat or text completion with one choice."""
+    usage = {"prompt_tokens": 20, "completion_tokens": 10, "total_tokens": 30}
+    document = {"id": answer_id, "object": kind, "created": 0, "model": "bench-model", "choices": [choice]}
+    return json.dumps({**document, "usage": usage}).encode()
 
 
 def _events(stream_id: str = "chatcmpl-bench") -> list[bytes]:
@@ -60,19 +48,6 @@ def _events(stream_id: str = "chatcmpl-bench") -> list[bytes]:
     return events
 
 
-def _text_completion() -> bytes:
-    return json.dumps(
-        {
-            "id": "cmpl-bench",
-            "object": "text_completion",
-            "created": 0,
-            "model": "bench-model",
-            "choices": [{"index": 0, "text": ANSWER, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": 20, "completion_tokens": 10, "total_tokens": 30},
-        }
-    ).encode()
-
-
 def _response() -> bytes:
     message = {
         "type": "message",
@@ -94,8 +69,13 @@ def _response() -> bytes:
     ).encode()
 
 
-COMPLETION, STREAM = _completion(), b"".join(_events())
-TEXT_COMPLETION, RESPONSE = _text_completion(), _response()
+COMPLETION = _answer(
+    "chatcmpl-bench",
+    "chat.completion",
+    {"index": 0, "message": {"role": "assistant", "content": ANSWER}, "finish_reason": "stop"},
+)
+TEXT_COMPLETION = _answer("cmpl-bench", "text_completion", {"index": 0, "text": ANSWER, "finish_reason": "stop"})
+STREAM, RESPONSE = b"".join(_events()), _response()
 # Fault tests: streams paced this many seconds per event, with this process's pid in their id.
 CHUNK_DELAY_S = 0.0
 
