@@ -84,8 +84,7 @@ def run_stream(method: str, reference: np.ndarray, windows: list[np.ndarray]) ->
     monitor.set_reference("support", ReferenceSet(meta=meta, embeddings=reference))
     scores, fired = [], []
     for index, rows in enumerate(windows):
-        for i, row in enumerate(rows):
-            window = monitor.observe("support", f"{index}-{i}", row)
+        (window,) = monitor.observe_many([("support", f"{index}-{i}", row) for i, row in enumerate(rows)])
         result = monitor.score(window)
         scores.append(result.score)
         event = monitor.apply(result)

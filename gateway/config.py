@@ -147,6 +147,8 @@ class DriftWatchSettings(msgspec.Struct, forbid_unknown_fields=True):
     queue_size: int = 10_000
     batch_size: int = 32
     stale_check_s: float = 60.0
+    # How often each worker reads the fleet's drift state from the state database (pages, gauges).
+    refresh_s: float = 2.0
 
 
 class AdaptersSettings(msgspec.Struct, forbid_unknown_fields=True):

@@ -152,7 +152,10 @@ class Gateway:
             aiohttp.ClientSession(connector=connector, auto_decompress=False) as session,
             running_request_log(self.settings) as self.request_log,
             running_drift_watch(
-                self.settings.drift, Path(self.settings.home), self.settings.adapters is not None
+                self.settings.drift,
+                Path(self.settings.home),
+                self.settings.adapters is not None,
+                state_url(self.settings),
             ) as self.drift,
             running_guard_work(self.settings.guard_work) as guard_work,
         ):

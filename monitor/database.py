@@ -81,9 +81,9 @@ def _dialect_insert(engine: sa.Engine, table: sa.Table):
     return (sqlite_insert if engine.dialect.name == "sqlite" else pg_insert)(table)
 
 
-def upsert_ignoring(engine: sa.Engine, table: sa.Table, key: str) -> sa.Insert:
+def upsert_ignoring(engine: sa.Engine, table: sa.Table, key: str | list[str]) -> sa.Insert:
     """``INSERT ... ON CONFLICT (key) DO NOTHING`` in the engine's dialect: writes that are safe to retry."""
-    return _dialect_insert(engine, table).on_conflict_do_nothing(index_elements=[key])
+    return _dialect_insert(engine, table).on_conflict_do_nothing(index_elements=[key] if isinstance(key, str) else key)
 
 
 def upsert_replacing(engine: sa.Engine, table: sa.Table, keys: list[str], values: dict[str, object]) -> sa.Insert:

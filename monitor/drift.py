@@ -1,9 +1,12 @@
 """Per-alias drift detection: windows of production prompt embeddings against the alias's reference.
 
-Flow for the gateway: ``observe()`` on the event loop for each embedded prompt (cheap, no scoring);
-when it returns a closed ``Window``, ``await check(window)`` scores it in a worker thread and updates the
-alias's state. Windows also close by age (``close_stale()``) so low-traffic aliases still get checked,
-but a window smaller than ``min_window_size`` gets no verdict: it keeps collecting, and the state says so.
+Flow for the gateway: ``observe_many()`` off the event loop for each batch of embedded prompts (it records
+them on the drift board, :mod:`monitor.drift_board`, and returns the windows this replica claimed); each
+claimed ``Window`` is scored with ``await check(window)`` in a worker thread and its verdict folded into the
+alias's state on the board. Windows also close by age (``close_stale()``) so low-traffic aliases still get
+checked, but a window smaller than ``min_window_size`` gets no verdict: it keeps collecting, and the state
+says so. The board is shared by every replica on one state database; without one (benchmarks, tests) it
+lives in an in-memory SQLite database, through the same code.
 
 Verdicts have hysteresis: drift is confirmed after ``confirm_windows`` consecutive windows scoring over
 the threshold and cleared only after ``clear_windows`` consecutive windows under the lower clear
@@ -15,13 +18,15 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import msgspec
 import numpy as np
+import sqlalchemy as sa
 
+from monitor.drift_board import Claimed, DriftBoard, Entry
 from monitor.drift_methods import drift_score, evidently_method, sample_rows
-from monitor.drift_types import AliasState, DriftEvent, DriftSettings, Status, Transition, WindowResult
+from monitor.drift_types import AliasState, DriftEvent, DriftSettings, Hysteresis, Status, Transition, WindowResult
 from monitor.reference import ReferenceSet
 
 
@@ -40,100 +45,116 @@ class Window(msgspec.Struct, frozen=True):
     novelty_floor: float
 
 
-class _Alias:
-    """Mutable per-alias bookkeeping; only touched under the monitor's lock."""
+class _Watched:
+    """An alias's reference as this replica loaded it (every replica loads the same one)."""
 
-    def __init__(self, reference: ReferenceSet, reference_sample: np.ndarray, now: float) -> None:
+    def __init__(self, reference: ReferenceSet, sample: np.ndarray) -> None:
         self.reference = reference
-        self.sample = reference_sample
+        self.sample = sample
         # Typical distance of a reference prompt to its nearest other reference prompt: prompts much
         # farther than this from every reference prompt are what the drifted-ids list is made of.
-        self.novelty_floor = _novelty_floor(reference_sample)
-        self.ids: list[str] = []
-        self.rows: list[np.ndarray] = []
-        self.opened_at = now
-        self.sequence = 0
-        self.drifting = False
-        self.over: list[WindowResult] = []
-        self.under = 0
-        self.checked = 0
-        self.last: WindowResult | None = None
-        self.since: float | None = None
-        self.event: DriftEvent | None = None
-        self.last_window: Window | None = None  # kept for a person's report (a few hundred KB at most)
+        self.novelty_floor = _novelty_floor(sample)
+
+    @property
+    def version(self) -> str:
+        return self.reference.meta.version
+
+
+def in_memory_engine() -> sa.Engine:
+    """A private SQLite database for a board no other process shares (one connection, any thread)."""
+    return sa.create_engine("sqlite://", poolclass=sa.pool.StaticPool, connect_args={"check_same_thread": False})
 
 
 class DriftMonitor:
-    """Sliding windows, scores and confirmed-drift state for every alias that has a reference."""
+    """References, scoring and the rules of confirmation, over the board's windows; synchronous methods
+    touch the board (call them from a thread in the gateway)."""
 
-    def __init__(self, settings: DriftSettings | None = None, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        settings: DriftSettings | None = None,
+        clock: Callable[[], float] = time.time,
+        engine: sa.Engine | None = None,
+    ) -> None:
         self.settings = settings or DriftSettings()
-        self._clock = clock
         self._method = evidently_method(self.settings.method)
         self._thresholds = self.settings.method.thresholds
-        self._aliases: dict[str, _Alias] = {}
+        self._watched: dict[str, _Watched] = {}
+        # One board call at a time in this process (the in-memory board has one connection); replicas are
+        # kept apart by the board's row locks.
         self._lock = threading.Lock()
+        self._board = DriftBoard(engine or in_memory_engine(), self.settings, clock)
 
     def set_reference(self, alias: str, reference: ReferenceSet) -> None:
-        """Judge ``alias`` against ``reference`` from now on (a new version starts from a clean state)."""
+        """Judge ``alias`` against ``reference`` from now on (a new version starts from a clean state: the
+        board keeps each version's windows apart). No I/O: call it anywhere."""
         sample = sample_rows(reference.embeddings, self.settings.reference_sample)
         with self._lock:
-            self._aliases[alias] = _Alias(reference, sample, self._clock())
+            self._watched[alias] = _Watched(reference, sample)
+
+    def forget_other_versions(self, alias: str) -> None:
+        """Delete the board's windows of ``alias``'s versions this replica no longer judges (all of them once
+        it stopped watching the alias). Every replica does so as it follows a promotion, so prompts a lagging
+        replica still wrote for the old version go too."""
+        with self._lock:
+            watched = self._watched.get(alias)
+            self._board.forget(alias, keep_version=watched.version if watched is not None else "")
 
     def remove(self, alias: str) -> None:
+        """Stop watching ``alias`` here (other replicas may go on)."""
         with self._lock:
-            self._aliases.pop(alias, None)
+            self._watched.pop(alias, None)
 
     def observe(self, alias: str, request_id: str, embedding: np.ndarray) -> Window | None:
-        """Add one production prompt; return the window it closes, if any. Cheap: no scoring here."""
+        """Record one production prompt; return the last window it let this replica claim, if any."""
+        windows = self.observe_many([(alias, request_id, embedding)])
+        return windows[-1] if windows else None
+
+    def observe_many(self, prompts: Sequence[tuple[str, str, np.ndarray]]) -> list[Window]:
+        """Record (alias, request id, embedding) prompts of watched aliases; the windows they filled."""
         with self._lock:
-            state = self._aliases.get(alias)
-            if state is None:
-                return None
-            state.ids.append(request_id)
-            state.rows.append(embedding)
-            if len(state.ids) >= self.settings.window_size:
-                return self._close(alias, state)
-            return None
+            entries = [
+                Entry(alias, watched.version, request_id, embedding)
+                for alias, request_id, embedding in prompts
+                if (watched := self._watched.get(alias)) is not None
+            ]
+            self._board.append(entries)
+            aliases = dict.fromkeys(entry.alias for entry in entries)
+            return [
+                self._window(c) for alias in aliases for c in self._board.claim(alias, self._watched[alias].version)
+            ]
+
+    def close_stale(self) -> list[Window]:
+        """Claim windows older than ``max_window_age_s`` that hold enough prompts for a verdict, and windows
+        a replica claimed and never judged."""
+        with self._lock:
+            return [
+                self._window(claimed)
+                for alias, watched in self._watched.items()
+                for claimed in self._board.claim(alias, watched.version, stale=True)
+            ]
 
     def last_window(self, alias: str) -> tuple[Window, np.ndarray] | None:
         """The alias's last closed window and its whole reference: what a report for a person compares."""
         with self._lock:
-            state = self._aliases.get(alias)
-            if state is None or state.last_window is None:
+            watched = self._watched.get(alias)
+            claimed = self._board.last_window(alias, watched.version) if watched is not None else None
+            if watched is None or claimed is None:
                 return None
-            return state.last_window, state.reference.embeddings
+            return self._window(claimed), watched.reference.embeddings
 
-    def close_stale(self) -> list[Window]:
-        """Close windows older than ``max_window_age_s`` that hold enough prompts for a verdict."""
-        now = self._clock()
-        closed = []
-        with self._lock:
-            for alias, state in self._aliases.items():
-                old = now - state.opened_at >= self.settings.max_window_age_s
-                if old and len(state.ids) >= self.settings.min_window_size:
-                    closed.append(self._close(alias, state))
-        return closed
-
-    def _close(self, alias: str, state: _Alias) -> Window:
-        now = self._clock()
-        window = Window(
-            alias=alias,
-            version=state.reference.meta.version,
-            sequence=state.sequence,
-            request_ids=list(state.ids),
-            embeddings=np.stack(state.rows),
-            opened_at=state.opened_at,
-            closed_at=now,
-            reference=state.sample,
-            novelty_floor=state.novelty_floor,
+    def _window(self, claimed: Claimed) -> Window:
+        watched = self._watched[claimed.alias]
+        return Window(
+            alias=claimed.alias,
+            version=claimed.version,
+            sequence=claimed.sequence,
+            request_ids=claimed.request_ids,
+            embeddings=claimed.embeddings,
+            opened_at=claimed.opened_at,
+            closed_at=claimed.closed_at,
+            reference=watched.sample,
+            novelty_floor=watched.novelty_floor,
         )
-        state.last_window = window
-        keep = self.settings.window_size - (self.settings.step or self.settings.window_size)
-        state.ids, state.rows = (state.ids[-keep:], state.rows[-keep:]) if keep else ([], [])
-        state.opened_at = now
-        state.sequence += 1
-        return window
 
     def score(self, window: Window) -> WindowResult:
         """Score a closed window against its alias's reference. CPU-bound: call it off the event loop."""
@@ -157,30 +178,42 @@ class DriftMonitor:
         )
 
     def apply(self, result: WindowResult) -> DriftEvent | None:
-        """Fold a window's score into the alias's state; return the event if drift was confirmed or cleared."""
+        """Record a window's verdict and fold it (after any earlier window still being scored) into the
+        alias's state; the event, if this confirmed or cleared drift. None for a replaced reference's window."""
         with self._lock:
-            state = self._aliases.get(result.alias)
-            if state is None or state.reference.meta.version != result.version:
+            watched = self._watched.get(result.alias)
+            if watched is None or watched.version != result.version:
                 return None  # the reference changed while this window was scored
-            state.checked += 1
-            state.last = result
-            if not state.drifting:
-                state.over = [*state.over, result] if result.over else []
-                if len(state.over) >= self.settings.confirm_windows:
-                    state.drifting, state.since, state.under = True, result.closed_at, 0
-                    state.event = self._event("fired", state.over, result)
-                    return state.event
-                return None
-            state.under = state.under + 1 if result.score < self._thresholds.clear else 0
-            if state.under >= self.settings.clear_windows:
-                state.drifting, state.since, state.over = False, None, []
-                state.event = self._event("resolved", [result], result)
-                return state.event
-            return None
+            events = self._board.record(result, self.fold)
+        return events[-1] if events else None
 
-    async def check(self, window: Window) -> DriftEvent | None:
-        """``score`` in a worker thread, then ``apply``: the event loop never runs Evidently."""
-        return self.apply(await asyncio.to_thread(self.score, window))
+    async def check(self, window: Window) -> tuple[WindowResult, DriftEvent | None]:
+        """``score`` then ``apply`` in a worker thread (the event loop never runs Evidently or the board): the
+        verdict, and the event it caused."""
+
+        def judge() -> tuple[WindowResult, DriftEvent | None]:
+            result = self.score(window)
+            return result, self.apply(result)
+
+        return await asyncio.to_thread(judge)
+
+    def fold(self, state: Hysteresis, result: WindowResult) -> tuple[Hysteresis, DriftEvent | None]:
+        """One window's verdict folded into a state: the new state, and the event if it changed status."""
+        state = msgspec.structs.replace(state, checked=state.checked + 1, last=result)
+        settings = self.settings
+        if not state.drifting:
+            over = [*state.over, result] if result.over else []
+            if len(over) < settings.confirm_windows:
+                return msgspec.structs.replace(state, over=over), None
+            event = self._event("fired", over, result)
+            return msgspec.structs.replace(
+                state, drifting=True, since=result.closed_at, under=0, over=over, event=event
+            ), event
+        under = state.under + 1 if result.score < self._thresholds.clear else 0
+        if under < settings.clear_windows:
+            return msgspec.structs.replace(state, under=under), None
+        event = self._event("resolved", [result], result)
+        return msgspec.structs.replace(state, drifting=False, since=None, over=[], under=under, event=event), event
 
     def _event(self, transition: Transition, windows: list[WindowResult], last: WindowResult) -> DriftEvent:
         ids = list(dict.fromkeys(i for window in windows for i in window.novel_request_ids))
@@ -196,10 +229,16 @@ class DriftMonitor:
             at=last.closed_at,
         )
 
+    def events(self, limit: int = 100) -> list[DriftEvent]:
+        """The fleet's newest confirmations and clearances of the watched versions, newest last."""
+        with self._lock:
+            watched = [(alias, w.version) for alias, w in self._watched.items()]
+            return self._board.events(watched, limit)
+
     def state(self, alias: str) -> AliasState:
         with self._lock:
-            state = self._aliases.get(alias)
-            if state is None:
+            watched = self._watched.get(alias)
+            if watched is None:
                 return AliasState(
                     alias=alias,
                     version=None,
@@ -209,14 +248,15 @@ class DriftMonitor:
                     window_size=self.settings.window_size,
                     note="no reference set: no drift verdict for this alias",
                 )
-            return self._describe(alias, state)
+            return self._describe(alias, watched)
 
     def states(self) -> list[AliasState]:
         with self._lock:
-            return [self._describe(alias, state) for alias, state in sorted(self._aliases.items())]
+            return [self._describe(alias, watched) for alias, watched in sorted(self._watched.items())]
 
-    def _describe(self, alias: str, state: _Alias) -> AliasState:
-        pending, need = len(state.ids), self.settings.min_window_size
+    def _describe(self, alias: str, watched: _Watched) -> AliasState:
+        state, pending = self._board.summary(alias, watched.version)
+        need = self.settings.min_window_size
         if state.drifting:
             status: Status = "drifting"
         elif state.checked == 0:
@@ -228,7 +268,7 @@ class DriftMonitor:
             note = f"no verdict yet: {pending} of the {need} prompts a window needs before it is judged"
         return AliasState(
             alias=alias,
-            version=state.reference.meta.version,
+            version=watched.version,
             status=status,
             pending=pending,
             min_window_size=need,

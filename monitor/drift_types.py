@@ -109,6 +109,19 @@ class DriftEvent(msgspec.Struct, frozen=True):
     at: float
 
 
+class Hysteresis(msgspec.Struct):
+    """One alias-and-version's verdict so far: what confirmation and clearing count on (kept in the state
+    database, so every replica folds windows into the same one)."""
+
+    drifting: bool = False
+    over: list[WindowResult] = msgspec.field(default_factory=list)  # consecutive windows over, until confirmed
+    under: int = 0  # consecutive windows under the clear threshold, while drifting
+    checked: int = 0
+    last: WindowResult | None = None
+    since: float | None = None
+    event: DriftEvent | None = None
+
+
 class AliasState(msgspec.Struct):
     """What ``GET /admin/drift`` shows for one alias."""
 

@@ -1,4 +1,4 @@
-"""Operator routes under /admin: drift state now (adapters, jobs and keys join here)."""
+"""Operator routes under /admin: the fleet's drift state now (adapters, jobs and keys join here)."""
 
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ class DriftReport(msgspec.Struct):
     # Models watched for drift, each with its window, last score and status ("collecting" means no verdict
     # yet: fewer prompts than the minimum window).
     aliases: list[AliasState]
-    # Recent confirmations and clearances, newest last.
+    # The fleet's recent confirmations and clearances, newest last.
     events: list[DriftEvent]
-    # Prompts not embedded because the queue was full.
+    # Prompts this worker did not record: its queue was full, or the state database was away.
     dropped: int
 
 
@@ -25,4 +25,5 @@ class DriftReport(msgspec.Struct):
 async def drift_state(drift: NamedDependency[DriftWatch | None]) -> DriftReport:
     if drift is None:  # drift detection is off
         return DriftReport([], [], 0)
-    return DriftReport(drift.states(), list(drift.events), drift.dropped)
+    # The fleet's state, read now: every replica answers the same.
+    return DriftReport(await drift.refresh(), list(drift.events), drift.dropped)

@@ -1,9 +1,11 @@
 """Prompt drift per model, off the request path: embed in batches, window, score, export, alert.
 
 A request hands its prompt text to :meth:`DriftWatch.submit` (an O(1) append, dropped when the queue is
-full); one background task embeds queued prompts in a worker thread and feeds the per-alias windows of
-``monitor.drift``. Each worker process watches the traffic it serves: run one worker (the embedded
-default) or judge drift from the shared request log when several share the load.
+full); one background task embeds queued prompts in a worker thread and records them on the drift board in
+the state database (``monitor.drift_board``), where the windows are the fleet's: every worker of every
+replica adds to the same window, and the worker whose prompts fill it judges it, once. Every worker reads
+the fleet's state back every ``refresh_s`` for its pages and its drift gauges (so each replica exports the
+same values: dashboards take the max, never the sum).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import msgspec
+import sqlalchemy as sa
 
 from gateway.config import DriftWatchSettings
 from monitor import metrics
@@ -41,24 +44,27 @@ class DriftWatch:
         self.config = config
         self.embedder = embedder
         self.monitor = monitor
-        self.events: deque[DriftEvent] = deque(maxlen=100)
+        # The fleet's state and recent events as last read from the board (for pages and gauges).
+        self.fleet: list[AliasState] = []
+        self.events: list[DriftEvent] = []
         self.dropped = 0
         self._queue: deque[tuple[str, str, str]] = deque()
         self._ready = asyncio.Event()
         self._sender = AlertSender(config.alert_url) if config.alert_url else None
         # Also handed every payload in-process (the loop controller), whether or not a webhook is set.
         self.receivers: list[Callable[[WebhookPayload], Awaitable[object]]] = []
-        self._fired_at: dict[str, float] = {}
         # What each watched name is judged as: None for a base model, else the adapter version ("support@2").
         self._versions: dict[str, str | None] = dict.fromkeys(config.references)
         self._home = home
+        self._forgetting: set[asyncio.Future[None]] = set()
 
     def watches(self, alias: str, version: str | None = None) -> bool:
         """Only traffic of the version whose reference is loaded counts (a canary's prompts do not)."""
         return alias in self._versions and self._versions[alias] == version
 
     def follow(self, snapshot: Snapshot) -> None:
-        """Judge each adapter alias against its production version's reference, from the promotion on."""
+        """Judge each adapter alias against its production version's reference, from the promotion on; the
+        board's windows of the versions left behind are deleted in a thread."""
         from monitor.reference import ReferenceSet
 
         wanted = {}
@@ -66,7 +72,8 @@ class DriftWatch:
             version = snapshot.production(alias)
             if version is not None and version.reference_embeddings and alias not in self.config.references:
                 wanted[alias] = version
-        for name in [n for n, v in self._versions.items() if v is not None and n not in wanted]:
+        changed = [n for n, v in self._versions.items() if v is not None and n not in wanted]
+        for name in changed:
             del self._versions[name]
             self.monitor.remove(name)
         for name, version in wanted.items():
@@ -82,7 +89,19 @@ class DriftWatch:
                 msgspec.structs.replace(reference, meta=msgspec.structs.replace(reference.meta, version=version.name)),
             )
             self._versions[name] = version.name
+            changed.append(name)
             log.info("drift of %s judged against %s (%d reference prompts)", name, version.name, reference.meta.count)
+        if changed:
+            task = asyncio.get_running_loop().run_in_executor(None, self._forget, changed)
+            self._forgetting.add(task)
+            task.add_done_callback(self._forgetting.discard)
+
+    def _forget(self, aliases: list[str]) -> None:
+        try:
+            for alias in aliases:
+                self.monitor.forget_other_versions(alias)
+        except sa.exc.SQLAlchemyError as exc:  # left for the next promotion's follow to delete
+            log.error("drift: old versions' windows of %s not deleted: %s", aliases, exc)
 
     def build_reference(self, dataset: str, alias: str) -> str:
         """Embed a training set's prompts into ``<home>/references/sha-<hash>`` (once per distinct file)."""
@@ -101,11 +120,22 @@ class DriftWatch:
         self._ready.set()
 
     def states(self) -> list[AliasState]:
-        return self.monitor.states()
+        """The fleet's state as last read (at most ``refresh_s`` old); :meth:`refresh` reads it now."""
+        return self.fleet
+
+    async def refresh(self) -> list[AliasState]:
+        """Read the fleet's state and recent events from the board, and export them as this worker's gauges."""
+        self.fleet, self.events = await asyncio.to_thread(lambda: (self.monitor.states(), self.monitor.events()))
+        for state in self.fleet:
+            if state.last is not None:
+                metrics.DRIFT_SCORE.labels(state.alias).set(state.last.score)
+                metrics.DRIFT_THRESHOLD.labels(state.alias).set(state.last.threshold)
+            metrics.DRIFT_CONFIRMED.labels(state.alias).set(1 if state.status == "drifting" else 0)
+        return self.fleet
 
     async def run(self) -> None:
         """Embed and score until cancelled."""
-        stale = asyncio.create_task(self._close_stale_windows())
+        background = [asyncio.create_task(self._close_stale_windows()), asyncio.create_task(self._keep_reading())]
         try:
             while True:
                 await self._ready.wait()
@@ -114,38 +144,58 @@ class DriftWatch:
                     batch = [self._queue.popleft() for _ in range(min(self.config.batch_size, len(self._queue)))]
                     await self._process(batch)
         finally:
-            stale.cancel()
+            for task in background:
+                task.cancel()
 
     async def _process(self, batch: list[tuple[str, str, str]]) -> None:
         vectors = await asyncio.to_thread(self.embedder.embed, [text for _, _, text in batch])
-        for (alias, request_id, _), vector in zip(batch, vectors, strict=True):
-            window = self.monitor.observe(alias, request_id, vector)
-            if window is not None:
-                await self._check(window)
+        prompts = [(alias, request_id, vector) for (alias, request_id, _), vector in zip(batch, vectors, strict=True)]
+        try:
+            windows = await asyncio.to_thread(self.monitor.observe_many, prompts)
+        except sa.exc.SQLAlchemyError as exc:  # the state database is away: these prompts are lost, not retried
+            self.dropped += len(prompts)
+            log.error("drift: %d prompts not recorded: %s", len(prompts), exc)
+            return
+        for window in windows:
+            await self._check(window)
 
     async def _close_stale_windows(self) -> None:
+        """Old windows with enough prompts, and windows a dead replica claimed, are judged here."""
         while True:
             await asyncio.sleep(self.config.stale_check_s)
-            for window in self.monitor.close_stale():
+            try:
+                windows = await asyncio.to_thread(self.monitor.close_stale)
+            except sa.exc.SQLAlchemyError as exc:
+                log.error("drift: stale windows not claimed: %s", exc)
+                continue
+            for window in windows:
                 await self._check(window)
 
+    async def _keep_reading(self) -> None:
+        while True:
+            try:
+                await self.refresh()
+            except sa.exc.SQLAlchemyError as exc:
+                log.error("drift: the fleet's state could not be read: %s", exc)
+            await asyncio.sleep(self.config.refresh_s)
+
     async def _check(self, window: Window) -> None:
-        event = await self.monitor.check(window)
-        state = self.monitor.state(window.alias)
-        if state.last is not None:
-            metrics.DRIFT_SCORE.labels(window.alias).set(state.last.score)
-            metrics.DRIFT_THRESHOLD.labels(window.alias).set(state.last.threshold)
-            metrics.DRIFT_WINDOWS.labels(window.alias, "drift" if state.last.over else "no_drift").inc()
-        metrics.DRIFT_CONFIRMED.labels(window.alias).set(1 if state.status == "drifting" else 0)
+        try:
+            result, event = await self.monitor.check(window)
+        except sa.exc.SQLAlchemyError as exc:  # claimed and not judged: another replica takes it up later
+            log.error("drift: window %d of %s not judged: %s", window.sequence, window.alias, exc)
+            return
+        metrics.DRIFT_WINDOWS.labels(window.alias, "drift" if result.over else "no_drift").inc()
+        await self.refresh()
         if event is None:
             return
         log.warning(
             "drift %s for %s: score %.4g (threshold %.4g)", event.transition, event.alias, event.score, event.threshold
         )
-        self.events.append(event)
-        if event.transition == "fired":
-            self._fired_at[event.alias] = event.at
-        started = self._fired_at.get(event.alias) if event.transition == "resolved" else None
+        started = None
+        if event.transition == "resolved":  # when the fleet confirmed it (maybe on another replica)
+            fired = [e.at for e in self.events if e.alias == event.alias and e.transition == "fired"]
+            started = fired[-1] if fired else None
         payload = alert_payload(event, started_at=started)
         for receiver in self.receivers:
             try:
@@ -184,9 +234,10 @@ def embed_prompt_file(
 
 @asynccontextmanager
 async def running_drift_watch(
-    config: DriftWatchSettings, home: Path, adapters: bool
+    config: DriftWatchSettings, home: Path, adapters: bool, state_url: str
 ) -> AsyncIterator[DriftWatch | None]:
-    """A started watcher when any model has a reference or adapters are watched; None (no embedder) otherwise."""
+    """A started watcher when any model has a reference or adapters are watched; None (no embedder) otherwise.
+    Its windows are on the drift board in the state database at ``state_url``, shared with every replica."""
     if not config.references and not (adapters and config.adapters):
         yield None
         return
@@ -199,7 +250,10 @@ async def running_drift_watch(
     model_dir = await asyncio.to_thread(ensure_embedder, directory)
     # One intra-op thread: the gateway shares its cores with vLLM, and under load two threads were slower.
     embedder = Embedder(EmbedderSettings(model_dir=str(model_dir), threads=1))
-    monitor = DriftMonitor(config.detection)
+    from monitor.database import create_engine
+
+    engine = create_engine(state_url)
+    monitor = await asyncio.to_thread(DriftMonitor, config.detection, engine=engine)
     for model, prompt_file in config.references.items():
         reference = await asyncio.to_thread(load_reference, home, model, prompt_file, embedder)
         monitor.set_reference(model, reference)
@@ -211,3 +265,4 @@ async def running_drift_watch(
         task.cancel()
         with suppress(asyncio.CancelledError):
             await task
+        engine.dispose()

@@ -29,10 +29,8 @@ def feed_window(monitor: DriftMonitor, rng, usual: np.ndarray, new: np.ndarray, 
     rows = np.vstack([usual[rng.choice(len(usual), WINDOW - k, replace=False)], new[rng.choice(len(new), k)]])
     rows = rows[rng.permutation(WINDOW)]
     event: DriftEvent | None = None
-    for i, row in enumerate(rows):
-        window = monitor.observe("support", f"{tag}-{i}", row)
-        if window is not None:
-            event = monitor.apply(monitor.score(window))
+    for window in monitor.observe_many([("support", f"{tag}-{i}", row) for i, row in enumerate(rows)]):
+        event = monitor.apply(monitor.score(window)) or event
     return event
 
 

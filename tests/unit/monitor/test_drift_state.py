@@ -1,8 +1,8 @@
-"""Windows, minimum size and hysteresis of the drift monitor, on scores chosen by the test."""
+"""Windows, minimum size and hysteresis of the drift monitor, on scores chosen by the test (its board in a
+private in-memory database; tests/unit/monitor/test_drift_board.py shares one between replicas)."""
 
 from __future__ import annotations
 
-import msgspec
 import numpy as np
 import pytest
 
@@ -36,16 +36,26 @@ def make(clock: Clock | None = None, **settings) -> DriftMonitor:
     return monitor
 
 
-def result(monitor: DriftMonitor, score: float, version: str = "1") -> WindowResult:
-    ids = [f"r{i}" for i in range(3)]
+def full_window(monitor: DriftMonitor) -> Window:
+    """One window's worth of prompts (window_size 10), and the window they close."""
+    rows = reference().embeddings
+    start = sum(s.pending for s in monitor.states()) + 10 * sum(s.windows_checked for s in monitor.states())
+    windows = monitor.observe_many([("a", f"r{start + i}", rows[i]) for i in range(10)])
+    assert len(windows) == 1
+    return windows[0]
+
+
+def result(window: Window, score: float) -> WindowResult:
+    """The window's verdict with the score the test chooses; its first three prompts are the novel ones."""
     return WindowResult(
-        alias="a", version=version, sequence=0, size=10, method="mmd", score=score, threshold=FIRE,
-        clear_threshold=CLEAR, over=score > FIRE, opened_at=0, closed_at=1, novel_request_ids=ids,
+        alias="a", version=window.version, sequence=window.sequence, size=10, method="mmd", score=score,
+        threshold=FIRE, clear_threshold=CLEAR, over=score > FIRE, opened_at=0, closed_at=1,
+        novel_request_ids=window.request_ids[:3],
     )  # fmt: skip
 
 
 def transitions(monitor: DriftMonitor, scores: list[float]) -> list[str | None]:
-    return [getattr(monitor.apply(result(monitor, score)), "transition", None) for score in scores]
+    return [getattr(monitor.apply(result(full_window(monitor), score)), "transition", None) for score in scores]
 
 
 def test_drift_is_confirmed_only_after_consecutive_windows_over_the_threshold() -> None:
@@ -68,10 +78,11 @@ def test_hysteresis_needs_consecutive_windows_under_the_lower_threshold_to_clear
 
 def test_the_fired_event_carries_the_ids_of_the_drifted_windows() -> None:
     monitor = make()
-    monitor.apply(result(monitor, 0.02))
-    event = monitor.apply(result(monitor, 0.03))
-    assert event is not None and event.request_ids == ["r0", "r1", "r2"] and len(event.windows) == 2
-    assert event.score == 0.03 and event.threshold == FIRE
+    monitor.apply(result(full_window(monitor), 0.02))
+    event = monitor.apply(result(full_window(monitor), 0.03))
+    assert event is not None and event.request_ids == ["r0", "r1", "r2", "r10", "r11", "r12"]
+    assert len(event.windows) == 2 and event.score == 0.03 and event.threshold == FIRE
+    assert monitor.events() == [event]
 
 
 def test_no_verdict_below_the_minimum_window_size() -> None:
@@ -103,11 +114,13 @@ async def test_check_scores_off_the_loop_and_ignores_a_replaced_reference() -> N
     for i in range(10):
         window = monitor.observe("a", f"r{i}", rows[i])
     assert window is not None
-    assert await monitor.check(window) is None
+    verdict, event = await monitor.check(window)
+    assert verdict.sequence == window.sequence and event is None
     assert monitor.state("a").windows_checked == 1
+    replaced = full_window(monitor)
     monitor.set_reference("a", reference(version="2"))
-    assert monitor.apply(msgspec.structs.replace(result(monitor, 1.0), version="1")) is None
-    assert monitor.state("a").windows_checked == 0
+    assert monitor.apply(result(replaced, 1.0)) is None
+    assert monitor.state("a").windows_checked == 0 and monitor.state("a").version == "2"
 
 
 def test_unknown_aliases_are_ignored_and_reported() -> None:
