@@ -128,24 +128,35 @@ def export_guard_models(workdir: Path) -> Path:
     return directory
 
 
-def start_driftgate(stack: ExitStack, mock_url: str, workdir: Path, workers: int, variant: str) -> Target:
+def start_driftgate(
+    stack: ExitStack,
+    mock_url: str,
+    workdir: Path,
+    workers: int,
+    variant: str,
+    overrides: dict | None = None,
+    label: str = "",
+) -> Target:
+    """driftgate serve with a variant's settings (plus ``overrides``, under the name ``variant-label``)."""
     port = free_port()
-    config = workdir / f"driftgate-{variant}.yaml"
+    name = f"{variant}-{label}" if label else variant
+    config = workdir / f"driftgate-{name}.yaml"
     if VARIANTS[variant].get("guards", {}).get("enabled", True):
-        shutil.copytree(export_guard_models(workdir), workdir / f"home-{variant}" / "models" / "guards")
+        shutil.copytree(export_guard_models(workdir), workdir / f"home-{name}" / "models" / "guards")
     settings = {
         "port": port,
         "workers": workers,
-        "home": str(workdir / f"home-{variant}"),
+        "home": str(workdir / f"home-{name}"),
         "models": [{"name": "bench-model", "backends": [mock_url]}],
         **VARIANTS[variant],
+        **(overrides or {}),
     }
     config.write_text(json.dumps(settings))  # JSON is YAML
     command = [sys.executable, "-m", "gateway.cli", "serve", "--config", str(config)]
-    stack.enter_context(process(command, log=workdir / f"driftgate-{variant}.log"))
+    stack.enter_context(process(command, log=workdir / f"driftgate-{name}.log"))
     wait_http(f"http://127.0.0.1:{port}/readyz")
     return Target(
-        f"driftgate {variant} ({workers}w)",
+        f"driftgate {name} ({workers}w)",
         f"http://127.0.0.1:{port}/v1/chat/completions",
         overhead_header="x-driftgate-overhead-ms",
     )

@@ -117,11 +117,8 @@ class DriftMonitor:
                 for alias, request_id, embedding in prompts
                 if (watched := self._watched.get(alias)) is not None
             ]
-            self._board.append(entries)
-            aliases = dict.fromkeys(entry.alias for entry in entries)
-            return [
-                self._window(c) for alias in aliases for c in self._board.claim(alias, self._watched[alias].version)
-            ]
+            ready = self._board.append(entries)
+            return [self._window(c) for alias, version in ready for c in self._board.claim(alias, version)]
 
     def close_stale(self) -> list[Window]:
         """Claim windows older than ``max_window_age_s`` that hold enough prompts for a verdict, and windows

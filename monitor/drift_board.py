@@ -125,10 +125,14 @@ class DriftBoard:
         self.holder = uuid.uuid4().hex
         ensure_schema(engine, SCHEMA_COMPONENT, SCHEMA_VERSION, metadata.sorted_tables)
 
-    def append(self, entries: Sequence[Entry]) -> None:
-        """Record embedded prompts in their alias-and-version's window now filling."""
+    def append(self, entries: Sequence[Entry]) -> list[tuple[str, str]]:
+        """Record embedded prompts in their alias-and-version's window now filling; the (alias, version) pairs
+        that now hold enough unclaimed prompts to close a window (``claim`` takes the lock and checks again).
+
+        The check is a plain read in the insert's transaction, so the common call takes no lock: writers
+        of one alias only queue on its state row when a window is there to claim."""
         if not entries:
-            return
+            return []
         now = self.clock()
         rows = [
             {
@@ -141,8 +145,13 @@ class DriftBoard:
             }
             for e in entries
         ]
+        step = self.settings.step or self.settings.window_size
         with self.engine.begin() as conn:
             conn.execute(sa.insert(drift_prompts), rows)
+            keys = dict.fromkeys((e.alias, e.version) for e in entries)
+            for key in keys:
+                self._ensure_state(conn, *key, now)
+            return [key for key in keys if len(self._pending(conn, *key, step)) >= step]
 
     def claim(self, alias: str, version: str, *, stale: bool = False, most: int = 16) -> list[Claimed]:
         """Windows ready to score: every full one (up to ``most``), with ``stale`` also one older than
@@ -272,14 +281,19 @@ class DriftBoard:
             for table in (drift_prompts, drift_windows, drift_state):
                 conn.execute(sa.delete(table).where(table.c.alias == alias, table.c.version != keep_version))
 
-    def _lock(self, conn: sa.Connection, alias: str, version: str, now: float) -> sa.Row:
-        """The alias-and-version's state row, made if missing and locked for this transaction (see above)."""
+    def _ensure_state(self, conn: sa.Connection, alias: str, version: str, now: float) -> None:
+        """The alias-and-version's state row, made if missing (its first window opens now); takes no lock on
+        a row already there."""
         values = {"alias": alias, "version": version, "next_sequence": 0, "applied_through": -1}
         conn.execute(
             upsert_ignoring(self.engine, drift_state, ["alias", "version"]).values(
                 **values, opened_at=now, touched=now, hysteresis=_EMPTY
             )
         )
+
+    def _lock(self, conn: sa.Connection, alias: str, version: str, now: float) -> sa.Row:
+        """The alias-and-version's state row, made if missing and locked for this transaction (see above)."""
+        self._ensure_state(conn, alias, version, now)
         key = (drift_state.c.alias == alias, drift_state.c.version == version)
         conn.execute(sa.update(drift_state).where(*key).values(touched=now))
         return conn.execute(sa.select(drift_state).where(*key)).one()
