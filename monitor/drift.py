@@ -141,17 +141,7 @@ class DriftMonitor:
 
     def _window(self, claimed: Claimed) -> Window:
         watched = self._watched[claimed.alias]
-        return Window(
-            alias=claimed.alias,
-            version=claimed.version,
-            sequence=claimed.sequence,
-            request_ids=claimed.request_ids,
-            embeddings=claimed.embeddings,
-            opened_at=claimed.opened_at,
-            closed_at=claimed.closed_at,
-            reference=watched.sample,
-            novelty_floor=watched.novelty_floor,
-        )
+        return Window(**claimed._asdict(), reference=watched.sample, novelty_floor=watched.novelty_floor)
 
     def score(self, window: Window) -> WindowResult:
         """Score a closed window against its alias's reference. CPU-bound: call it off the event loop."""

@@ -25,6 +25,7 @@ import sqlalchemy as sa
 from gateway.config import DriftWatchSettings
 from monitor import metrics
 from monitor.alerts import AlertSender, WebhookPayload, alert_payload
+from monitor.database import create_engine
 
 if TYPE_CHECKING:
     from gateway.adapters.models import Snapshot
@@ -250,8 +251,6 @@ async def running_drift_watch(
     model_dir = await asyncio.to_thread(ensure_embedder, directory)
     # One intra-op thread: the gateway shares its cores with vLLM, and under load two threads were slower.
     embedder = Embedder(EmbedderSettings(model_dir=str(model_dir), threads=1))
-    from monitor.database import create_engine
-
     engine = create_engine(state_url)
     monitor = await asyncio.to_thread(DriftMonitor, config.detection, engine=engine)
     for model, prompt_file in config.references.items():
